@@ -1,0 +1,39 @@
+# cupid-airflow: `make demo` and `make test` are the two commands a new user needs.
+# Installs are pinned by constraints.txt (regenerate with `make lock` after changing pyproject.toml).
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+UV     := $(VENV)/bin/uv
+UV_VERSION := 0.13.9
+PYTEST_ARGS ?=
+
+.PHONY: install demo test lint lock bench-parse clean
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet "uv==$(UV_VERSION)"
+	$(UV) pip install --quiet --python $(PY) --constraint constraints.txt --editable ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(PY) -m cupid_airflow demo
+
+lint: install
+	$(VENV)/bin/ruff check cupid_airflow tests bench dags
+	$(VENV)/bin/ruff format --check cupid_airflow tests bench dags
+	$(VENV)/bin/mypy
+
+test: lint
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lock: install
+	$(UV) pip compile --quiet pyproject.toml --extra test --python $(PY) --output-file constraints.txt
+
+bench-parse: install
+	$(PY) bench/parse_time.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,86 @@
+"""A folder of cupid configs: every file loaded on its own, dag ids checked across files.
+
+Shared by the DAG factory and ``python -m cupid_airflow validate`` so both judge a folder the same
+way. One broken file never stops the others from loading.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cupid_airflow.config import ConfigError, CupidConfig, Problem, dag_ids, load_config
+
+__all__ = ["CONFIG_DIR_ENV", "ConfigEntry", "config_files", "default_config_dir", "load_catalog"]
+
+CONFIG_DIR_ENV = "CUPID_CONFIG_DIR"
+
+
+@dataclass(slots=True)
+class ConfigEntry:
+    """One config file: its DAG ids, and either its config or the error that stops it."""
+
+    path: Path
+    config: CupidConfig | None = None
+    error: ConfigError | None = None
+    dag_ids: list[str] = field(default_factory=list)
+
+    @property
+    def stem_dag_id(self) -> str:
+        return "cupid_" + "".join(c if c.isalnum() or c in "_.-" else "_" for c in self.path.stem)
+
+
+def config_files(paths: Iterable[str | Path]) -> list[Path]:
+    """The ``*.json`` files among ``paths`` (folders are listed, not recursed), sorted for stable order."""
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found.extend(sorted(f for f in p.glob("*.json") if f.is_file() and not f.name.startswith(".")))
+        else:
+            found.append(p)
+    return found
+
+
+def load_catalog(files: Iterable[Path]) -> list[ConfigEntry]:
+    """Load each file; a dag id claimed by an earlier file (in the given order) is an error for the later one."""
+    owners: dict[str, Path] = {}
+    entries: list[ConfigEntry] = []
+    for path in files:
+        entry = ConfigEntry(path)
+        entries.append(entry)
+        try:
+            entry.config = load_config(path)
+        except ConfigError as e:
+            entry.error = e
+            continue
+        ids = dag_ids(entry.config, path.stem)
+        problems = []
+        for i, dag_id in enumerate(ids):
+            owner = owners.get(dag_id)
+            if owner is not None or dag_id in ids[:i]:
+                where = f"{owner}" if owner is not None else "this file"
+                problems.append(
+                    Problem(f"des[{i}]", f"dag id {dag_id!r} is already used by {where}; set a unique 'dagId'")
+                )
+        if problems:
+            entry.config, entry.error = None, ConfigError(str(path), problems)
+            continue
+        entry.dag_ids = ids
+        owners.update(dict.fromkeys(ids, path))
+    return entries
+
+
+def default_config_dir(dag_file: str | Path | None = None) -> Path:
+    """``$CUPID_CONFIG_DIR``, else ``configs/`` beside the DAG file (or ``dags/configs`` from here)."""
+    env = os.environ.get(CONFIG_DIR_ENV)
+    if env:
+        return Path(env)
+    if dag_file is not None:
+        return Path(dag_file).resolve().parent / "configs"
+    for candidate in (Path("dags/configs"), Path("configs")):
+        if candidate.is_dir():
+            return candidate
+    home = Path(os.environ.get("AIRFLOW_HOME", Path.home() / "airflow"))
+    return home / "dags" / "configs"

@@ -1,0 +1,435 @@
+"""cupid JSON config -> typed, validated objects. No Airflow import: the CLI, tests and benches use it bare.
+
+Every key of cupid-go's config is accepted with its meaning and default (see README, "Config keys");
+the Airflow-side additions are optional camelCase keys. Errors name the file, the JSON path
+(``des[1].columns``), the bad value and what was expected, all at once rather than one per run.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Union, get_args, get_origin
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic.alias_generators import to_camel
+
+from cupid_airflow.dsn import DsnError, MySqlDsn, parse_go_dsn
+from cupid_airflow.jsonc import JsonWithCommentsError, loads_with_comments
+from cupid_airflow.timeformat import TimeFormat, TimeFormatError, parse_time_format
+
+__all__ = [
+    "CallbackNotification",
+    "ConfigError",
+    "CupidConfig",
+    "Destination",
+    "Problem",
+    "Source",
+    "load_config",
+    "parse_config",
+]
+
+REDACTED = "***"
+#: Unquoted SQL identifiers: a letter or underscore, then letters, digits, _ or $; at most 64 (MySQL's limit).
+_IDENTIFIER = re.compile(r"[^\W\d][\w$]{0,63}")
+#: Airflow's own rule for dag ids and connection ids.
+_AIRFLOW_KEY = re.compile(r"[\w.-]{1,250}")
+_SCHEDULE_PRESETS = frozenset(
+    {"@once", "@continuous", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly"}
+)
+
+
+def _identifier(value: str) -> str:
+    if not _IDENTIFIER.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not a plain SQL identifier; expected letters, digits, '_' or '$', starting with a "
+            "letter or '_', at most 64 characters (quotes, spaces, backticks and ';' are never allowed)"
+        )
+    return value
+
+
+def _table_name(value: str) -> str:
+    parts = value.split(".")
+    if len(parts) > 2 or not all(_IDENTIFIER.fullmatch(p) for p in parts):
+        raise ValueError(
+            f"{value!r} is not a table name; expected an identifier (letters, digits, '_' or '$'), "
+            "optionally qualified as schema.table"
+        )
+    return value
+
+
+def _airflow_key(value: str) -> str:
+    if not _AIRFLOW_KEY.fullmatch(value):
+        raise ValueError(f"{value!r} is not a valid Airflow id; expected letters, digits, '_', '.' or '-'")
+    return value
+
+
+def _timezone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"{value!r} is not an IANA time zone; expected a name such as 'UTC' or 'Asia/Shanghai'"
+        ) from None
+    return value
+
+
+def _time_format(value: str) -> str:
+    try:
+        parse_time_format(value)
+    except TimeFormatError as e:
+        raise ValueError(str(e)) from None
+    return value
+
+
+def _dsn(value: str) -> str:
+    try:
+        parse_go_dsn(value).client_options()
+    except DsnError as e:
+        raise ValueError(f"{e} (DSN {redact_dsn(value)!r})") from None
+    return value
+
+
+def _schedule(value: str | int) -> str | int:
+    if isinstance(value, int):
+        if value < 1:
+            raise ValueError(f"{value} seconds: expected a whole number of seconds >= 1")
+        return value
+    if value.startswith("@"):
+        if value not in _SCHEDULE_PRESETS:
+            raise ValueError(
+                f"{value!r} is not an Airflow preset; expected one of {', '.join(sorted(_SCHEDULE_PRESETS))}"
+            )
+        return value
+    from croniter import croniter  # a plain library (Airflow's own cron parser), no Airflow import
+
+    if not croniter.is_valid(value):
+        raise ValueError(f"{value!r} is not a cron expression; expected 5 fields such as '*/5 * * * *'")
+    return value
+
+
+Identifier = Annotated[str, AfterValidator(_identifier)]
+TableName = Annotated[str, AfterValidator(_table_name)]
+AirflowKey = Annotated[str, AfterValidator(_airflow_key)]
+Dsn = Annotated[str, AfterValidator(_dsn)]
+
+
+class _Model(BaseModel):
+    # strict: "3" is not 3 and "true" is not true, as in cupid-go's Go JSON decoding.
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=False,
+        extra="forbid",
+        strict=True,
+        frozen=True,
+    )
+
+
+class CallbackNotification(_Model):
+    """Where a destination's differences are POSTed."""
+
+    url: Annotated[str | None, Field(repr=False)] = None
+
+
+class Destination(_Model):
+    """One replica of the source table; each gets its own DAG."""
+
+    dsn: Annotated[Dsn | None, Field(repr=False)] = None
+    conn_id: AirflowKey | None = None
+    table: TableName
+    columns: Annotated[dict[Identifier, Identifier], Field(min_length=1)]
+    by_column: Identifier
+    callback_notification: CallbackNotification | None = None
+    http_conn_id: AirflowKey | None = None
+    dag_id: AirflowKey | None = None
+
+    @property
+    def callback_url(self) -> str | None:
+        """The callback URL with a scheme (cupid's examples leave it out; ``http://`` is meant)."""
+        url = self.callback_notification.url if self.callback_notification else None
+        if url is None or self.http_conn_id is not None:
+            return url
+        return url if "://" in url else f"http://{url}"
+
+
+class Source(_Model):
+    """The table cupid watches."""
+
+    dsn: Annotated[Dsn | None, Field(repr=False)] = None
+    conn_id: AirflowKey | None = None
+    table: TableName
+    by_column: Identifier
+    insert: bool = True
+    insert_interval_millisecond: Annotated[int, Field(ge=1)] = 2000
+    update: bool = True
+    update_column: Identifier | None = None
+    update_interval_millisecond: Annotated[int, Field(ge=1)] = 2000
+    update_scan_second: Annotated[int, Field(ge=0)] = 5
+    update_time_formate: Annotated[str, AfterValidator(_time_format)] = "2006-1-2 15:04:05"
+    cache_file_path: str = "/tmp"
+    pushbear_send_key: Annotated[str, Field(repr=False)] = ""
+    timezone: Annotated[str, AfterValidator(_timezone)] = "UTC"
+
+    @property
+    def time_format(self) -> TimeFormat:
+        return parse_time_format(self.update_time_formate)
+
+
+class CupidConfig(_Model):
+    """A whole cupid config file: one source, one or more destinations."""
+
+    worker_number: Annotated[int, Field(ge=1)] = 3
+    log_dir: str = "/apps/log/cupid"
+    failure_job_retry_second: Annotated[int, Field(ge=1)] = 10
+    src: Source
+    des: Annotated[list[Destination], Field(min_length=1)]
+    schedule: Annotated[str | int, AfterValidator(_schedule)] | None = None
+
+    def redacted(self) -> dict[str, Any]:
+        """The config as JSON data with passwords and keys replaced by ``***``: safe for DAG docs and logs."""
+        data = self.model_dump(by_alias=True, exclude_unset=True)
+        endpoint: dict[str, Any]
+        for endpoint in [data["src"], *data["des"]]:
+            if endpoint.get("dsn"):
+                endpoint["dsn"] = redact_dsn(endpoint["dsn"])
+            callback = endpoint.get("callbackNotification") or {}
+            if callback.get("url"):
+                callback["url"] = redact_url(callback["url"])
+        if data["src"].get("pushbearSendKey"):
+            data["src"]["pushbearSendKey"] = REDACTED
+        return data
+
+    def secrets(self) -> list[str]:
+        """Every secret in this config, for Airflow's log masker."""
+        found = [self.src.pushbear_send_key]
+        endpoints: list[Source | Destination] = [self.src, *self.des]
+        for endpoint in endpoints:
+            if endpoint.dsn:
+                found.append(parse_go_dsn(endpoint.dsn).password or "")
+        for des in self.des:
+            found.append(urlsplit(des.callback_url or "").password or "")
+        return [s for s in found if s]
+
+
+def redact_dsn(dsn: str) -> str:
+    """The DSN with its password replaced by ``***`` (same split rules as :func:`parse_go_dsn`)."""
+    slash = dsn.rfind("/")
+    at = dsn.rfind("@", 0, max(slash, 0))
+    colon = dsn.find(":", 0, at) if at >= 0 else -1
+    if colon < 0:
+        return dsn
+    return f"{dsn[: colon + 1]}{REDACTED}{dsn[at:]}"
+
+
+def redact_url(url: str) -> str:
+    """The URL with the password of its ``user:password@`` part replaced by ``***``."""
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    if parts.password is None:
+        return url
+    return url.replace(f":{parts.password}@", f":{REDACTED}@", 1)
+
+
+def mysql_dsn(endpoint: Source | Destination) -> MySqlDsn | None:
+    return parse_go_dsn(endpoint.dsn) if endpoint.dsn else None
+
+
+# ---------------------------------------------------------------------------- errors
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    path: str  # JSON path such as des[1].columns; "" for the whole file
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class ConfigError(ValueError):
+    """Every problem found in one config file."""
+
+    def __init__(self, source: str, problems: list[Problem]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__("\n".join(f"{source}: {p}" for p in problems))
+
+
+def _json_path(loc: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part == "[key]":
+            continue
+        elif not _IDENTIFIER.fullmatch(part):
+            path += f"[{json.dumps(part, ensure_ascii=False)}]"
+        else:
+            path += f".{part}" if path else part
+    return path
+
+
+def _model_at(loc: tuple[int | str, ...]) -> type[_Model] | None:
+    """The model class that validates the object at ``loc``, to list its keys in a did-you-mean."""
+    annotation: Any = CupidConfig
+    for part in loc:
+        while get_origin(annotation) in (Annotated, Union, list) or type(annotation).__name__ == "UnionType":
+            annotation = next(a for a in get_args(annotation) if a is not type(None))
+        if isinstance(part, int):
+            continue
+        if not (isinstance(annotation, type) and issubclass(annotation, _Model)):
+            return None
+        field = next((f for f in annotation.model_fields.values() if f.alias == part), None)
+        if field is None:
+            return None
+        annotation = field.annotation
+    while get_origin(annotation) in (Annotated, Union) or type(annotation).__name__ == "UnionType":
+        annotation = next(a for a in get_args(annotation) if a is not type(None))
+    return annotation if isinstance(annotation, type) and issubclass(annotation, _Model) else None
+
+
+def _did_you_mean(key: str, choices: list[str]) -> str:
+    lowered = {c.lower(): c for c in choices}
+    match = lowered.get(key.lower()) or next(iter(difflib.get_close_matches(key, choices, n=1, cutoff=0.6)), None)
+    return f"; did you mean {match!r}?" if match else f"; expected one of: {', '.join(choices)}"
+
+
+_EXPECTED = {
+    "int_type": "a whole number",
+    "bool_type": "true or false",
+    "string_type": "a string",
+    "dict_type": "an object",
+    "list_type": "an array",
+    "model_type": "an object",
+    "model_attributes_type": "an object",
+}
+
+
+def _problem_from_pydantic(error: Any) -> Problem:
+    loc = tuple(error["loc"])
+    kind = error["type"]
+    got = json.dumps(error.get("input"), ensure_ascii=False, default=str)
+    if len(got) > 80:
+        got = got[:77] + "..."
+    if kind == "extra_forbidden":
+        model = _model_at(loc[:-1])
+        choices = [f.alias for f in model.model_fields.values() if f.alias] if model else []
+        return Problem(_json_path(loc[:-1]), f"unknown key {loc[-1]!r}{_did_you_mean(str(loc[-1]), choices)}")
+    if kind == "missing":
+        return Problem(_json_path(loc), "required key is missing")
+    if kind in _EXPECTED:
+        # Unions report once per branch; the last element names the branch type, not a key.
+        while loc and loc[-1] in ("str", "int", "constrained-int", "function-after[_schedule(), union[str,int]]"):
+            loc = loc[:-1]
+        return Problem(_json_path(loc), f"expected {_EXPECTED[kind]}, got {got}")
+    message = error["msg"].removeprefix("Value error, ")
+    if kind.startswith(("greater_than", "less_than", "too_short", "too_long")):
+        message = f"{message[0].lower()}{message[1:]}, got {got}"
+    return Problem(_json_path(loc), message)
+
+
+# ---------------------------------------------------------------------------- checks across keys
+
+
+def _endpoint_problems(path: str, endpoint: Source | Destination) -> Iterator[Problem]:
+    if (endpoint.dsn is None) == (endpoint.conn_id is None):
+        yield Problem(
+            path,
+            "set exactly one of 'dsn' (a Go MySQL DSN) and 'connId' (an Airflow connection id)"
+            + (", not both" if endpoint.dsn else ""),
+        )
+
+
+def _cross_problems(config: CupidConfig) -> Iterator[Problem]:
+    src = config.src
+    yield from _endpoint_problems("src", src)
+    if src.update and src.update_column is None:
+        yield Problem("src.updateColumn", "required when src.update is true (the last-modified column, indexed)")
+    if not src.insert and not src.update:
+        yield Problem("src", "both 'insert' and 'update' are false: there is nothing to watch")
+    for i, des in enumerate(config.des):
+        path = f"des[{i}]"
+        yield from _endpoint_problems(path, des)
+        url = des.callback_notification.url if des.callback_notification else None
+        if des.http_conn_id is None:
+            if url is None:
+                yield Problem(f"{path}.callbackNotification.url", "required unless httpConnId names an HTTP connection")
+            else:
+                parts = urlsplit(des.callback_url or "")
+                if parts.scheme not in ("http", "https") or not parts.hostname:
+                    yield Problem(
+                        f"{path}.callbackNotification.url",
+                        f"{url!r} is not an HTTP URL; expected host:port/path or http(s)://host:port/path",
+                    )
+        elif url is not None and "://" in url:
+            yield Problem(
+                f"{path}.callbackNotification.url",
+                f"{url!r}: with httpConnId the connection holds the scheme and host; give only the path, "
+                "such as '/test/callback'",
+            )
+        targets: dict[str, str] = {}
+        for src_col, des_col in des.columns.items():
+            if des_col in targets:
+                yield Problem(
+                    f"{path}.columns",
+                    f"destination column {des_col!r} is mapped from both {targets[des_col]!r} and {src_col!r}; "
+                    "map each destination column once",
+                )
+            targets[des_col] = src_col
+        mapped_by = des.columns.get(src.by_column)
+        if mapped_by is not None and mapped_by != des.by_column:
+            yield Problem(
+                f"{path}.byColumn",
+                f"{des.by_column!r}, but {path}.columns maps src.byColumn {src.by_column!r} to {mapped_by!r}; "
+                "rows are matched on src.byColumn = des.byColumn, so the two must agree",
+            )
+        elif des.by_column in targets and targets[des.by_column] != src.by_column:
+            yield Problem(
+                f"{path}.byColumn",
+                f"{des.by_column!r} is the match key for src.byColumn {src.by_column!r}, but {path}.columns maps "
+                f"{targets[des.by_column]!r} to it; map src.byColumn to it or leave it out of columns",
+            )
+
+
+# ---------------------------------------------------------------------------- entry points
+
+
+def parse_config(text: str, source: str = "<config>") -> CupidConfig:
+    """Validate a config's text; raise :class:`ConfigError` listing every problem found."""
+    try:
+        data = loads_with_comments(text)
+    except JsonWithCommentsError as e:
+        raise ConfigError(source, [Problem("", str(e))]) from None
+    if not isinstance(data, dict):
+        raise ConfigError(source, [Problem("", f"expected a JSON object at the top, got {type(data).__name__}")])
+    try:
+        config = CupidConfig.model_validate(data)
+    except ValidationError as e:
+        problems = list(dict.fromkeys(_problem_from_pydantic(err) for err in e.errors()))
+        raise ConfigError(source, problems) from None
+    problems = list(_cross_problems(config))
+    if problems:
+        raise ConfigError(source, problems)
+    return config
+
+
+def load_config(path: str | Path) -> CupidConfig:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(str(path), [Problem("", f"cannot read the file: {e}")]) from None
+    return parse_config(text, str(path))
+
+
+def dag_ids(config: CupidConfig, stem: str) -> list[str]:
+    """One dag id per destination: its ``dagId``, else ``cupid_<stem>``, else ``cupid_<stem>_<n>``."""
+    base = "cupid_" + re.sub(r"[^\w.-]", "_", stem)
+    if len(config.des) == 1:
+        return [config.des[0].dag_id or base]
+    return [des.dag_id or f"{base}_{n}" for n, des in enumerate(config.des, start=1)]

@@ -1,0 +1,166 @@
+"""A folder of cupid configs -> one Airflow DAG per (config file, destination).
+
+Call :func:`build_dags` from a DAG file (see ``dags/cupid_dags.py``). Parsing reads only the
+config files: no database or network I/O, so hundreds of configs parse in well under a second.
+A broken config becomes a placeholder DAG that shows its error in the UI and fails if run; the
+other configs' DAGs load as usual.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import DAG, CronDataIntervalTimetable, DeltaDataIntervalTimetable
+
+from cupid_airflow.catalog import ConfigEntry, config_files, default_config_dir, load_catalog
+from cupid_airflow.config import CupidConfig
+from cupid_airflow.operators.base import CupidOperator
+from cupid_airflow.operators.callback import CallbackOperator
+from cupid_airflow.operators.compare import CompareOperator
+from cupid_airflow.operators.config_error import ConfigErrorOperator
+from cupid_airflow.operators.scan_insert import ScanInsertOperator
+from cupid_airflow.operators.scan_update import ScanUpdateOperator
+
+__all__ = ["CONFIG_ERROR_TAG", "MIN_SCHEDULE_SECONDS", "build_dags", "schedule_for"]
+
+log = logging.getLogger(__name__)
+
+#: An Airflow run costs seconds of scheduling; cupid's 2 s polling intervals are raised to this.
+MIN_SCHEDULE_SECONDS = 60
+CONFIG_ERROR_TAG = "cupid-config-error"
+START_DATE = datetime(2024, 1, 1, tzinfo=UTC)
+_PRESET_CRON = {
+    "@hourly": "0 * * * *",
+    "@daily": "0 0 * * *",
+    "@weekly": "0 0 * * 0",
+    "@monthly": "0 0 1 * *",
+    "@quarterly": "0 0 1 */3 *",
+    "@yearly": "0 0 1 1 *",
+}
+
+
+def schedule_for(config: CupidConfig) -> Any:
+    """A data-interval timetable, so every run has a real, contiguous window for the update scan.
+
+    ``schedule`` wins: seconds, a cron expression or preset (in UTC), ``@once`` or ``@continuous``.
+    Without it, the shortest enabled cupid interval, raised to :data:`MIN_SCHEDULE_SECONDS`.
+    """
+    schedule = config.schedule
+    if isinstance(schedule, int):
+        return DeltaDataIntervalTimetable(timedelta(seconds=schedule))
+    if schedule in ("@once", "@continuous"):
+        return schedule
+    if schedule is not None:
+        return CronDataIntervalTimetable(_PRESET_CRON.get(schedule, schedule), timezone="UTC")
+    src = config.src
+    intervals = [
+        ms
+        for on, ms in ((src.insert, src.insert_interval_millisecond), (src.update, src.update_interval_millisecond))
+        if on
+    ]
+    seconds = max(MIN_SCHEDULE_SECONDS, min(intervals) // 1000)
+    return DeltaDataIntervalTimetable(timedelta(seconds=seconds))
+
+
+def _doc(entry: ConfigEntry, config: CupidConfig, index: int) -> str:
+    des = config.des[index]
+    columns = ", ".join(f"`{s}` → `{d}`" for s, d in des.columns.items())
+    redacted = config.redacted()
+    watching = " and ".join(w for w, on in (("new ids", config.src.insert), ("updated rows", config.src.update)) if on)
+    return "\n".join(
+        [
+            f"### cupid: `{config.src.table}` → `{des.table}`",
+            "",
+            f"Compares {watching} of `{config.src.table}` with `{des.table}` "
+            f"(matched on `{config.src.by_column}` = `{des.by_column}`) and calls back for every missing "
+            "or different row.",
+            "",
+            f"* config file: `{entry.path}` (destination {index + 1} of {len(config.des)})",
+            f"* columns compared: {columns}",
+            f"* callback: `{redacted['des'][index].get('callbackNotification', {}).get('url') or ''}`"
+            + (f" via connection `{des.http_conn_id}`" if des.http_conn_id else ""),
+            "",
+            "Config (secrets masked):",
+            "",
+            "```json",
+            json.dumps(redacted, indent=2, ensure_ascii=False),
+            "```",
+        ]
+    )
+
+
+def _build_pair(entry: ConfigEntry, config: CupidConfig, index: int, dag_id: str) -> DAG:
+    des = config.des[index]
+    with DAG(
+        dag_id=dag_id,
+        description=f"cupid: {config.src.table} -> {des.table}",
+        schedule=schedule_for(config),
+        start_date=START_DATE,
+        catchup=False,
+        doc_md=_doc(entry, config, index),
+        tags=["cupid", f"src:{config.src.table}", f"des:{des.table}"],
+    ) as dag:
+        common: dict[str, Any] = {"config_file": str(entry.path.resolve()), "destination": index}
+        scans: list[CupidOperator] = []
+        if config.src.insert:
+            scans.append(ScanInsertOperator(task_id="scan_insert", max_active_tis_per_dag=1, **common))
+        if config.src.update:
+            scans.append(ScanUpdateOperator(task_id="scan_update", max_active_tis_per_dag=1, **common))
+        partitions = scans[0].output if len(scans) == 1 else scans[0].output.concat(scans[1].output)
+        compare = CompareOperator.partial(task_id="compare", **common).expand(partition=partitions)
+        CallbackOperator.partial(task_id="callback", **common).expand(events=compare.output)
+    return dag
+
+
+def _build_placeholder(entry: ConfigEntry, dag_id: str) -> DAG:
+    assert entry.error is not None
+    problems = [str(p) for p in entry.error.problems]
+    with DAG(
+        dag_id=dag_id,
+        description=f"BROKEN cupid config {entry.path.name}: {problems[0]}"[:200],
+        schedule=None,
+        start_date=START_DATE,
+        catchup=False,
+        doc_md="\n".join(
+            [
+                f"### cupid config `{entry.path}` is invalid",
+                "",
+                "This DAG stands in for the DAGs of a config that does not load. Fix the file; this "
+                "placeholder goes away at the next parse and the real DAGs come back.",
+                "",
+                *[f"* `{p}`" for p in problems],
+                "",
+                f"Check every config with `python -m cupid_airflow validate {entry.path.parent}`.",
+            ]
+        ),
+        tags=["cupid", CONFIG_ERROR_TAG],
+    ) as dag:
+        ConfigErrorOperator(task_id="config_error", errors=str(entry.error))
+    return dag
+
+
+def build_dags(dag_file: str | Path | None = None, config_dir: str | Path | None = None) -> dict[str, DAG]:
+    """Every DAG of the configs in ``config_dir`` (default: ``$CUPID_CONFIG_DIR``, else ``configs/``
+    beside ``dag_file``), keyed by dag id, ready for ``globals().update(...)``."""
+    folder = Path(config_dir) if config_dir is not None else default_config_dir(dag_file)
+    if not folder.is_dir():
+        log.error("cupid: configs folder %s does not exist; no cupid DAGs were built", folder)
+        return {}
+    entries = load_catalog(config_files([folder]))
+    dags: dict[str, DAG] = {}
+    for entry in entries:
+        if entry.config is not None:
+            for index, dag_id in enumerate(entry.dag_ids):
+                dags[dag_id] = _build_pair(entry, entry.config, index, dag_id)
+    for entry in entries:
+        if entry.config is None:
+            log.error("cupid: config %s is invalid; a placeholder DAG shows why:\n%s", entry.path, entry.error)
+            dag_id = entry.stem_dag_id
+            if dag_id in dags:
+                dag_id = dag_id.replace("cupid_", "cupid_config_error_", 1)
+            dags[dag_id] = _build_placeholder(entry, dag_id)
+    return dags

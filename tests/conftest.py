@@ -1,0 +1,71 @@
+"""Shared fixtures. Airflow is pointed at a throwaway AIRFLOW_HOME before anything imports it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+_AIRFLOW_HOME = tempfile.mkdtemp(prefix="cupid-airflow-home-")
+os.environ["AIRFLOW_HOME"] = _AIRFLOW_HOME
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO / "dags")
+os.environ.pop("CUPID_CONFIG_DIR", None)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    shutil.rmtree(_AIRFLOW_HOME, ignore_errors=True)
+
+
+def sample_config(**overrides: Any) -> dict[str, Any]:
+    """A small valid config as JSON data; ``overrides`` replace top-level keys."""
+    config: dict[str, Any] = {
+        "src": {
+            "dsn": "cupid:s3cret-pw@tcp(127.0.0.1:3306)/app?charset=utf8",
+            "table": "user",
+            "byColumn": "number",
+            "updateColumn": "update_time",
+        },
+        "des": [
+            {
+                "dsn": "cupid:other-pw@tcp(127.0.0.1:3306)/replica",
+                "table": "user",
+                "columns": {"number": "number", "name": "name"},
+                "byColumn": "number",
+                "callbackNotification": {"url": "127.0.0.1:20000/test/callback"},
+            }
+        ],
+    }
+    config.update(overrides)
+    return config
+
+
+@pytest.fixture
+def configs_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty configs folder that the DAG file reads (through $CUPID_CONFIG_DIR)."""
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    monkeypatch.setenv("CUPID_CONFIG_DIR", str(folder))
+    return folder
+
+
+@pytest.fixture
+def write_config(configs_dir: Path) -> Callable[[str, dict[str, Any] | str], Path]:
+    def write(name: str, content: dict[str, Any] | str) -> Path:
+        path = configs_dir / name
+        path.write_text(content if isinstance(content, str) else json.dumps(content, indent=2), encoding="utf-8")
+        return path
+
+    return write
+
+
+@pytest.fixture
+def cli_env(configs_dir: Path) -> Iterator[dict[str, str]]:
+    yield {**os.environ, "CUPID_CONFIG_DIR": str(configs_dir)}

@@ -1,0 +1,174 @@
+"""The DAG factory, loaded the way the dag-processor loads it: a DagBag over the real dags/ folder."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from airflow.dag_processing.dagbag import DagBag
+from airflow.sdk import CronDataIntervalTimetable, DeltaDataIntervalTimetable
+from airflow.serialization.serialized_objects import DagSerialization
+from airflow.timetables.simple import NullTimetable
+
+from cupid_airflow.dag_factory import CONFIG_ERROR_TAG, MIN_SCHEDULE_SECONDS
+from tests.conftest import REPO, sample_config
+
+DAG_FILE = REPO / "dags" / "cupid_dags.py"
+WriteConfig = Callable[[str, dict[str, Any] | str], Path]
+
+
+def load_bag() -> DagBag:
+    return DagBag(dag_folder=str(DAG_FILE), bundle_path=REPO / "dags")
+
+
+def two_destinations() -> dict[str, Any]:
+    config = sample_config()
+    second = {**config["des"][0], "table": "user_cache", "columns": {"number": "no", "name": "nick"}, "byColumn": "no"}
+    config["des"].append(second)
+    return config
+
+
+def test_one_dag_per_destination_with_final_task_ids(write_config: WriteConfig) -> None:
+    write_config("user.json", sample_config())
+    write_config("orders.json", two_destinations())
+    named = two_destinations()
+    named["des"][1]["dagId"] = "orders_cache_pair"
+    write_config("named.json", named)
+
+    bag = load_bag()
+
+    assert bag.import_errors == {}
+    assert sorted(bag.dag_ids) == [
+        "cupid_named_1",
+        "cupid_orders_1",
+        "cupid_orders_2",
+        "cupid_user",
+        "orders_cache_pair",
+    ]
+    dag = bag.dags["cupid_orders_2"]
+    assert set(dag.task_dict) == {"scan_insert", "scan_update", "compare", "callback"}
+    assert dag.task_dict["compare"].upstream_task_ids == {"scan_insert", "scan_update"}
+    assert dag.task_dict["callback"].upstream_task_ids == {"compare"}
+    assert dag.task_dict["compare"].is_mapped and dag.task_dict["callback"].is_mapped
+    assert dag.task_dict["scan_insert"].max_active_tis_per_dag == 1
+    assert set(dag.tags) == {"cupid", "src:user", "des:user_cache"}
+    assert dag.task_dict["compare"].partial_kwargs["destination"] == 1
+
+
+def test_only_enabled_scans_become_tasks(write_config: WriteConfig) -> None:
+    insert_only = sample_config()
+    insert_only["src"]["update"] = False
+    write_config("insert_only.json", insert_only)
+    update_only = sample_config()
+    update_only["src"]["insert"] = False
+    write_config("update_only.json", update_only)
+
+    bag = load_bag()
+
+    assert set(bag.dags["cupid_insert_only"].task_dict) == {"scan_insert", "compare", "callback"}
+    assert set(bag.dags["cupid_update_only"].task_dict) == {"scan_update", "compare", "callback"}
+    assert bag.dags["cupid_update_only"].task_dict["compare"].upstream_task_ids == {"scan_update"}
+
+
+@pytest.mark.parametrize(
+    ("schedule", "expected"),
+    [
+        (None, DeltaDataIntervalTimetable(timedelta(seconds=MIN_SCHEDULE_SECONDS))),
+        (300, DeltaDataIntervalTimetable(timedelta(seconds=300))),
+        ("*/10 * * * *", CronDataIntervalTimetable("*/10 * * * *", timezone="UTC")),
+        ("@hourly", CronDataIntervalTimetable("0 * * * *", timezone="UTC")),
+    ],
+)
+def test_schedules_have_real_data_intervals(write_config: WriteConfig, schedule: Any, expected: Any) -> None:
+    config = sample_config() if schedule is None else sample_config(schedule=schedule)
+    write_config("user.json", config)
+    assert load_bag().dags["cupid_user"].timetable == expected
+
+
+def test_long_cupid_intervals_set_the_schedule(write_config: WriteConfig) -> None:
+    config = sample_config()
+    config["src"].update(insertIntervalMillisecond=600_000, updateIntervalMillisecond=300_000)
+    write_config("user.json", config)
+    assert load_bag().dags["cupid_user"].timetable == DeltaDataIntervalTimetable(timedelta(seconds=300))
+
+
+def test_docs_show_the_config_with_secrets_masked(write_config: WriteConfig) -> None:
+    config = sample_config()
+    config["src"]["pushbearSendKey"] = "SCT-sendkey-777"
+    write_config("user.json", config)
+
+    dag = load_bag().dags["cupid_user"]
+    serialized = json.dumps(DagSerialization.to_dict(dag))
+
+    assert "`number` → `number`, `name` → `name`" in (dag.doc_md or "")
+    assert "cupid:***@tcp(127.0.0.1:3306)/app?charset=utf8" in (dag.doc_md or "")
+    for secret in ("s3cret-pw", "other-pw", "SCT-sendkey-777"):
+        assert secret not in (dag.doc_md or "")
+        assert secret not in serialized  # what the dag-processor stores in the metadata database
+
+
+def test_bad_config_gets_a_placeholder_and_never_hides_the_others(
+    write_config: WriteConfig, caplog: pytest.LogCaptureFixture
+) -> None:
+    write_config("good.json", sample_config())
+    write_config("broken.json", sample_config(workerNumbr=3))
+    write_config("syntax.json", '{"src": {,}')
+
+    with caplog.at_level(logging.ERROR, logger="cupid_airflow.dag_factory"):
+        bag = load_bag()
+
+    assert bag.import_errors == {}
+    assert sorted(bag.dag_ids) == ["cupid_broken", "cupid_good", "cupid_syntax"]
+    assert set(bag.dags["cupid_good"].task_dict) == {"scan_insert", "scan_update", "compare", "callback"}
+    broken = bag.dags["cupid_broken"]
+    assert CONFIG_ERROR_TAG in broken.tags
+    assert list(broken.task_dict) == ["config_error"]
+    assert broken.timetable == NullTimetable()
+    assert "unknown key 'workerNumbr'; did you mean 'workerNumber'?" in (broken.description or "")
+    assert "unknown key 'workerNumbr'; did you mean 'workerNumber'?" in (broken.doc_md or "")
+    assert "line 1 column 10: invalid JSON" in (bag.dags["cupid_syntax"].doc_md or "")
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "broken.json" in logged and "did you mean 'workerNumber'" in logged
+
+
+def test_dag_id_clash_between_files(write_config: WriteConfig) -> None:
+    write_config("a.json", sample_config())
+    clash = sample_config()
+    clash["des"][0]["dagId"] = "cupid_a"
+    write_config("b.json", clash)
+
+    bag = load_bag()
+
+    assert sorted(bag.dag_ids) == ["cupid_a", "cupid_b"]
+    assert set(bag.dags["cupid_a"].task_dict) == {"scan_insert", "scan_update", "compare", "callback"}
+    assert "dag id 'cupid_a' is already used by" in (bag.dags["cupid_b"].doc_md or "")
+
+
+def test_placeholder_never_takes_a_good_dags_id(write_config: WriteConfig) -> None:
+    good = sample_config()
+    good["des"][0]["dagId"] = "cupid_zz"
+    write_config("aa.json", good)
+    write_config("zz.json", "not json")
+
+    bag = load_bag()
+
+    assert set(bag.dags["cupid_zz"].task_dict) == {"scan_insert", "scan_update", "compare", "callback"}
+    assert CONFIG_ERROR_TAG in bag.dags["cupid_config_error_zz"].tags
+
+
+def test_default_configs_folder_is_beside_the_dag_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CUPID_CONFIG_DIR", raising=False)
+    bag = load_bag()
+    assert bag.import_errors == {}
+    assert sorted(bag.dag_ids) == ["cupid_orders_1", "cupid_orders_cache", "cupid_user"]
+
+
+def test_missing_configs_folder_builds_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CUPID_CONFIG_DIR", str(tmp_path / "absent"))
+    bag = load_bag()
+    assert bag.import_errors == {} and bag.dag_ids == []
