@@ -30,7 +30,7 @@ test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lock: install
-	$(UV) pip compile --quiet pyproject.toml --extra test --python $(PY) --output-file constraints.txt
+	$(UV) pip compile --quiet pyproject.toml --extra test --extra postgres --python $(PY) --output-file constraints.txt
 
 bench-parse: install
 	$(PY) bench/parse_time.py

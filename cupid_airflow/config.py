@@ -175,6 +175,7 @@ class Source(_Model):
     cache_file_path: str = "/tmp"
     pushbear_send_key: Annotated[str, Field(repr=False)] = ""
     timezone: Annotated[str, AfterValidator(_timezone)] = "UTC"
+    start_id: Annotated[int, Field(ge=1)] = 1
 
     @property
     def time_format(self) -> TimeFormat:
@@ -190,6 +191,9 @@ class CupidConfig(_Model):
     src: Source
     des: Annotated[list[Destination], Field(min_length=1)]
     schedule: Annotated[str | int, AfterValidator(_schedule)] | None = None
+    catchup: bool = False
+    chunk_size: Annotated[int, Field(ge=1)] = 50_000
+    max_rows_per_run: Annotated[int, Field(ge=1)] = 1_000_000
 
     def redacted(self) -> dict[str, Any]:
         """The config as JSON data with passwords and keys replaced by ``***``: safe for DAG docs and logs."""

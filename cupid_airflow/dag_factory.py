@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import DAG, CronDataIntervalTimetable, DeltaDataIntervalTimetable
+from airflow.sdk import DAG, CronDataIntervalTimetable, DeltaDataIntervalTimetable, Param
 
 from cupid_airflow.catalog import ConfigEntry, config_files, default_config_dir, load_catalog
 from cupid_airflow.config import CupidConfig
@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 #: An Airflow run costs seconds of scheduling; cupid's 2 s polling intervals are raised to this.
 MIN_SCHEDULE_SECONDS = 60
 CONFIG_ERROR_TAG = "cupid-config-error"
+#: With exponential backoff from failureJobRetrySecond capped at 10 minutes: about 2 hours of tries.
+CALLBACK_RETRIES = 15
 START_DATE = datetime(2024, 1, 1, tzinfo=UTC)
 _PRESET_CRON = {
     "@hourly": "0 * * * *",
@@ -64,6 +66,18 @@ def schedule_for(config: CupidConfig) -> Any:
     ]
     seconds = max(MIN_SCHEDULE_SECONDS, min(intervals) // 1000)
     return DeltaDataIntervalTimetable(timedelta(seconds=seconds))
+
+
+def _run_params() -> dict[str, Param]:
+    """What ``airflow dags trigger --conf`` (and the UI's trigger form) may set for one run."""
+    optional_int: dict[str, Any] = {"type": ["null", "integer"], "minimum": 1}
+    optional_time: dict[str, Any] = {"type": ["null", "string"], "format": "date-time"}
+    return {
+        "start_id": Param(None, description="Restart the insert cursor at this id (cupid's -s).", **optional_int),
+        "end_id": Param(None, description="With start_id: re-check ids start_id..end_id only.", **optional_int),
+        "since": Param(None, description="With until: re-check rows updated in [since, until).", **optional_time),
+        "until": Param(None, description="End of the window to re-check (exclusive).", **optional_time),
+    }
 
 
 def _doc(entry: ConfigEntry, config: CupidConfig, index: int) -> str:
@@ -100,7 +114,8 @@ def _build_pair(entry: ConfigEntry, config: CupidConfig, index: int, dag_id: str
         description=f"cupid: {config.src.table} -> {des.table}",
         schedule=schedule_for(config),
         start_date=START_DATE,
-        catchup=False,
+        catchup=config.catchup,
+        params=_run_params(),
         doc_md=_doc(entry, config, index),
         tags=["cupid", f"src:{config.src.table}", f"des:{des.table}"],
     ) as dag:
@@ -110,9 +125,18 @@ def _build_pair(entry: ConfigEntry, config: CupidConfig, index: int, dag_id: str
             scans.append(ScanInsertOperator(task_id="scan_insert", max_active_tis_per_dag=1, **common))
         if config.src.update:
             scans.append(ScanUpdateOperator(task_id="scan_update", max_active_tis_per_dag=1, **common))
+        if len(scans) == 2:
+            scans[0] >> scans[1]  # scan_update leaves the ids scan_insert claimed in this run to it
         partitions = scans[0].output if len(scans) == 1 else scans[0].output.concat(scans[1].output)
         compare = CompareOperator.partial(task_id="compare", **common).expand(partition=partitions)
-        CallbackOperator.partial(task_id="callback", **common).expand(events=compare.output)
+        CallbackOperator.partial(
+            task_id="callback",
+            retries=CALLBACK_RETRIES,
+            retry_delay=timedelta(seconds=config.failure_job_retry_second),
+            retry_exponential_backoff=2.0,
+            max_retry_delay=timedelta(minutes=10),
+            **common,
+        ).expand(events=compare.output)
     return dag
 
 

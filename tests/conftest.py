@@ -69,3 +69,66 @@ def write_config(configs_dir: Path) -> Callable[[str, dict[str, Any] | str], Pat
 @pytest.fixture
 def cli_env(configs_dir: Path) -> Iterator[dict[str, str]]:
     yield {**os.environ, "CUPID_CONFIG_DIR": str(configs_dir)}
+
+
+# ---------------------------------------------------------------------------- real services
+
+MYSQL = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}
+
+
+class MySqlDatabase:
+    """A throwaway MariaDB/MySQL database: created for one test, dropped after it."""
+
+    def __init__(self, name: str) -> None:
+        import MySQLdb
+
+        self.name = name
+        self.conn = MySQLdb.connect(**MYSQL, charset="utf8mb4", autocommit=True)
+        self.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
+        self.conn.select_db(name)
+
+    @property
+    def dsn(self) -> str:
+        return f"root:@tcp({MYSQL['host']}:{MYSQL['port']})/{self.name}?charset=utf8mb4"
+
+    def execute(self, sql: str, params: Any = None) -> Any:
+        with self.conn.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchall()
+
+    def executemany(self, sql: str, rows: list[Any]) -> None:
+        with self.conn.cursor() as cursor:
+            cursor.executemany(sql, rows)
+
+    def drop(self) -> None:
+        self.execute(f"DROP DATABASE IF EXISTS `{self.name}`")
+        self.conn.close()
+
+
+@pytest.fixture
+def mysql_db(request: pytest.FixtureRequest) -> Iterator[Callable[[str], MySqlDatabase]]:
+    """Makes uniquely named databases (``mysql_db("src")``) and drops them after the test."""
+    import uuid
+
+    made: list[MySqlDatabase] = []
+    run = uuid.uuid4().hex[:8]
+
+    def make(suffix: str) -> MySqlDatabase:
+        db = MySqlDatabase(f"cupid_test_{run}_{suffix}")
+        made.append(db)
+        return db
+
+    yield make
+    for db in made:
+        db.drop()
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> None:
+    """A migrated SQLite metadata database in the throwaway AIRFLOW_HOME (dag.test() needs one)."""
+    import subprocess
+    import sys
+
+    airflow = Path(sys.executable).parent / "airflow"
+    result = subprocess.run([str(airflow), "db", "migrate"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr

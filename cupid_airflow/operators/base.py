@@ -9,6 +9,7 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.log import mask_secret
 
 from cupid_airflow.config import CupidConfig, Destination, load_config
+from cupid_airflow.hooks.table import Table, db_hook
 
 __all__ = ["CupidOperator"]
 
@@ -42,3 +43,13 @@ class CupidOperator(BaseOperator):
     @property
     def des(self) -> Destination:
         return self.config.des[self.destination]
+
+    def source_table(self) -> Table:
+        return Table(db_hook(self.config.src, f"cupid_{self.dag_id}_src"), self.config.src.table)
+
+    def destination_table(self) -> Table:
+        return Table(db_hook(self.des, f"cupid_{self.dag_id}_des"), self.des.table)
+
+    def state_key(self, name: str) -> str:
+        """The Airflow Variable that keeps this DAG's ``name`` state (insert cursor, update high-water mark)."""
+        return f"cupid.{self.dag_id}.{name}"

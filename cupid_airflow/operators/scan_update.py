@@ -1,18 +1,110 @@
-"""Finds the source rows whose update column lies in the run's window."""
+"""Finds the source rows whose update column lies in this run's window, as partitions for compare."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from airflow.sdk import Context
+from airflow.sdk import Context, Variable
+from airflow.sdk.exceptions import AirflowFailException
 
 from cupid_airflow.operators.base import CupidOperator
+from cupid_airflow.partitions import ColumnTime, time_kind, window_partitions
 
 __all__ = ["ScanUpdateOperator"]
 
 
-class ScanUpdateOperator(CupidOperator):
-    """Finds the source rows whose update column lies in the run's window."""
+def _instant(value: Any, name: str) -> datetime:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    try:
+        parsed = datetime.fromisoformat(str(value))
+    except ValueError:
+        raise AirflowFailException(f"{name}={value!r} is not an ISO 8601 date-time") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
-    def execute(self, context: Context) -> Any:
-        raise NotImplementedError("ScanUpdateOperator is not implemented yet")
+
+class ScanUpdateOperator(CupidOperator):
+    """Partitions of the rows whose ``updateColumn`` lies in the run's window.
+
+    The window is the run's data interval, reaching back ``updateScanSecond`` before its start so
+    a row committed late is still seen. Scheduled and manual runs also reach back to where the
+    previous one ended (the high-water mark in the Variable ``cupid.<dag_id>.update_hwm``), so a
+    scheduler outage loses nothing even without catchup; ``@continuous`` runs, which have no
+    interval, use the mark alone. Backfill runs check exactly their interval. Run parameters
+    ``since``/``until`` (ISO date-times) re-check an arbitrary window.
+
+    Window bounds are converted to ``src.timezone`` and written as the column stores time:
+    DATETIME/TIMESTAMP as typed values, strings in ``updateTimeFormate``, integers as epoch
+    seconds or milliseconds.
+    """
+
+    ui_color = "#d9ecf2"
+
+    def execute(self, context: Context) -> list[dict[str, Any]]:
+        src = self.config.src
+        assert src.update_column is not None
+        since, until, moves_mark = self._window(context)
+        with self.source_table() as table:
+            sample = table.first_not_null(src.update_column)
+            if sample is None:
+                self.log.info("%s has no rows with %s set: nothing to scan", src.table, src.update_column)
+                parts: list[dict[str, Any]] = []
+            else:
+                try:
+                    writer = ColumnTime(time_kind(sample), src.timezone, src.time_format)
+                except (TypeError, ValueError) as e:
+                    raise AirflowFailException(f"src.updateColumn {src.update_column!r}: {e}") from None
+                low, high = writer.lower(since), writer.upper(until)
+                self.log.info(
+                    "Window %s .. %s (UTC) is %r .. %r in %s (%s column)",
+                    since.isoformat(), until.isoformat(), low, high, src.timezone, writer.vtype,
+                )  # fmt: skip
+                parts = window_partitions(table, src.update_column, writer.vtype, low, high, self.config.chunk_size)
+        claim = self._insert_claim(context["run_id"])
+        if claim is not None:
+            for part in parts:  # scan_insert's partitions of this run already compare these rows
+                part["exclude_ids"] = claim
+        if moves_mark:
+            self._advance_mark(until)
+        self.log.info("%d partition(s)", len(parts))
+        return parts
+
+    def _window(self, context: Context) -> tuple[datetime, datetime, bool]:
+        """(since, until, whether this run moves the high-water mark)."""
+        params = context["params"]
+        back = timedelta(seconds=self.config.src.update_scan_second)
+        if params.get("since") is not None or params.get("until") is not None:
+            if params.get("since") is None or params.get("until") is None:
+                raise AirflowFailException("give both 'since' and 'until' to re-check a window")
+            since, until = _instant(params["since"], "since"), _instant(params["until"], "until")
+            if until <= since:
+                raise AirflowFailException(f"until ({until}) must be after since ({since})")
+            return since, until, False
+        start: datetime | None = context.get("data_interval_start")
+        end: datetime | None = context.get("data_interval_end")
+        dag_run = context["dag_run"]
+        if str(dag_run.run_type).lower().endswith("backfill") and start is not None and end is not None:
+            return start - back, end, False
+        mark_value = Variable.get(self.state_key("update_hwm"), default=None)
+        mark = _instant(mark_value, "update_hwm") if mark_value else None
+        if start is None or end is None or end <= start:  # @continuous, or a run without an interval
+            end = datetime.now(UTC)
+            start = mark or end - timedelta(seconds=max(60, self.config.src.update_interval_millisecond / 1000))
+        elif mark is not None and mark < start:
+            self.log.info("The previous window ended at %s: reaching back to it", mark.isoformat())
+            start = mark
+        return start - back, end, True
+
+    def _insert_claim(self, run_id: str) -> list[int] | None:
+        if not self.config.src.insert:
+            return None
+        state = Variable.get(self.state_key("insert_cursor"), default=None, deserialize_json=True) or {}
+        claim = state.get("claims", {}).get(run_id)
+        return claim if claim and claim[0] < claim[1] else None
+
+    def _advance_mark(self, until: datetime) -> None:
+        key = self.state_key("update_hwm")
+        current = Variable.get(key, default=None)
+        if current is None or _instant(current, key) < until:
+            Variable.set(key, until.isoformat())

@@ -1,0 +1,192 @@
+"""Row comparison: the part of cupid that decides what is "different". No Airflow, no database.
+
+Rows arrive as tuples straight from DB-API cursors. Most rows are identical and compare equal as
+tuples, in C; only rows that differ as Python values go through :func:`values_equal`, which makes
+equal values equal across types (DECIMAL vs text, DATETIME vs text, bytes vs str) without hiding a
+real difference (NULL is not '', 0 is not NULL, case matters). Trailing-space and collation rules
+(``'a ' = 'a'`` and ``'A' = 'a'`` in MySQL's default collations) are deliberately *not* applied:
+a replica that changed case or padding did change the data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+__all__ = ["EVENT_DIFFERENT", "EVENT_MISSING", "PairComparer", "to_text", "values_equal"]
+
+EVENT_MISSING = 1  # no destination row has the source row's key
+EVENT_DIFFERENT = 2  # a destination row exists, and a mapped column differs
+
+_NUMBERS = (int, float, Decimal)
+
+
+def _timedelta_text(value: timedelta) -> str:
+    """MySQL's TIME text: ``-838:59:59`` .. ``838:59:59``, with microseconds when present."""
+    sign = "-" if value < timedelta(0) else ""
+    value = abs(value)
+    hours, rest = divmod(value.days * 86400 + value.seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    micro = f".{value.microseconds:06d}" if value.microseconds else ""
+    return f"{sign}{hours:02d}:{minutes:02d}:{seconds:02d}{micro}"
+
+
+def to_text(value: Any) -> str | None:
+    """A value as cupid's callback carries it: a string, or None for SQL NULL.
+
+    Decimals keep their scale (``10.50``), datetimes read as MySQL writes them
+    (``2024-01-02 03:04:05[.ffffff]``), booleans as ``1``/``0``, bytes as UTF-8 text (or ``0x``
+    and hex digits when they are not UTF-8).
+    """
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int | Decimal):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, datetime):
+        return value.isoformat(sep=" ")
+    if isinstance(value, date | time):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return _timedelta_text(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        raw = bytes(value)
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return "0x" + raw.hex()
+    return str(value)
+
+
+def _as_decimal(value: Any) -> Decimal | None:
+    if isinstance(value, bool):
+        return Decimal(int(value))
+    if isinstance(value, Decimal):
+        return value
+    if isinstance(value, int):
+        return Decimal(value)
+    if isinstance(value, float):
+        return Decimal(repr(value))
+    if isinstance(value, str):
+        try:
+            number = Decimal(value.strip())
+        except InvalidOperation:
+            return None
+        return number if number.is_finite() else None
+    return None
+
+
+def _as_datetime(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=None) if value.tzinfo is not None else value
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day)
+    if isinstance(value, str):
+        try:
+            return _as_datetime(datetime.fromisoformat(value.strip()))
+        except ValueError:
+            return None
+    return None
+
+
+def values_equal(a: Any, b: Any) -> bool:
+    """Whether two column values are the same data, whatever Python types the drivers gave them."""
+    if a is None or b is None:
+        return a is None and b is None
+    if isinstance(a, bytes | bytearray | memoryview) or isinstance(b, bytes | bytearray | memoryview):
+        return to_text(a) == to_text(b)
+    if isinstance(a, str) and isinstance(b, str):
+        return a == b
+    if isinstance(a, _NUMBERS) or isinstance(b, _NUMBERS):
+        x, y = _as_decimal(a), _as_decimal(b)
+        return x is not None and y is not None and x == y
+    if isinstance(a, date) or isinstance(b, date):
+        x_dt, y_dt = _as_datetime(a), _as_datetime(b)
+        return x_dt is not None and x_dt == y_dt
+    return to_text(a) == to_text(b)
+
+
+def _match_key(value: Any) -> Hashable:
+    """A join key that is equal for equal keys of different types (INT source, VARCHAR replica)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | Decimal | float) and not isinstance(value, bool):
+        number = _as_decimal(value)
+        return str(number.normalize()) if number is not None else value
+    return to_text(value)
+
+
+def _key_function(src_keys: Sequence[Any], des_keys: Sequence[Any]) -> Callable[[Any], Hashable]:
+    """Identity when both sides' keys have one type (a column has one type: the common case)."""
+    types = {type(k) for k in src_keys if k is not None} | {type(k) for k in des_keys if k is not None}
+    if len(types) <= 1:
+        return lambda k: k
+    return lambda k: None if k is None else _match_key(k)
+
+
+@dataclass(frozen=True)
+class PairComparer:
+    """Compares batches of source rows with the destination rows that share their keys.
+
+    Source rows are ``(id, key, *mapped source columns)``; destination rows are
+    ``(key, *mapped destination columns)`` in the same column order.
+    """
+
+    pair_id: str  # stable identity of the sync pair (the dag id), part of every event id
+    table: str  # destination table, for the callback body
+    src_by_column: str
+    src_columns: tuple[str, ...]
+    des_columns: tuple[str, ...]
+
+    def compare(self, src_rows: Sequence[Sequence[Any]], des_rows: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
+        """One event per source row that is missing from or different in the destination."""
+        keyf = _key_function([r[1] for r in src_rows[:64]], [r[0] for r in des_rows[:64]])
+        by_key: dict[Hashable, list[tuple[Any, ...]]] = {}
+        for row in des_rows:
+            by_key.setdefault(keyf(row[0]), []).append(tuple(row[1:]))
+        events = []
+        for row in src_rows:
+            values = tuple(row[2:])
+            candidates = by_key.get(keyf(row[1])) if row[1] is not None else None
+            if candidates is None:
+                events.append(self._event(EVENT_MISSING, row, None, []))
+                continue
+            if values in candidates:
+                continue
+            best: tuple[tuple[Any, ...], list[int]] | None = None
+            for candidate in candidates:
+                differing = [i for i, (a, b) in enumerate(zip(values, candidate)) if a != b and not values_equal(a, b)]
+                if not differing:
+                    break
+                if best is None:
+                    best = (candidate, differing)
+            else:
+                assert best is not None
+                events.append(self._event(EVENT_DIFFERENT, row, best[0], best[1]))
+        return events
+
+    def _event(
+        self, kind: int, row: Sequence[Any], des_values: Sequence[Any] | None, differing: list[int]
+    ) -> dict[str, Any]:
+        src_column = {"id": to_text(row[0]), self.src_by_column: to_text(row[1])}
+        src_column.update(zip(self.src_columns, map(to_text, row[2:])))
+        event: dict[str, Any] = {"type": kind, "srcColumn": src_column}
+        des_column = None if des_values is None else dict(zip(self.des_columns, map(to_text, des_values)))
+        digest = hashlib.sha256(
+            json.dumps([self.pair_id, kind, src_column, des_column], ensure_ascii=False, sort_keys=True).encode()
+        )
+        event["eventId"] = digest.hexdigest()[:32]
+        event["desTable"] = self.table
+        event["byValue"] = to_text(row[1])
+        if des_column is not None:
+            event["desColumn"] = des_column
+            event["diffColumns"] = [self.des_columns[i] for i in differing]
+        return event

@@ -1,0 +1,165 @@
+"""One table behind a common-sql ``DbApiHook``: the only place cupid writes SQL.
+
+Identifiers are validated by the config loader and quoted here with the hook's own quoting; values
+are always bound parameters in the hook's placeholder style. Reads stream through server-side
+cursors where the driver has them, so memory stays flat whatever the table size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import closing
+from typing import Any
+
+from airflow.providers.common.sql.hooks.sql import DbApiHook
+from airflow.providers.mysql.hooks.mysql import MySqlHook
+from airflow.sdk import BaseHook
+
+from cupid_airflow.config import Destination, Source
+from cupid_airflow.hooks.connections import connection_from_dsn
+
+__all__ = ["ID_COLUMN", "CupidMySqlHook", "Table", "db_hook"]
+
+#: cupid watches tables by their integer auto-increment id, as cupid-go does.
+ID_COLUMN = "id"
+
+
+class CupidMySqlHook(MySqlHook):
+    """MySqlHook that also honours connect/read/write timeouts from the connection extras.
+
+    A Go DSN's ``timeout``, ``readTimeout`` and ``writeTimeout`` land there, so a dead server
+    fails a task in bounded time instead of hanging it.
+    """
+
+    def _get_conn_config_mysql_client(self, conn: Any) -> dict[str, Any]:
+        config: dict[str, Any] = super()._get_conn_config_mysql_client(conn)
+        for key in ("connect_timeout", "read_timeout", "write_timeout"):
+            if key in conn.extra_dejson:
+                config[key] = int(conn.extra_dejson[key])
+        return config
+
+
+def db_hook(endpoint: Source | Destination, conn_id: str) -> DbApiHook:
+    """The hook for a config endpoint: its Airflow connection, or its DSN as an in-memory one."""
+    if endpoint.dsn is not None:
+        return CupidMySqlHook(connection=connection_from_dsn(endpoint.dsn, conn_id), log_sql=False)
+    assert endpoint.conn_id is not None
+    connection = BaseHook.get_connection(endpoint.conn_id)
+    if connection.conn_type == "mysql":
+        return CupidMySqlHook(mysql_conn_id=endpoint.conn_id, log_sql=False)
+    hook = connection.get_hook()  # type: ignore[no-untyped-call]
+    if not isinstance(hook, DbApiHook):
+        raise TypeError(
+            f"connection {endpoint.conn_id!r} is of type {connection.conn_type!r}, which is not a SQL database"
+        )
+    return hook
+
+
+class Table:
+    """A table reached through a DbApiHook, with one open connection reused for every query."""
+
+    def __init__(self, hook: DbApiHook, name: str) -> None:
+        self.hook = hook
+        self.name = name
+        self.kind: str = hook.conn_type
+        self._quote_format = hook.escape_word_format
+        self.placeholder = hook.placeholder
+        self.quoted = ".".join(self.quote(part) for part in name.split("."))
+        self._conn: Any = None
+
+    def quote(self, identifier: str) -> str:
+        return self._quote_format.format(identifier)
+
+    def placeholders(self, count: int) -> str:
+        return ", ".join([self.placeholder] * count)
+
+    @property
+    def conn(self) -> Any:
+        if self._conn is None:
+            self._conn = self.hook.get_conn()
+            if self.kind == "mysql":
+                # Each read sees the latest committed rows, and no snapshot is held open for hours.
+                self._conn.autocommit(True)
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> Table:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with closing(self.conn.cursor()) as cursor:
+            cursor.execute(sql, tuple(params))
+            return [tuple(row) for row in cursor.fetchall()]
+
+    def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        rows = self.fetch_all(sql, params)
+        return rows[0][0] if rows else None
+
+    def stream(self, sql: str, params: Sequence[Any], batch_size: int) -> Iterator[list[tuple[Any, ...]]]:
+        """Rows in batches, from a server-side cursor where the driver has one."""
+        if self.kind == "mysql":
+            import MySQLdb.cursors
+
+            cursor = self.conn.cursor(MySQLdb.cursors.SSCursor)
+        elif self.kind == "postgres":
+            cursor = self.conn.cursor(name="cupid_stream")
+            cursor.itersize = batch_size
+        else:
+            cursor = self.conn.cursor()
+        with closing(cursor):
+            cursor.execute(sql, tuple(params))
+            while rows := cursor.fetchmany(batch_size):
+                yield rows
+
+    # ------------------------------------------------------------------ queries cupid needs
+
+    def max_id(self) -> int | None:
+        return self.scalar(f"SELECT MAX({self.quote(ID_COLUMN)}) FROM {self.quoted}")
+
+    def nth_after(self, column: str, after: Any, before: Any | None, offset: int) -> Any:
+        """The value of ``column`` ``offset`` rows past ``after`` (exclusive), in ``column`` order.
+
+        Used to cut id ranges and time windows into partitions of a given row count: the server
+        walks the index, nothing is sent but one value.
+        """
+        col = self.quote(column)
+        where = f"{col} > {self.placeholder}"
+        params: list[Any] = [after]
+        if before is not None:
+            where += f" AND {col} < {self.placeholder}"
+            params.append(before)
+        return self.scalar(
+            f"SELECT {col} FROM {self.quoted} WHERE {where} ORDER BY {col} LIMIT 1 OFFSET {int(offset)}", params
+        )
+
+    def nth_in_window(self, column: str, since: Any, until: Any, offset: int) -> Any:
+        """The value of ``column`` ``offset`` rows into ``since <= column < until``, in ``column`` order."""
+        col, ph = self.quote(column), self.placeholder
+        return self.scalar(
+            f"SELECT {col} FROM {self.quoted} WHERE {col} >= {ph} AND {col} < {ph} "
+            f"ORDER BY {col} LIMIT 1 OFFSET {int(offset)}",
+            [since, until],
+        )
+
+    def first_not_null(self, column: str) -> Any:
+        col = self.quote(column)
+        return self.scalar(f"SELECT {col} FROM {self.quoted} WHERE {col} IS NOT NULL LIMIT 1")
+
+    def select_sql(self, columns: Sequence[str], where: str, order_by: str | None = None) -> str:
+        cols = ", ".join(self.quote(c) for c in columns)
+        order = f" ORDER BY {self.quote(order_by)}" if order_by else ""
+        return f"SELECT {cols} FROM {self.quoted} WHERE {where}{order}"
+
+    def rows_with_keys(self, key_column: str, columns: Sequence[str], keys: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """``(key, *columns)`` of the rows whose ``key_column`` is one of ``keys``: one ``IN`` query."""
+        if not keys:
+            return []
+        sql = self.select_sql([key_column, *columns], f"{self.quote(key_column)} IN ({self.placeholders(len(keys))})")
+        return self.fetch_all(sql, keys)

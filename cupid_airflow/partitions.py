@@ -1,0 +1,153 @@
+"""Cutting id ranges and update windows into partitions: the unit of work of one mapped ``compare``.
+
+A partition is a small JSON-able dict (it travels through XCom):
+
+* ``{"kind": "ids", "after": a, "upto": b}``: rows with ``a < id <= b``;
+* ``{"kind": "window", "column": c, "vtype": t, "since": x, "until": y}``: rows with
+  ``x <= c < y``, where ``x``/``y`` are written as the column stores time (``vtype``).
+
+Boundaries come from the database's index (``ORDER BY ... LIMIT 1 OFFSET n``), so each partition
+holds about ``chunk`` rows however sparse the ids are: a gap of millions of ids costs nothing.
+No Airflow import: the reader is anything with the two ``nth_*`` methods of
+:class:`cupid_airflow.hooks.table.Table`.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, Protocol
+from zoneinfo import ZoneInfo
+
+from cupid_airflow.timeformat import TimeFormat
+
+__all__ = [
+    "MAX_PARTITIONS",
+    "ColumnTime",
+    "id_partitions",
+    "merge_to_limit",
+    "time_kind",
+    "window_partitions",
+]
+
+#: Per scan task. Two scans feed one mapped compare, and Airflow refuses more than max_map_length
+#: (1024) mapped instances, so each scan stays at or below this many.
+MAX_PARTITIONS = 500
+
+
+class BoundaryReader(Protocol):
+    def nth_after(self, column: str, after: Any, before: Any | None, offset: int) -> Any: ...
+
+    def nth_in_window(self, column: str, since: Any, until: Any, offset: int) -> Any: ...
+
+
+def merge_to_limit(parts: list[dict[str, Any]], limit: int = MAX_PARTITIONS) -> list[dict[str, Any]]:
+    """Join neighbouring partitions until at most ``limit`` remain (bigger partitions, same rows)."""
+    if len(parts) <= limit:
+        return parts
+    group = math.ceil(len(parts) / limit)
+    lo_key, hi_key = ("after", "upto") if parts[0]["kind"] == "ids" else ("since", "until")
+    merged = []
+    for i in range(0, len(parts), group):
+        chunk = parts[i : i + group]
+        merged.append({**chunk[0], hi_key: chunk[-1][hi_key], lo_key: chunk[0][lo_key]})
+    return merged
+
+
+def id_partitions(reader: BoundaryReader, after: int, upto: int, chunk: int, column: str) -> list[dict[str, Any]]:
+    """Partitions of about ``chunk`` rows covering ``after < id <= upto``."""
+    parts: list[dict[str, Any]] = []
+    low = after
+    while low < upto:
+        high = reader.nth_after(column, low, None, chunk - 1)
+        if high is None or high >= upto:
+            parts.append({"kind": "ids", "after": low, "upto": upto})
+            break
+        parts.append({"kind": "ids", "after": low, "upto": int(high)})
+        low = int(high)
+    return merge_to_limit(parts)
+
+
+def window_partitions(
+    reader: BoundaryReader, column: str, vtype: str, since: Any, until: Any, chunk: int
+) -> list[dict[str, Any]]:
+    """Partitions of about ``chunk`` rows covering ``since <= column < until``.
+
+    Cuts fall between distinct values only, so rows sharing a timestamp stay together.
+    """
+    low = reader.nth_in_window(column, since, until, 0)
+    if low is None:
+        return []  # no row in the window: no compare task at all
+    parts: list[dict[str, Any]] = []
+    start = since  # the first partition keeps the window's own start
+    while True:
+        cut = reader.nth_in_window(column, low, until, chunk)
+        if cut is not None and cut == low:
+            cut = reader.nth_after(column, low, until, 0)  # the next distinct value
+        if cut is None:
+            parts.append(_window(column, vtype, start, until))
+            break
+        parts.append(_window(column, vtype, start, cut))
+        start = low = cut
+    return merge_to_limit(parts)
+
+
+def _window(column: str, vtype: str, since: Any, until: Any) -> dict[str, Any]:
+    return {"kind": "window", "column": column, "vtype": vtype, "since": to_json(since), "until": to_json(until)}
+
+
+def to_json(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return int(value)
+    return value
+
+
+def from_json(vtype: str, value: Any) -> Any:
+    return datetime.fromisoformat(value) if vtype == "datetime" else value
+
+
+def time_kind(sample: Any) -> str:
+    """How a time column stores time, judged from one of its values."""
+    if isinstance(sample, datetime):
+        return "datetime"
+    if isinstance(sample, str):
+        return "text"
+    if isinstance(sample, int | Decimal) and not isinstance(sample, bool):
+        return "epoch_ms" if abs(int(sample)) >= 100_000_000_000 else "epoch_s"
+    raise TypeError(
+        f"update column values are {type(sample).__name__} ({sample!r}); expected DATETIME/TIMESTAMP, "
+        "a string in updateTimeFormate, or epoch seconds/milliseconds"
+    )
+
+
+class ColumnTime:
+    """Instants (aware datetimes) written as the update column stores them."""
+
+    def __init__(self, vtype: str, zone: str, fmt: TimeFormat) -> None:
+        if vtype == "text" and not fmt.sortable:
+            raise ValueError(
+                f"updateTimeFormate {fmt.text!r} does not sort as text (it is not zero-padded year-month-day "
+                "hour:minute:second), so a string column in it cannot be range-scanned; store the column in "
+                "a format like 'Y-m-d H:i:s' / '2006-01-02 15:04:05', or as DATETIME"
+            )
+        self.vtype = vtype
+        self.zone = ZoneInfo(zone)
+        self.fmt = fmt
+
+    def lower(self, instant: datetime) -> Any:
+        return self._write(instant, math.floor)
+
+    def upper(self, instant: datetime) -> Any:
+        return self._write(instant, math.ceil)
+
+    def _write(self, instant: datetime, rounding: Any) -> Any:
+        instant = instant if instant.tzinfo else instant.replace(tzinfo=UTC)
+        if self.vtype == "datetime":
+            return instant.astimezone(self.zone).replace(tzinfo=None)
+        if self.vtype == "text":
+            return self.fmt.format(instant.astimezone(self.zone))
+        scale = 1000 if self.vtype == "epoch_ms" else 1
+        return int(rounding(instant.timestamp() * scale))

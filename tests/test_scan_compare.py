@@ -1,0 +1,409 @@
+"""Scan and compare on real MariaDB, through the factory's DAGs run by real Airflow (``dag.test()``).
+
+A config file in, callbacks on a real HTTP server and Airflow state out.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from airflow.models.variable import Variable
+from pytest_httpserver import HTTPServer
+
+from tests.airflow_run import RunResult, run_dag
+from tests.conftest import MySqlDatabase
+
+pytestmark = pytest.mark.usefixtures("airflow_db")
+
+SRC_TABLE = """CREATE TABLE `user` (
+  id BIGINT PRIMARY KEY AUTO_INCREMENT,
+  number VARCHAR(32) NOT NULL UNIQUE,
+  name VARCHAR(255) NULL,
+  amount DECIMAL(12,2) NULL,
+  born DATETIME(6) NULL,
+  bio MEDIUMTEXT NULL,
+  update_time DATETIME NOT NULL DEFAULT '2000-01-01 00:00:00',
+  KEY (update_time)
+)"""
+DES_TABLE = """CREATE TABLE `user` (
+  id BIGINT PRIMARY KEY AUTO_INCREMENT,
+  number VARCHAR(32) NOT NULL UNIQUE,
+  name VARCHAR(255) NULL,
+  amount VARCHAR(32) NULL,
+  born DATETIME NULL,
+  bio MEDIUMTEXT NULL
+)"""
+COLUMNS = {"number": "number", "name": "name", "amount": "amount", "born": "born", "bio": "bio"}
+
+
+@dataclass
+class Pair:
+    """A source and a destination database, a config for them, and the callback receiver."""
+
+    src: MySqlDatabase
+    des: MySqlDatabase
+    config_path: Path
+    receiver: HTTPServer
+
+    @property
+    def dag_id(self) -> str:
+        return f"cupid_{self.config_path.stem}"
+
+    def configure(self, **changes: Any) -> None:
+        """Change top-level keys, or ``src`` keys through ``src={...}``."""
+        config = json.loads(self.config_path.read_text())
+        for key, value in changes.items():
+            if key == "src":
+                config["src"].update(value)
+            else:
+                config[key] = value
+        self.config_path.write_text(json.dumps(config))
+
+    def add_source(self, *rows: tuple[Any, ...], table: str = "user") -> None:
+        self.src.executemany(
+            f"INSERT INTO `{table}` (number, name, amount, born, bio, update_time) VALUES (%s, %s, %s, %s, %s, %s)",
+            [r if len(r) == 6 else (*r, "2000-01-01 00:00:00") for r in rows],
+        )
+
+    def add_destination(self, *rows: tuple[Any, ...]) -> None:
+        self.des.executemany("INSERT INTO `user` (number, name, amount, born, bio) VALUES (%s, %s, %s, %s, %s)", rows)
+
+    def run(self, conf: dict[str, Any] | None = None, logical_date: datetime | None = None) -> RunResult:
+        self.receiver.clear_log()
+        result = run_dag(self.dag_id, conf, logical_date)
+        assert result.state == "success", result.task_states
+        return result
+
+    def callbacks(self) -> list[dict[str, Any]]:
+        bodies = []
+        for request, _ in self.receiver.log:
+            assert request.headers["Content-Type"] == "application/json;charset=UTF-8"
+            body = json.loads(request.get_data())
+            assert request.headers["webhook-id"] == body["eventId"]
+            bodies.append(body)
+        return bodies
+
+    def by_number(self) -> dict[str, dict[str, Any]]:
+        found: dict[str, dict[str, Any]] = {}
+        for body in self.callbacks():
+            number = body["srcColumn"]["number"]
+            assert number not in found, f"{number} was reported twice in one run"
+            found[number] = body
+        return found
+
+
+@pytest.fixture
+def pair(
+    mysql_db: Callable[[str], MySqlDatabase], configs_dir: Path, httpserver: HTTPServer, request: pytest.FixtureRequest
+) -> Iterator[Pair]:
+    src, des = mysql_db("src"), mysql_db("des")
+    src.execute(SRC_TABLE)
+    des.execute(DES_TABLE)
+    httpserver.expect_request("/cb", method="POST").respond_with_data("ok")
+    name = f"{request.node.name.split('[')[0].removeprefix('test_')}_{src.name.split('_')[2]}"
+    config = {
+        "src": {"dsn": src.dsn, "table": "user", "byColumn": "number", "update": False},
+        "des": [
+            {
+                "dsn": des.dsn,
+                "table": "user",
+                "columns": COLUMNS,
+                "byColumn": "number",
+                "callbackNotification": {"url": httpserver.url_for("/cb").removeprefix("http://")},
+            }
+        ],
+    }
+    path = configs_dir / f"{name}.json"
+    path.write_text(json.dumps(config))
+    yield Pair(src, des, path, httpserver)
+
+
+def insert_cursor(pair: Pair) -> dict[str, Any]:
+    return Variable.get(f"cupid.{pair.dag_id}.insert_cursor", deserialize_json=True)
+
+
+BIG_TEXT = "长文本 " * 40_000  # 280,000 characters
+
+
+def test_missing_and_different_rows_become_one_callback_each(pair: Pair) -> None:
+    born = datetime(2024, 5, 6, 7, 8, 9)
+    pair.add_source(
+        ("same", "Alice", Decimal("10.50"), born, BIG_TEXT),
+        ("missing", "Bob", Decimal("1.00"), None, None),
+        ("renamed", "Carol", Decimal("2.00"), None, None),
+        ("null_vs_empty", None, None, None, None),
+        ("zero_vs_null", "z", Decimal("0.00"), None, None),
+        ("case", "dave", None, None, None),
+        ("emoji", "😀 表情", Decimal("3.00"), born, None),
+        ("emoji_diff", "😀", None, None, None),
+        ("long_text", "x", None, None, BIG_TEXT + "!"),
+        ("two_cols", "Eve", Decimal("4.00"), born, None),
+        ("fraction", "f", None, datetime(2024, 1, 1, 12, 0, 0, 500000), None),
+    )
+    pair.add_destination(
+        ("same", "Alice", "10.5", born, BIG_TEXT),  # DECIMAL 10.50 vs text '10.5', DATETIME(6) vs DATETIME: equal
+        ("renamed", "Caroline", "2.00", None, None),
+        ("null_vs_empty", "", None, None, None),
+        ("zero_vs_null", "z", None, None, None),
+        ("case", "Dave", None, None, None),
+        ("emoji", "😀 表情", "3", born, None),
+        ("emoji_diff", "😁", None, None, None),
+        ("long_text", "x", None, None, BIG_TEXT),
+        ("two_cols", "Eva", "4.01", born, None),
+        ("fraction", "f", None, datetime(2024, 1, 1, 12, 0, 0), None),
+    )
+
+    pair.run()
+    got = pair.by_number()
+
+    assert set(got) == {
+        "missing", "renamed", "null_vs_empty", "zero_vs_null", "case",
+        "emoji_diff", "long_text", "two_cols", "fraction",
+    }  # fmt: skip
+    assert got["missing"]["type"] == 1 and "diffColumns" not in got["missing"]
+    assert got["missing"]["srcColumn"] == {
+        "id": "2", "number": "missing", "name": "Bob", "amount": "1.00", "born": None, "bio": None,
+    }  # fmt: skip
+    assert {n: (b["type"], b["diffColumns"]) for n, b in got.items() if n != "missing"} == {
+        "renamed": (2, ["name"]),
+        "null_vs_empty": (2, ["name"]),
+        "zero_vs_null": (2, ["amount"]),
+        "case": (2, ["name"]),
+        "emoji_diff": (2, ["name"]),
+        "long_text": (2, ["bio"]),
+        "two_cols": (2, ["name", "amount"]),
+        "fraction": (2, ["born"]),
+    }
+    assert got["emoji_diff"]["srcColumn"]["name"] == "😀" and got["emoji_diff"]["desColumn"]["name"] == "😁"
+    assert got["fraction"]["srcColumn"]["born"] == "2024-01-01 12:00:00.500000"
+    assert got["null_vs_empty"]["srcColumn"]["name"] is None and got["null_vs_empty"]["desColumn"]["name"] == ""
+    for body in got.values():
+        assert all(v is None or isinstance(v, str) for v in body["srcColumn"].values())
+        assert body["desTable"] == "user" and body["byValue"] == body["srcColumn"]["number"]
+
+
+def test_identical_tables_call_back_nothing(pair: Pair) -> None:
+    rows = [(f"n{i}", f"name {i}", Decimal(i), None, None) for i in range(50)]
+    pair.add_source(*rows)
+    pair.add_destination(*[(n, name, str(a), b, t) for n, name, a, b, t in rows])
+    result = pair.run()
+    assert pair.callbacks() == []
+    assert result.events == []
+
+
+def test_two_destinations_with_different_column_maps(pair: Pair, mysql_db: Callable[[str], MySqlDatabase]) -> None:
+    cache = mysql_db("cache")
+    cache.execute("CREATE TABLE summary (no VARCHAR(32) PRIMARY KEY, total DECIMAL(12,2), nick VARCHAR(255))")
+    config = json.loads(pair.config_path.read_text())
+    config["des"].append(
+        {
+            "dsn": cache.dsn,
+            "table": "summary",
+            "columns": {"number": "no", "amount": "total"},
+            "byColumn": "no",
+            "callbackNotification": {"url": pair.receiver.url_for("/cb")},
+            "dagId": f"{pair.dag_id}_cache",
+        }
+    )
+    pair.config_path.write_text(json.dumps(config))
+    pair.add_source(("a", "Ann", Decimal("1.00"), None, None), ("b", "Ben", Decimal("2.00"), None, None))
+    pair.add_destination(("a", "Ann", "1.00", None, None), ("b", "Benjamin", "2.00", None, None))
+    cache.executemany(
+        "INSERT INTO summary VALUES (%s, %s, %s)", [("a", Decimal("9.99"), "x"), ("b", Decimal("2"), "y")]
+    )
+
+    replica = run_dag(f"{pair.dag_id}_1")
+    cached = run_dag(f"{pair.dag_id}_cache")
+
+    assert [(e["byValue"], e["diffColumns"]) for e in replica.events] == [("b", ["name"])]
+    assert [(e["byValue"], e["diffColumns"], e["desTable"]) for e in cached.events] == [("a", ["total"], "summary")]
+    assert cached.events[0]["srcColumn"] == {"id": "1", "number": "a", "amount": "1.00"}
+    assert cached.events[0]["desColumn"] == {"no": "a", "total": "9.99"}
+
+
+def test_id_gaps_of_millions_cost_nothing(pair: Pair) -> None:
+    pair.configure(chunkSize=2)
+    for row_id in (1, 2, 3_000_000, 7_000_000, 9_999_999):
+        pair.src.execute("INSERT INTO `user` (id, number, name) VALUES (%s, %s, %s)", (row_id, f"n{row_id}", "x"))
+    result = pair.run()
+    assert result.partitions == [
+        {"kind": "ids", "after": 0, "upto": 2},
+        {"kind": "ids", "after": 2, "upto": 7_000_000},
+        {"kind": "ids", "after": 7_000_000, "upto": 9_999_999},
+    ]
+    assert sorted(int(b["srcColumn"]["id"]) for b in pair.callbacks()) == [1, 2, 3_000_000, 7_000_000, 9_999_999]
+
+
+def test_cursor_advances_and_only_new_ids_are_checked(pair: Pair) -> None:
+    pair.add_source(("a", "1", None, None, None), ("b", "2", None, None, None))
+    pair.run()
+    assert insert_cursor(pair)["cursor"] == 2 and len(pair.callbacks()) == 2
+
+    pair.add_source(("c", "3", None, None, None))
+    second = pair.run()
+    assert [b["byValue"] for b in pair.callbacks()] == ["c"]
+    assert second.partitions == [{"kind": "ids", "after": 2, "upto": 3}]
+
+    third = pair.run()
+    assert third.partitions == [] and pair.callbacks() == []
+    assert third.task_states[("compare", -1)] == "skipped"
+
+
+def test_a_retried_run_gets_the_same_claim(pair: Pair) -> None:
+    pair.add_source(("a", "1", None, None, None), ("b", "2", None, None, None))
+    when = datetime(2026, 1, 1, 12, tzinfo=UTC)
+    first = pair.run(logical_date=when)
+    pair.add_source(("c", "3", None, None, None))
+    again = pair.run(logical_date=when)  # same run id: the scan runs again, as on a retry
+
+    assert again.run_id == first.run_id
+    assert again.partitions == first.partitions == [{"kind": "ids", "after": 0, "upto": 2}]
+    assert insert_cursor(pair)["cursor"] == 2  # id 3 is left for the next run, not skipped
+    assert sorted(b["byValue"] for b in pair.callbacks()) == ["a", "b"]
+    pair.run()
+    assert [b["byValue"] for b in pair.callbacks()] == ["c"]
+
+
+def test_start_id_restarts_and_end_id_rechecks(pair: Pair) -> None:
+    pair.add_source(*[(f"n{i}", "x", None, None, None) for i in range(1, 11)])
+    pair.run()
+    assert insert_cursor(pair)["cursor"] == 10
+
+    pair.run(conf={"start_id": 3, "end_id": 5})
+    assert sorted(b["byValue"] for b in pair.callbacks()) == ["n3", "n4", "n5"]
+    assert insert_cursor(pair)["cursor"] == 10  # a re-check leaves the cursor alone
+
+    pair.run(conf={"start_id": 8})
+    assert sorted(b["byValue"] for b in pair.callbacks()) == ["n10", "n8", "n9"]
+    assert insert_cursor(pair)["cursor"] == 10
+
+
+def test_first_run_starts_at_the_configured_start_id(pair: Pair) -> None:
+    pair.configure(src={"startId": 4})
+    pair.add_source(*[(f"n{i}", "x", None, None, None) for i in range(1, 7)])
+    pair.run()
+    assert sorted(b["byValue"] for b in pair.callbacks()) == ["n4", "n5", "n6"]
+
+
+def test_a_backlog_drains_over_several_runs(pair: Pair) -> None:
+    pair.configure(maxRowsPerRun=4, chunkSize=2)
+    pair.add_source(*[(f"n{i:02d}", "x", None, None, None) for i in range(1, 11)])
+    seen: list[str] = []
+    claims = []
+    for _ in range(3):
+        result = pair.run()
+        claims.append([(p["after"], p["upto"]) for p in result.partitions])
+        seen += [b["byValue"] for b in pair.callbacks()]
+    assert claims == [[(0, 2), (2, 4)], [(4, 6), (6, 8)], [(8, 10)]]
+    assert sorted(seen) == [f"n{i:02d}" for i in range(1, 11)]
+
+
+def test_hostile_values_are_data_not_sql(pair: Pair) -> None:
+    hostile = ["'; DROP TABLE `user`; --", "back\\slash", 'quo"te', "\x00nul", "`tick`"]
+    pair.add_source(*[(f"h{i}", v, None, None, v) for i, v in enumerate(hostile)])
+    pair.add_destination(*[(f"h{i}", v, None, None, v + "?") for i, v in enumerate(hostile)])
+    pair.add_destination(("'; DROP TABLE x; --", "x", None, None, None))
+
+    pair.run()
+
+    got = pair.by_number()
+    assert sorted(got) == [f"h{i}" for i in range(len(hostile))]
+    for i, value in enumerate(hostile):
+        assert got[f"h{i}"]["srcColumn"]["name"] == value
+        assert got[f"h{i}"]["desColumn"]["bio"] == value + "?"
+        assert got[f"h{i}"]["diffColumns"] == ["bio"]
+    assert pair.src.execute("SELECT COUNT(*) FROM `user`")[0][0] == len(hostile)
+    assert pair.des.execute("SELECT COUNT(*) FROM `user`")[0][0] == len(hostile) + 1
+
+
+# ---------------------------------------------------------------------------- update windows
+
+
+@pytest.mark.parametrize("column_type", ["DATETIME", "VARCHAR(19)"])
+def test_update_window_in_the_source_time_zone(pair: Pair, column_type: str) -> None:
+    """Rows are stamped in Asia/Shanghai (UTC+8); the run's UTC interval is converted before querying."""
+    pair.src.execute(f"ALTER TABLE `user` MODIFY update_time {column_type} NOT NULL")
+    pair.configure(src={"insert": False, "update": True, "updateColumn": "update_time",
+                        "updateTimeFormate": "Y-m-d H:i:s", "timezone": "Asia/Shanghai", "updateScanSecond": 0},
+                   schedule=3600)  # fmt: skip
+    # The run for 03:00-04:00 UTC covers 11:00-12:00 in Shanghai.
+    pair.add_source(
+        ("before", "x", None, None, None, "2026-03-01 10:59:59"),
+        ("inside", "x", None, None, None, "2026-03-01 11:30:00"),
+        ("edge", "x", None, None, None, "2026-03-01 11:00:00"),
+        ("after", "x", None, None, None, "2026-03-01 12:00:00"),
+        ("utc_trap", "x", None, None, None, "2026-03-01 03:30:00"),  # inside only if read as UTC
+    )
+    pair.run(logical_date=datetime(2026, 3, 1, 4, tzinfo=UTC))
+    assert sorted(pair.by_number()) == ["edge", "inside"]
+
+
+def test_backfilled_intervals_find_past_divergences_and_late_rows(pair: Pair) -> None:
+    pair.configure(src={"insert": False, "update": True, "updateColumn": "update_time", "updateScanSecond": 30},
+                   schedule=3600)  # fmt: skip
+    pair.add_source(
+        ("h1", "x", None, None, None, "2026-02-01 00:10:00"),
+        ("h2", "x", None, None, None, "2026-02-01 01:20:00"),
+        ("h3", "x", None, None, None, "2026-02-01 02:30:00"),
+        ("late", "x", None, None, None, "2026-02-01 01:59:45"),  # committed late: seen by the 02:00-03:00 run too
+        ("too_old", "x", None, None, None, "2026-01-31 23:00:00"),
+    )
+    found = []
+    for hour in (1, 2, 3):
+        pair.run(logical_date=datetime(2026, 2, 1, hour, tzinfo=UTC))
+        found.append(sorted(pair.by_number()))
+    assert found == [["h1"], ["h2", "late"], ["h3", "late"]]
+
+
+def test_since_until_rechecks_an_arbitrary_window(pair: Pair) -> None:
+    pair.configure(src={"update": True, "updateColumn": "update_time"})
+    pair.add_source(
+        ("old", "x", None, None, None, "2025-06-01 08:00:00"),
+        ("older", "x", None, None, None, "2025-05-01 08:00:00"),
+    )
+    Variable.set(f"cupid.{pair.dag_id}.insert_cursor", json.dumps({"cursor": 2, "claims": {}}))
+    pair.run(conf={"since": "2025-06-01T00:00:00Z", "until": "2025-06-02T00:00:00Z"})
+    assert sorted(pair.by_number()) == ["old"]
+
+
+def test_unsortable_string_format_is_a_clear_error(pair: Pair) -> None:
+    pair.src.execute("ALTER TABLE `user` MODIFY update_time VARCHAR(19) NOT NULL")
+    pair.configure(src={"insert": False, "update": True, "updateColumn": "update_time",
+                        "updateTimeFormate": "2006-1-2 15:04:05"})  # fmt: skip
+    pair.add_source(("a", "x", None, None, None, "2026-3-1 11:00:00"))
+    result = run_dag(pair.dag_id)
+    assert result.state == "failed"
+    assert result.task_states[("scan_update", -1)] == "failed"
+
+
+def test_update_window_partitions_share_no_row(pair: Pair) -> None:
+    pair.configure(chunkSize=3, src={"insert": False, "update": True, "updateColumn": "update_time"}, schedule=3600)
+    stamps = ["2026-04-01 00:00:01"] * 5 + [f"2026-04-01 00:{m:02d}:00" for m in range(10, 20)]
+    pair.add_source(*[(f"n{i:02d}", "x", None, None, None, s) for i, s in enumerate(stamps)])
+    result = pair.run(logical_date=datetime(2026, 4, 1, 1, tzinfo=UTC))
+    numbers = [b["byValue"] for b in pair.callbacks()]
+    assert sorted(numbers) == [f"n{i:02d}" for i in range(15)]  # every row once, none twice
+    windows = [(p["since"], p["until"]) for p in result.partitions]
+    assert windows[0] == ("2026-03-31T23:59:55", "2026-04-01T00:10:00")  # the 5 rows sharing a stamp stay together
+    assert windows[1:] == [
+        ("2026-04-01T00:10:00", "2026-04-01T00:13:00"),
+        ("2026-04-01T00:13:00", "2026-04-01T00:16:00"),
+        ("2026-04-01T00:16:00", "2026-04-01T00:19:00"),
+        ("2026-04-01T00:19:00", "2026-04-01T01:00:00"),
+    ]
+
+
+def test_new_rows_in_the_update_window_are_reported_once(pair: Pair) -> None:
+    pair.configure(src={"update": True, "updateColumn": "update_time", "updateScanSecond": 3600})
+    now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+    pair.add_source(("fresh", "x", None, None, None, now - timedelta(seconds=5)))
+    result = pair.run()
+    assert [b["byValue"] for b in pair.callbacks()] == ["fresh"]
+    assert result.partitions[-1]["exclude_ids"] == [0, 1]
