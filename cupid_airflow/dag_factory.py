@@ -115,6 +115,7 @@ def _build_pair(entry: ConfigEntry, config: CupidConfig, index: int, dag_id: str
         schedule=schedule_for(config),
         start_date=START_DATE,
         catchup=config.catchup,
+        max_active_runs=1 if config.schedule == "@continuous" else 16,
         params=_run_params(),
         doc_md=_doc(entry, config, index),
         tags=["cupid", f"src:{config.src.table}", f"des:{des.table}"],

@@ -407,3 +407,36 @@ def test_new_rows_in_the_update_window_are_reported_once(pair: Pair) -> None:
     result = pair.run()
     assert [b["byValue"] for b in pair.callbacks()] == ["fresh"]
     assert result.partitions[-1]["exclude_ids"] == [0, 1]
+
+
+def test_continuous_schedule_keeps_its_own_high_water_mark(pair: Pair) -> None:
+    pair.configure(schedule="@continuous", src={"insert": False, "update": True, "updateColumn": "update_time"})
+    now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+    pair.add_source(("recent", "x", None, None, None, now - timedelta(seconds=20)))
+    pair.add_source(("ancient", "x", None, None, None, now - timedelta(days=1)))
+    pair.run()
+    assert sorted(pair.by_number()) == ["recent"]
+    mark = datetime.fromisoformat(Variable.get(f"cupid.{pair.dag_id}.update_hwm"))
+    assert mark >= now.replace(tzinfo=UTC)
+
+    # A row stamped after the mark (a run that was late, say) is found by the next run.
+    pair.src.execute("UPDATE `user` SET update_time = %s WHERE number = 'ancient'", (mark.replace(tzinfo=None),))
+    pair.run()
+    assert sorted(pair.by_number()) == ["ancient"]
+
+
+def test_backfill_runs_check_exactly_their_interval() -> None:
+    from types import SimpleNamespace
+
+    from cupid_airflow.operators.scan_update import ScanUpdateOperator
+
+    op = ScanUpdateOperator(task_id="scan_update", config_file="unused.json")
+    op.__dict__["config"] = SimpleNamespace(src=SimpleNamespace(update_scan_second=5))
+    start, end = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, 1, tzinfo=UTC)
+    context: Any = {
+        "params": {},
+        "data_interval_start": start,
+        "data_interval_end": end,
+        "dag_run": SimpleNamespace(run_type="backfill"),
+    }
+    assert op._window(context) == (start - timedelta(seconds=5), end, False)

@@ -67,6 +67,11 @@ class Table:
         self.quoted = ".".join(self.quote(part) for part in name.split("."))
         self._conn: Any = None
 
+    @property
+    def thread_safe(self) -> bool:
+        """Whether the connection may be used from a thread other than its creator's (not SQLite's)."""
+        return self.kind != "sqlite"
+
     def quote(self, identifier: str) -> str:
         return self._quote_format.format(identifier)
 

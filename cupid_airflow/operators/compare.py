@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from airflow.sdk import Context
@@ -18,6 +20,9 @@ __all__ = ["CompareOperator"]
 
 #: Rows per source fetch and keys per destination ``IN`` lookup.
 BATCH_SIZE = 5000
+#: Destination lookups in flight at once, each on its own connection: while the server resolves
+#: one batch's keys, the client converts another's rows and compares a third.
+LOOKUP_THREADS = 3
 
 
 class CompareOperator(CupidOperator):
@@ -48,10 +53,12 @@ class CompareOperator(CupidOperator):
         )
         events: list[dict[str, Any]] = []
         rows = 0
-        with self.source_table() as source, self.destination_table() as destination:
-            for batch in _prefetch(self._source_batches(source, src_columns)):
-                keys = list({row[1] for row in batch if row[1] is not None})
-                matches = destination.rows_with_keys(des.by_column, tuple(des.columns.values()), keys)
+        lookup_columns = tuple(des.columns.values())
+        with self.source_table() as source, _LookupPool(self.destination_table, LOOKUP_THREADS) as lookups:
+            batches = self._source_batches(source, src_columns)
+            if source.thread_safe:
+                batches = _prefetch(batches)
+            for batch, matches in lookups.map(batches, des.by_column, lookup_columns):
                 events.extend(comparer.compare(batch, matches))
                 rows += len(batch)
         missing = sum(1 for e in events if e["type"] == EVENT_MISSING)
@@ -111,3 +118,52 @@ def _prefetch(batches: Iterator[list[tuple[Any, ...]]], depth: int = 2) -> Itera
     finally:
         stop.set()
         thread.join(timeout=30)
+
+
+class _LookupPool:
+    """Destination key lookups on a few threads, each with its own connection, results in order."""
+
+    def __init__(self, make_table: Callable[[], Table], threads: int) -> None:
+        self._make_table = make_table
+        self._local = threading.local()
+        self._tables: list[Table] = []
+        self._lock = threading.Lock()
+        # A connection that must stay on its thread (SQLite) gets no pool: lookups run inline.
+        self._threads = threads if self._table().thread_safe else 0
+        self._pool = ThreadPoolExecutor(max_workers=max(1, self._threads), thread_name_prefix="cupid-lookup")
+
+    def __enter__(self) -> _LookupPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        for table in self._tables:
+            table.close()
+
+    def _table(self) -> Table:
+        table: Table | None = getattr(self._local, "table", None)
+        if table is None:
+            table = self._local.table = self._make_table()
+            with self._lock:
+                self._tables.append(table)
+        return table
+
+    def _lookup(self, batch: list[tuple[Any, ...]], key: str, columns: tuple[str, ...]) -> list[tuple[Any, ...]]:
+        keys = list(dict.fromkeys(row[1] for row in batch if row[1] is not None))
+        return self._table().rows_with_keys(key, columns, keys)
+
+    def map(
+        self, batches: Iterator[list[tuple[Any, ...]]], key: str, columns: tuple[str, ...]
+    ) -> Iterator[tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]]:
+        pending: deque[tuple[list[tuple[Any, ...]], Future[list[tuple[Any, ...]]]]] = deque()
+        for batch in batches:
+            if not self._threads:
+                yield batch, self._lookup(batch, key, columns)
+                continue
+            pending.append((batch, self._pool.submit(self._lookup, batch, key, columns)))
+            if len(pending) > self._threads:
+                done, future = pending.popleft()
+                yield done, future.result()
+        while pending:
+            done, future = pending.popleft()
+            yield done, future.result()

@@ -1,0 +1,101 @@
+"""SQLite and PostgreSQL connections (``connId``) work wherever the SQL allows it."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from pytest_httpserver import HTTPServer
+
+from tests.airflow_run import run_dag
+
+pytestmark = pytest.mark.usefixtures("airflow_db")
+
+
+def config(src_conn: str, des_conn: str, url: str, **src: object) -> dict[str, object]:
+    return {
+        "src": {"connId": src_conn, "table": "user", "byColumn": "number", "updateColumn": "update_time",
+                "updateTimeFormate": "Y-m-d H:i:s", **src},
+        "des": [{"connId": des_conn, "table": "user", "columns": {"number": "number", "name": "name"},
+                 "byColumn": "number", "callbackNotification": {"url": url}}],
+    }  # fmt: skip
+
+
+def received(httpserver: HTTPServer) -> dict[str, int]:
+    return {json.loads(r.get_data())["byValue"]: json.loads(r.get_data())["type"] for r, _ in httpserver.log}
+
+
+def test_sqlite_pair(
+    tmp_path: Path, configs_dir: Path, httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src, des = tmp_path / "src.db", tmp_path / "des.db"
+    with sqlite3.connect(src) as db:
+        db.execute("CREATE TABLE user (id INTEGER PRIMARY KEY, number TEXT UNIQUE, name TEXT, update_time TEXT)")
+        db.executemany(
+            "INSERT INTO user (number, name, update_time) VALUES (?, ?, ?)",
+            [
+                ("a", "Ann", "2026-05-01 10:00:00"),
+                ("b", "Ben", "2026-05-01 10:30:00"),
+                ("c", None, "2026-05-01 11:30:00"),
+            ],
+        )
+    with sqlite3.connect(des) as db:
+        db.execute("CREATE TABLE user (number TEXT PRIMARY KEY, name TEXT)")
+        db.executemany("INSERT INTO user VALUES (?, ?)", [("a", "Ann"), ("b", "Benjamin"), ("c", "")])
+    monkeypatch.setenv("AIRFLOW_CONN_CUPID_SQLITE_SRC", f"sqlite://{quote(str(src), safe='')}")
+    monkeypatch.setenv("AIRFLOW_CONN_CUPID_SQLITE_DES", f"sqlite://{quote(str(des), safe='')}")
+    httpserver.expect_request("/cb").respond_with_data("ok")
+    (configs_dir / "lite.json").write_text(
+        json.dumps(config("cupid_sqlite_src", "cupid_sqlite_des", httpserver.url_for("/cb")) | {"schedule": 3600})
+    )
+
+    result = run_dag("cupid_lite", logical_date=datetime(2026, 5, 1, 11, tzinfo=UTC))
+
+    assert result.state == "success", result.task_states
+    assert received(httpserver) == {"b": 2, "c": 2}  # insert scan: every id; update window 10:00-11:00
+    assert [p["kind"] for p in result.partitions] == ["ids", "window"]
+    assert result.partitions[1]["exclude_ids"] == [0, 3]  # the window's rows are left to scan_insert
+
+
+@pytest.fixture
+def postgres_db() -> Iterator[str]:
+    import psycopg2
+
+    name = f"cupid_test_{uuid.uuid4().hex[:8]}"
+    admin = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
+    admin.autocommit = True
+    admin.cursor().execute(f'CREATE DATABASE "{name}"')
+    yield name
+    admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.close()
+
+
+def test_postgres_source_to_mysql_destination(
+    postgres_db: str, mysql_db: object, configs_dir: Path, httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import psycopg2
+
+    with psycopg2.connect(host="127.0.0.1", user="postgres", dbname=postgres_db) as pg:
+        pg.cursor().execute(
+            'CREATE TABLE "user" (id BIGSERIAL PRIMARY KEY, number TEXT UNIQUE, name TEXT, update_time TIMESTAMP);'
+            'INSERT INTO "user" (number, name, update_time) VALUES '
+            "('a', 'Ann', '2026-05-01 10:00:00'), ('b', 'Ben', '2026-05-01 10:30:00'), ('c', 'Cy', NULL);"
+        )
+    des = mysql_db("des")  # type: ignore[operator]
+    des.execute("CREATE TABLE user (number VARCHAR(8) PRIMARY KEY, name VARCHAR(32))")
+    des.executemany("INSERT INTO user VALUES (%s, %s)", [("a", "Ann"), ("b", "ben")])
+    monkeypatch.setenv("AIRFLOW_CONN_CUPID_PG_SRC", f"postgresql://postgres@127.0.0.1:5432/{postgres_db}")
+    monkeypatch.setenv("AIRFLOW_CONN_CUPID_MY_DES", f"mysql://root@127.0.0.1:3306/{des.name}")
+    httpserver.expect_request("/cb").respond_with_data("ok")
+    (configs_dir / "pg.json").write_text(json.dumps(config("cupid_pg_src", "cupid_my_des", httpserver.url_for("/cb"))))
+
+    result = run_dag("cupid_pg")
+
+    assert result.state == "success", result.task_states
+    assert received(httpserver) == {"b": 2, "c": 1}
