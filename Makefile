@@ -8,7 +8,7 @@ UV     := $(VENV)/bin/uv
 UV_VERSION := 0.13.9
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint lock bench-parse clean
+.PHONY: install demo test lint lock bench-parse bench-scan clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,9 @@ lock: install
 
 bench-parse: install
 	$(PY) bench/parse_time.py
+
+bench-scan: install
+	$(PY) bench/scan_compare.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

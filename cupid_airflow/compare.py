@@ -115,12 +115,14 @@ def values_equal(a: Any, b: Any) -> bool:
 
 
 def _match_key(value: Any) -> Hashable:
-    """A join key that is equal for equal keys of different types (INT source, VARCHAR replica)."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, int | Decimal | float) and not isinstance(value, bool):
-        number = _as_decimal(value)
-        return str(number.normalize()) if number is not None else value
+    """A join key for sides of different types (INT source, VARCHAR replica): numbers by value.
+
+    MySQL compares such keys numerically too (``'1003.0' IN (1003)`` is true), so the rows the
+    lookup returns pair up with the source rows that asked for them.
+    """
+    number = _as_decimal(value) if isinstance(value, str | int | Decimal | float) else None
+    if number is not None:
+        return str(number.normalize()) if number != 0 else "0"
     return to_text(value)
 
 
