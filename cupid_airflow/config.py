@@ -22,6 +22,7 @@ from pydantic.alias_generators import to_camel
 
 from cupid_airflow.dsn import DsnError, MySqlDsn, parse_go_dsn
 from cupid_airflow.jsonc import JsonWithCommentsError, loads_with_comments
+from cupid_airflow.signing import SigningError, validate_secret
 from cupid_airflow.timeformat import TimeFormat, TimeFormatError, parse_time_format
 
 __all__ = [
@@ -131,10 +132,20 @@ class _Model(BaseModel):
     )
 
 
+def _webhook_secret(value: str) -> str:
+    try:
+        validate_secret(value)
+    except SigningError as e:
+        raise ValueError(str(e)) from None
+    return value
+
+
 class CallbackNotification(_Model):
     """Where a destination's differences are POSTed."""
 
     url: Annotated[str | None, Field(repr=False)] = None
+    timeout_second: Annotated[int | float, Field(gt=0, le=300)] = 3
+    secret: Annotated[str | None, AfterValidator(_webhook_secret), Field(repr=False)] = None
 
 
 class Destination(_Model):
@@ -188,6 +199,7 @@ class CupidConfig(_Model):
     worker_number: Annotated[int, Field(ge=1)] = 3
     log_dir: str = "/apps/log/cupid"
     failure_job_retry_second: Annotated[int, Field(ge=1)] = 10
+    callback_retries: Annotated[int, Field(ge=0)] = 15
     src: Source
     des: Annotated[list[Destination], Field(min_length=1)]
     schedule: Annotated[str | int, AfterValidator(_schedule)] | None = None
@@ -205,6 +217,8 @@ class CupidConfig(_Model):
             callback = endpoint.get("callbackNotification") or {}
             if callback.get("url"):
                 callback["url"] = redact_url(callback["url"])
+            if callback.get("secret"):
+                callback["secret"] = REDACTED
         if data["src"].get("pushbearSendKey"):
             data["src"]["pushbearSendKey"] = REDACTED
         return data
@@ -218,6 +232,8 @@ class CupidConfig(_Model):
                 found.append(parse_go_dsn(endpoint.dsn).password or "")
         for des in self.des:
             found.append(urlsplit(des.callback_url or "").password or "")
+            if des.callback_notification and des.callback_notification.secret:
+                found.append(des.callback_notification.secret)
         return [s for s in found if s]
 
 

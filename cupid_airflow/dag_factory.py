@@ -32,8 +32,6 @@ log = logging.getLogger(__name__)
 #: An Airflow run costs seconds of scheduling; cupid's 2 s polling intervals are raised to this.
 MIN_SCHEDULE_SECONDS = 60
 CONFIG_ERROR_TAG = "cupid-config-error"
-#: With exponential backoff from failureJobRetrySecond capped at 10 minutes: about 2 hours of tries.
-CALLBACK_RETRIES = 15
 START_DATE = datetime(2024, 1, 1, tzinfo=UTC)
 _PRESET_CRON = {
     "@hourly": "0 * * * *",
@@ -132,7 +130,7 @@ def _build_pair(entry: ConfigEntry, config: CupidConfig, index: int, dag_id: str
         compare = CompareOperator.partial(task_id="compare", **common).expand(partition=partitions)
         CallbackOperator.partial(
             task_id="callback",
-            retries=CALLBACK_RETRIES,
+            retries=config.callback_retries,
             retry_delay=timedelta(seconds=config.failure_job_retry_second),
             retry_exponential_backoff=2.0,
             max_retry_delay=timedelta(minutes=10),

@@ -23,6 +23,7 @@ class RunResult:
     run_id: str
     task_states: dict[tuple[str, int], str]
     xcoms: dict[tuple[str, int], Any] = field(default_factory=dict)
+    tries: dict[tuple[str, int], int] = field(default_factory=dict)
 
     def output(self, task_id: str) -> list[Any]:
         """Return values of ``task_id``'s instances, in map-index order."""
@@ -53,11 +54,12 @@ def run_dag(dag_id: str, conf: dict[str, Any] | None = None, logical_date: datet
     with create_session() as session:
         tis = dr.get_task_instances(session=session)
         states = {(ti.task_id, ti.map_index): str(ti.state) for ti in tis}
+        tries = {(ti.task_id, ti.map_index): ti.try_number for ti in tis}
         rows = session.scalars(select(XComModel).where(XComModel.run_id == dr.run_id, XComModel.dag_id == dag_id))
         xcoms = {
             (x.task_id, x.map_index): _value(XComModel.deserialize_value(x)) for x in rows if x.key == "return_value"
         }
-    return RunResult(str(dr.state), dr.run_id, states, xcoms)
+    return RunResult(str(dr.state), dr.run_id, states, xcoms, tries)
 
 
 def _value(value: Any) -> Any:

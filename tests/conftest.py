@@ -132,3 +132,16 @@ def airflow_db() -> None:
     airflow = Path(sys.executable).parent / "airflow"
     result = subprocess.run([str(airflow), "db", "migrate"], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.fixture(scope="session")
+def make_httpserver() -> Iterator[Any]:
+    """pytest-httpserver's receiver, threaded: a slow answer must not hold up the others (as in production)."""
+    from pytest_httpserver import HTTPServer
+
+    server = HTTPServer(host="localhost", port=0, threaded=True)
+    server.start()
+    yield server
+    server.clear()
+    if server.is_running():
+        server.stop()

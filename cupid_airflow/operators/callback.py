@@ -1,63 +1,137 @@
-"""POSTs compare's events to the destination's callback URL."""
+"""POSTs compare's events to the destination's callback: at-least-once, resumable, never dropped."""
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any
 
-import requests
 from airflow.sdk import Context
-from airflow.sdk.exceptions import AirflowException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-from cupid_airflow.hooks.callback import CallbackHook, event_body
+from cupid_airflow.hooks.callback import CallbackHook, Delivery
 from cupid_airflow.operators.base import CupidOperator
 
-__all__ = ["CallbackOperator"]
+__all__ = ["CallbackDeliveryError", "CallbackOperator", "ReceiverGoneError"]
 
-#: cupid-go's callback timeout.
-TIMEOUT_SECONDS = 3.0
+#: task_state_store key: ids of the events a previous try of this task instance delivered.
+DELIVERED_KEY = "delivered_event_ids"
+#: Persist delivered ids at least this often (seconds) while delivering; a killed worker resends
+#: at most what it delivered since the last save.
+SAVE_EVERY_SECONDS = 1.0
+#: After this many consecutive connection failures or timeouts the receiver is taken as down and
+#: the rest of the try is skipped; the task retry sends everything not yet delivered.
+CIRCUIT_BREAKER = 10
+
+
+class CallbackDeliveryError(AirflowException):
+    """Some events were not accepted; the task's retries send them again."""
+
+
+class ReceiverGoneError(AirflowFailException):
+    """The receiver answered 410 Gone: retrying cannot help, so the task fails without retries."""
 
 
 class CallbackOperator(CupidOperator):
-    """Delivers one compare task's events: ``POST`` each with its JSON body, success on any 2xx.
+    """Delivers one compare task's events to the destination's callback.
 
-    Every request carries the event's stable id in the ``webhook-id`` header, so receivers can
-    drop duplicates (delivery is at-least-once). Events that were not accepted fail the task; its
-    retries and a cleared task deliver them again from XCom.
+    * ``POST`` with cupid's JSON body, ``Content-Type: application/json;charset=UTF-8``; success is
+      any 2xx. Each request carries the event's stable id (``webhook-id``) and, with a secret,
+      Standard Webhooks signature headers. ``workerNumber`` requests are in flight at once over a
+      pooled keep-alive session.
+    * A 429/503 with a short ``Retry-After`` is waited out and re-sent; other failures fail the
+      task, whose retries (``failureJobRetrySecond``, doubling up to 10 minutes) send the events
+      that are still undelivered. Ids of delivered events are kept in the task instance's state
+      store, so a retry, or a try after the worker was killed, does not resend them (except the
+      last second's worth of a killed worker: delivery is at-least-once, duplicates keep their id).
+    * A 410 Gone fails the task for good: the receiver said it will never take these events.
+    * The events stay in XCom: clearing the task redelivers whatever was not delivered.
 
     :param events: the events of one compare task (mapped).
     """
 
     ui_color = "#f2d9d9"
 
-    def __init__(self, *, events: list[dict[str, Any]], **kwargs: Any) -> None:
+    def __init__(self, *, events: list[dict[str, Any]] | None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.events = events
 
     def execute(self, context: Context) -> dict[str, int]:
         events = self.events or []
-        if not events:
-            self.log.info("No events to deliver")
-            return {"delivered": 0, "failed": 0}
+        store = context.get("task_state_store")
+        saved = store.get(DELIVERED_KEY, []) if store is not None else []
+        already = {str(i) for i in saved} if isinstance(saved, list) else set()
+        pending = [e for e in events if e["eventId"] not in already]
+        if already:
+            self.log.info(
+                "%d of %d events were delivered by an earlier try: not resent", len(events) - len(pending), len(events)
+            )
+        if not pending:
+            self.log.info("Nothing to deliver")
+            return {"events": len(events), "delivered": len(events) - len(pending), "sent": 0}
+
+        notification = self.des.callback_notification
         hook = CallbackHook(
-            url=self.des.callback_url, http_conn_id=self.des.http_conn_id, pool_size=self.config.worker_number
+            url=self.des.callback_url,
+            http_conn_id=self.des.http_conn_id,
+            secret=notification.secret if notification else None,
+            pool_size=self.config.worker_number,
+            timeout=float(notification.timeout_second) if notification else 3.0,
         )
         session, url = hook.session()
-        self.log.info("Delivering %d events to %s with %d workers", len(events), url, self.config.worker_number)
+        self.log.info(
+            "Delivering %d events to %s, %d at a time%s",
+            len(pending), url, self.config.worker_number, " (signed)" if hook.secret else "",
+        )  # fmt: skip
 
-        def deliver(event: dict[str, Any]) -> str | None:
-            try:
-                response = hook.post(session, url, event_body(event), {"webhook-id": event["eventId"]}, TIMEOUT_SECONDS)
-            except requests.RequestException as e:
-                return f"{type(e).__name__}: {e}"
-            return None if 200 <= response.status_code < 300 else f"HTTP {response.status_code}"
+        delivered: list[Any] = list(already)
+        failed: list[tuple[dict[str, Any], Delivery]] = []
+        gone: list[tuple[dict[str, Any], Delivery]] = []
+        streak = 0
+        receiver_down = threading.Event()
+        last_save = time.monotonic()
+
+        def deliver(event: dict[str, Any]) -> Delivery:
+            if receiver_down.is_set():
+                return Delivery("failed", "skipped: the receiver looked down", connection_problem=True)
+            return hook.deliver(session, url, event)
 
         with session, ThreadPoolExecutor(max_workers=self.config.worker_number) as pool:
-            results = list(pool.map(deliver, events))
-        failures = [(e["eventId"], r) for e, r in zip(events, results) if r is not None]
-        for event_id, reason in failures[:20]:
-            self.log.error("Event %s not delivered: %s", event_id, reason)
-        if failures:
-            raise AirflowException(f"{len(failures)} of {len(events)} events were not accepted by {url}")
-        self.log.info("Delivered %d events", len(events))
-        return {"delivered": len(events), "failed": 0}
+            futures = {pool.submit(deliver, event): event for event in pending}
+            for future in as_completed(futures):
+                event, result = futures[future], future.result()
+                if result.outcome == "delivered":
+                    delivered.append(event["eventId"])
+                    streak = 0
+                elif result.outcome == "gone":
+                    gone.append((event, result))
+                else:
+                    failed.append((event, result))
+                    streak = streak + 1 if result.connection_problem else 0
+                    if streak >= CIRCUIT_BREAKER and not receiver_down.is_set():
+                        self.log.error("%d connection failures in a row: leaving the rest for the next try", streak)
+                        receiver_down.set()
+                if store is not None and time.monotonic() - last_save >= SAVE_EVERY_SECONDS:
+                    store.set(DELIVERED_KEY, delivered)
+                    last_save = time.monotonic()
+        if store is not None and len(delivered) > len(already):
+            store.set(DELIVERED_KEY, delivered)
+
+        sent = len(delivered) - len(already)
+        self.log.info("Delivered %d of %d pending events (%d in all)", sent, len(pending), len(events))
+        for event, result in (gone + failed)[:20]:
+            self.log.error("Event %s (%s = %s) not delivered: %s", event["eventId"], self.config.src.by_column,
+                           event.get("byValue"), result.detail)  # fmt: skip
+        if gone:
+            raise ReceiverGoneError(
+                f"{url} answered 410 Gone for {len(gone)} of {len(pending)} events: the receiver refuses them, "
+                "so they are not retried. Fix the receiver, then clear this task to deliver them."
+            )
+        if failed:
+            reasons = sorted({r.detail.split(":")[0] for _, r in failed})
+            raise CallbackDeliveryError(
+                f"{len(failed)} of {len(pending)} events were not delivered to {url} ({'; '.join(reasons)}); "
+                "they are sent again on the next try"
+            )
+        return {"events": len(events), "delivered": len(delivered), "sent": sent}

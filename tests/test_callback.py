@@ -1,0 +1,216 @@
+"""Callback delivery against real HTTP receivers on loopback, through real Airflow runs."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+
+import pytest
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+from werkzeug import Request, Response
+
+from cupid_airflow.signing import new_secret
+from tests.airflow_run import run_dag
+from tests.conftest import MySqlDatabase
+from tests.pairs import Pair, pair
+
+__all__ = ["pair"]  # the fixture
+
+pytestmark = pytest.mark.usefixtures("airflow_db")
+
+EVENTS = 12
+
+
+def missing_rows(pair: Pair, count: int = EVENTS) -> None:
+    """``count`` source rows the destination lacks: one type-1 event each."""
+    pair.add_source(*[(f"n{i:02d}", f"name {i}", None, None, None) for i in range(count)])
+
+
+class Script:
+    """A receiver that answers each event id's n-th delivery as ``answers(n, request)`` says."""
+
+    def __init__(self, answers: Callable[[int, Request], Response]) -> None:
+        self.answers = answers
+        self.seen: Counter[str] = Counter()
+        self.accepted: Counter[str] = Counter()
+        self.lock = threading.Lock()
+
+    def __call__(self, request: Request) -> Response:
+        event_id = request.headers["webhook-id"]
+        assert json.loads(request.get_data())["eventId"] == event_id
+        with self.lock:
+            self.seen[event_id] += 1
+            attempt = self.seen[event_id]
+        response = self.answers(attempt, request)
+        if 200 <= response.status_code < 300:
+            with self.lock:
+                self.accepted[event_id] += 1
+        return response
+
+
+def test_failing_receiver_gets_every_event_on_a_later_try_with_the_same_ids(pair: Pair) -> None:
+    pair.configure(failureJobRetrySecond=1)
+    missing_rows(pair)
+    script = Script(lambda attempt, _: Response("busy", 500) if attempt <= 2 else Response("ok"))
+    pair.answer_with(script)
+
+    result = pair.run()
+
+    assert result.tries[("callback", 0)] == 3
+    assert len(script.accepted) == EVENTS and set(script.accepted.values()) == {1}
+    assert set(script.seen.values()) == {3}  # the same ids on every try
+
+
+def test_a_retry_resends_only_what_was_not_delivered(pair: Pair) -> None:
+    pair.configure(failureJobRetrySecond=1)
+    missing_rows(pair)
+    rejected: set[str] = set()
+
+    def answers(attempt: int, request: Request) -> Response:
+        number = int(json.loads(request.get_data())["byValue"][1:])
+        if attempt == 1 and number % 2:
+            rejected.add(request.headers["webhook-id"])
+            return Response("no", 503)
+        return Response("ok")
+
+    script = Script(answers)
+    pair.answer_with(script)
+
+    result = pair.run()
+
+    assert result.tries[("callback", 0)] == 2
+    assert len(rejected) == EVENTS // 2
+    assert {i: n for i, n in script.seen.items() if n > 1} == dict.fromkeys(rejected, 2)
+    assert len(script.accepted) == EVENTS and set(script.accepted.values()) == {1}
+    assert result.output("callback") == [{"events": EVENTS, "delivered": EVENTS, "sent": EVENTS // 2}]
+
+
+def test_retry_after_is_honoured_within_the_try(pair: Pair) -> None:
+    missing_rows(pair, 4)
+    script = Script(
+        lambda attempt, _: Response("slow down", 429, headers={"Retry-After": "1"}) if attempt == 1 else Response("")
+    )
+    pair.answer_with(script)
+    started = time.monotonic()
+
+    result = pair.run()
+
+    assert result.tries[("callback", 0)] == 1
+    assert set(script.seen.values()) == {2} and len(script.accepted) == 4
+    assert time.monotonic() - started >= 1
+
+
+def test_gone_fails_the_task_for_good(pair: Pair) -> None:
+    missing_rows(pair, 3)
+    pair.answer_with(Script(lambda *_: Response("unsubscribed", 410)))
+
+    result = run_dag(pair.dag_id)
+
+    assert result.state == "failed"
+    assert result.task_states[("callback", 0)] == "failed"
+    assert result.tries[("callback", 0)] == 1  # no retries: the receiver will never take them
+
+
+def test_timeouts_fail_the_try_and_the_retry_delivers(pair: Pair) -> None:
+    config = json.loads(pair.config_path.read_text())
+    config["des"][0]["callbackNotification"]["timeoutSecond"] = 0.3
+    config["failureJobRetrySecond"] = 1
+    pair.config_path.write_text(json.dumps(config))
+    missing_rows(pair, 4)
+
+    def answers(attempt: int, request: Request) -> Response:
+        if attempt == 1:
+            time.sleep(1)
+        return Response("ok")
+
+    script = Script(answers)
+    pair.answer_with(script)
+
+    result = pair.run()
+
+    assert result.tries[("callback", 0)] == 2
+    assert len(script.accepted) == 4
+
+
+def test_refused_connections_fail_fast_and_keep_the_events(pair: Pair) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed_port = sock.getsockname()[1]
+    config = json.loads(pair.config_path.read_text())
+    config["des"][0]["callbackNotification"]["url"] = f"127.0.0.1:{closed_port}/cb"
+    config["callbackRetries"] = 0
+    pair.config_path.write_text(json.dumps(config))
+    missing_rows(pair, 40)
+    started = time.monotonic()
+
+    result = run_dag(pair.dag_id)
+
+    assert result.state == "failed" and result.task_states[("callback", 0)] == "failed"
+    assert time.monotonic() - started < 60
+    assert len(result.output("compare")[0]) == 40  # the events wait in XCom for a clear
+
+
+def test_signed_requests_verify_with_an_independent_implementation(pair: Pair) -> None:
+    secret = new_secret()
+    config = json.loads(pair.config_path.read_text())
+    config["des"][0]["callbackNotification"]["secret"] = secret
+    pair.config_path.write_text(json.dumps(config))
+    missing_rows(pair, 3)
+    verifier = Webhook(secret)
+    captured: list[tuple[bytes, dict[str, str]]] = []
+
+    def answers(attempt: int, request: Request) -> Response:
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        captured.append((request.get_data(), headers))
+        verifier.verify(request.get_data(), headers)  # raises (-> HTTP 500) when the signature is wrong
+        return Response("ok")
+
+    pair.answer_with(Script(answers))
+    result = pair.run()
+
+    assert result.tries[("callback", 0)] == 1 and len(captured) == 3
+    body, headers = captured[0]
+    assert headers["webhook-signature"].startswith("v1,")
+    tampered = body.replace(b'"type":1', b'"type":2')
+    with pytest.raises(WebhookVerificationError):
+        verifier.verify(tampered, headers)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(new_secret()).verify(body, headers)
+
+
+def test_secrets_never_reach_logs_xcom_or_docs(
+    pair: Pair, mysql_db: Callable[[str], MySqlDatabase], capfd: pytest.CaptureFixture[str]
+) -> None:
+    password, sendkey, secret = "Pw-5up3r-s3cret-9", "SCT-sendkey-0042", new_secret()
+    user = f"cupid_{pair.src.name.split('_')[2]}"
+    pair.src.execute(f"CREATE USER '{user}'@'%' IDENTIFIED BY '{password}'")
+    try:
+        for db in (pair.src.name, pair.des.name):
+            pair.src.execute(f"GRANT SELECT ON `{db}`.* TO '{user}'@'%'")
+        config = json.loads(pair.config_path.read_text())
+        for endpoint in (config["src"], config["des"][0]):
+            endpoint["dsn"] = endpoint["dsn"].replace("root:@", f"{user}:{password}@")
+        config["src"]["pushbearSendKey"] = sendkey
+        config["des"][0]["callbackNotification"]["secret"] = secret
+        pair.config_path.write_text(json.dumps(config))
+        missing_rows(pair, 2)
+
+        result = pair.run()
+        output = capfd.readouterr()
+    finally:
+        pair.src.execute(f"DROP USER '{user}'@'%'")
+
+    logs = output.out + output.err
+    assert "Delivering 2 events" in logs  # the task logs were captured
+    for value in (password, sendkey, secret):
+        assert value not in logs
+        assert value not in json.dumps(list(result.xcoms.values()))
+    from tests.airflow_run import load_dag
+
+    dag = load_dag(pair.dag_id)
+    assert all(value not in (dag.doc_md or "") for value in (password, sendkey, secret))
