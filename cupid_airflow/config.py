@@ -200,6 +200,7 @@ class CupidConfig(_Model):
     log_dir: str = "/apps/log/cupid"
     failure_job_retry_second: Annotated[int, Field(ge=1)] = 10
     callback_retries: Annotated[int, Field(ge=0)] = 15
+    sla_seconds: Annotated[int, Field(ge=1)] | None = None
     src: Source
     des: Annotated[list[Destination], Field(min_length=1)]
     schedule: Annotated[str | int, AfterValidator(_schedule)] | None = None

@@ -15,9 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from airflow.sdk import DAG, CronDataIntervalTimetable, DeltaDataIntervalTimetable, Param
+from airflow.sdk.definitions.callback import AsyncCallback
+from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
 
 from cupid_airflow.catalog import ConfigEntry, config_files, default_config_dir, load_catalog
 from cupid_airflow.config import CupidConfig
+from cupid_airflow.notifiers.pushbear import PushBearNotifier
 from cupid_airflow.operators.base import CupidOperator
 from cupid_airflow.operators.callback import CallbackOperator
 from cupid_airflow.operators.compare import CompareOperator
@@ -32,6 +35,8 @@ log = logging.getLogger(__name__)
 #: An Airflow run costs seconds of scheduling; cupid's 2 s polling intervals are raised to this.
 MIN_SCHEDULE_SECONDS = 60
 CONFIG_ERROR_TAG = "cupid-config-error"
+#: cupid-go alerts when a callback has failed this many times.
+ALERT_AT_TRY = 3
 START_DATE = datetime(2024, 1, 1, tzinfo=UTC)
 _PRESET_CRON = {
     "@hourly": "0 * * * *",
@@ -105,20 +110,35 @@ def _doc(entry: ConfigEntry, config: CupidConfig, index: int) -> str:
     )
 
 
+def _deadline(config_file: str, config: CupidConfig) -> DeadlineAlert | None:
+    """Airflow 3's replacement for SLA misses: alert when a run is not done ``slaSeconds`` after it was queued."""
+    if config.sla_seconds is None:
+        return None
+    return DeadlineAlert(
+        reference=DeadlineReference.DAGRUN_QUEUED_AT,
+        interval=timedelta(seconds=config.sla_seconds),
+        callback=AsyncCallback(PushBearNotifier, kwargs={"config_file": config_file}),
+    )
+
+
 def _build_pair(entry: ConfigEntry, config: CupidConfig, index: int, dag_id: str) -> DAG:
     des = config.des[index]
+    config_file = str(entry.path.resolve())
+    alert = PushBearNotifier(config_file=config_file)
     with DAG(
         dag_id=dag_id,
         description=f"cupid: {config.src.table} -> {des.table}",
         schedule=schedule_for(config),
         start_date=START_DATE,
         catchup=config.catchup,
+        deadline=_deadline(config_file, config),
+        default_args={"on_failure_callback": [alert]},
         max_active_runs=1 if config.schedule == "@continuous" else 16,
         params=_run_params(),
         doc_md=_doc(entry, config, index),
         tags=["cupid", f"src:{config.src.table}", f"des:{des.table}"],
     ) as dag:
-        common: dict[str, Any] = {"config_file": str(entry.path.resolve()), "destination": index}
+        common: dict[str, Any] = {"config_file": config_file, "destination": index}
         scans: list[CupidOperator] = []
         if config.src.insert:
             scans.append(ScanInsertOperator(task_id="scan_insert", max_active_tis_per_dag=1, **common))
@@ -134,6 +154,7 @@ def _build_pair(entry: ConfigEntry, config: CupidConfig, index: int, dag_id: str
             retry_delay=timedelta(seconds=config.failure_job_retry_second),
             retry_exponential_backoff=2.0,
             max_retry_delay=timedelta(minutes=10),
+            on_retry_callback=[PushBearNotifier(config_file=config_file, only_on_try=ALERT_AT_TRY)],
             **common,
         ).expand(events=compare.output)
     return dag

@@ -56,6 +56,7 @@ class CallbackOperator(CupidOperator):
     def __init__(self, *, events: list[dict[str, Any]] | None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.events = events
+        self.undelivered: int | None = None
 
     def execute(self, context: Context) -> dict[str, int]:
         events = self.events or []
@@ -123,6 +124,7 @@ class CallbackOperator(CupidOperator):
         for event, result in (gone + failed)[:20]:
             self.log.error("Event %s (%s = %s) not delivered: %s", event["eventId"], self.config.src.by_column,
                            event.get("byValue"), result.detail)  # fmt: skip
+        self.undelivered = len(gone) + len(failed)  # read by the PushBear alert
         if gone:
             raise ReceiverGoneError(
                 f"{url} answered 410 Gone for {len(gone)} of {len(pending)} events: the receiver refuses them, "

@@ -1,0 +1,129 @@
+"""PushBear alerts, with a PushBear stand-in on loopback (the public service is the one thing mocked)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
+
+from tests.airflow_run import load_dag, run_dag
+from tests.pairs import Pair, pair
+
+__all__ = ["pair"]  # the fixture
+
+pytestmark = pytest.mark.usefixtures("airflow_db")
+
+SENDKEY = "SCT-test-sendkey-4242"
+
+
+@pytest.fixture
+def pushbear(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict[str, str]]]:
+    """Alerts received by a PushBear stand-in (its own server), which pushbear_default points at."""
+    alerts: list[dict[str, str]] = []
+
+    def receive(request: Request) -> Response:
+        alerts.append(dict(request.args))
+        return Response(json.dumps({"code": 0, "message": ""}), content_type="application/json")
+
+    server = HTTPServer(host="localhost", port=0, threaded=True)
+    server.expect_request("/sub", method="GET").respond_with_handler(receive)
+    server.start()
+    connection = {"conn_type": "pushbear", "host": f"http://localhost:{server.port}"}
+    monkeypatch.setenv("AIRFLOW_CONN_PUSHBEAR_DEFAULT", json.dumps(connection))
+    yield alerts
+    server.stop()
+
+
+def with_sendkey(pair: Pair, **changes: Any) -> None:
+    pair.configure(src={"pushbearSendKey": SENDKEY}, **changes)
+
+
+def failing_then_ok(failures: int) -> Any:
+    seen: dict[str, int] = {}
+
+    def answer(request: Request) -> Response:
+        event_id = request.headers["webhook-id"]
+        seen[event_id] = seen.get(event_id, 0) + 1
+        return Response("down", 500) if seen[event_id] <= failures else Response("ok")
+
+    return answer
+
+
+def test_callback_alert_at_the_third_failure_and_not_before(
+    pair: Pair, pushbear: list[dict[str, str]], capfd: pytest.CaptureFixture[str]
+) -> None:
+    with_sendkey(pair, failureJobRetrySecond=1)
+    pair.add_source(("a", "x", None, None, None), ("b", "y", None, None, None))
+    pair.answer_with(failing_then_ok(3))
+
+    result = pair.run()
+
+    assert result.tries[("callback", 0)] == 4
+    assert len(pushbear) == 1, pushbear
+    alert = pushbear[0]
+    assert alert["sendkey"] == SENDKEY
+    assert alert["text"] == f"cupid: {pair.dag_id}.callback 失败 failed"
+    assert f"- DAG: `{pair.dag_id}`" in alert["desp"]
+    assert "- try: 3 of 16" in alert["desp"]
+    assert "events waiting for delivery: 2" in alert["desp"]
+    assert "CallbackDeliveryError: 2 of 2 events were not delivered" in alert["desp"]
+    assert SENDKEY not in "".join(capfd.readouterr())
+
+
+def test_final_failure_and_any_task_failure_alert(pair: Pair, pushbear: list[dict[str, str]]) -> None:
+    with_sendkey(pair, callbackRetries=0)
+    pair.src.execute("ALTER TABLE `user` DROP COLUMN bio")  # the compare query now fails
+    pair.src.execute("INSERT INTO `user` (number, name) VALUES ('a', 'x')")
+
+    result = run_dag(pair.dag_id)
+
+    assert result.state == "failed" and result.task_states[("compare", 0)] == "failed"
+    assert len(pushbear) == 1
+    assert pushbear[0]["text"] == f"cupid: {pair.dag_id}.compare 失败 failed for good"
+    assert "Unknown column" in pushbear[0]["desp"] and "- try: 1 of 1" in pushbear[0]["desp"]
+
+
+def test_an_alert_that_cannot_be_sent_never_fails_the_task(pair: Pair, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_PUSHBEAR_DEFAULT", json.dumps({"conn_type": "pushbear", "host": "http://127.0.0.1:9"})
+    )
+    with_sendkey(pair, failureJobRetrySecond=1)
+    pair.add_source(("a", "x", None, None, None))
+    pair.answer_with(failing_then_ok(3))
+
+    result = pair.run()  # asserts the run succeeded
+
+    assert result.tries[("callback", 0)] == 4
+
+
+def test_deadline_alert_through_the_callback_trigger(pair: Pair, pushbear: list[dict[str, str]]) -> None:
+    """dag.test() never fires deadlines: run the DAG's own deadline callback as the triggerer does."""
+    from airflow.triggers.callback import CallbackTrigger
+
+    with_sendkey(pair, slaSeconds=30)
+    dag = load_dag(pair.dag_id)
+    deadline = dag.deadline[0] if isinstance(dag.deadline, list) else dag.deadline
+    assert deadline.interval.total_seconds() == 30
+    callback = deadline.callback
+    assert SENDKEY not in json.dumps(callback.kwargs)  # only the config path is stored with the deadline
+    context = {
+        "dag_run": {"dag_id": pair.dag_id, "dag_run_id": "scheduled__2026-01-01T00:00:00+00:00", "state": "running"},
+        "deadline": {"id": "d1", "deadline_time": "2026-01-01T00:00:30+00:00"},
+    }
+    trigger = CallbackTrigger(callback_path=callback.path, callback_kwargs={**callback.kwargs, "context": context})
+
+    async def run() -> list[Any]:
+        return [event async for event in trigger.run()]
+
+    events = asyncio.run(run())
+
+    assert [e.payload["state"] for e in events] == ["running", "success"]
+    assert len(pushbear) == 1
+    assert pushbear[0]["text"] == f"cupid: {pair.dag_id} 超时 missed its deadline"
+    assert "scheduled__2026-01-01T00:00:00+00:00" in pushbear[0]["desp"]
+    assert pushbear[0]["sendkey"] == SENDKEY
