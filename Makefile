@@ -22,8 +22,8 @@ demo: install
 	$(PY) -m cupid_airflow demo
 
 lint: install
-	$(VENV)/bin/ruff check cupid_airflow tests bench dags
-	$(VENV)/bin/ruff format --check cupid_airflow tests bench dags
+	$(VENV)/bin/ruff check cupid_airflow tests bench dags examples
+	$(VENV)/bin/ruff format --check cupid_airflow tests bench dags examples
 	$(VENV)/bin/mypy
 
 test: lint
