@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import threading
+import asyncio
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any
 
 from airflow.sdk import Context
@@ -77,45 +76,13 @@ class CallbackOperator(CupidOperator):
             url=self.des.callback_url,
             http_conn_id=self.des.http_conn_id,
             secret=notification.secret if notification else None,
-            pool_size=self.config.worker_number,
+            concurrency=self.config.worker_number,
             timeout=float(notification.timeout_second) if notification else 3.0,
         )
-        session, url = hook.session()
-        self.log.info(
-            "Delivering %d events to %s, %d at a time%s",
-            len(pending), url, self.config.worker_number, " (signed)" if hook.secret else "",
-        )  # fmt: skip
-
         delivered: list[Any] = list(already)
         failed: list[tuple[dict[str, Any], Delivery]] = []
         gone: list[tuple[dict[str, Any], Delivery]] = []
-        streak = 0
-        receiver_down = threading.Event()
-        last_save = time.monotonic()
-
-        def deliver(event: dict[str, Any]) -> Delivery:
-            if receiver_down.is_set():
-                return Delivery("failed", "skipped: the receiver looked down", connection_problem=True)
-            return hook.deliver(session, url, event)
-
-        with session, ThreadPoolExecutor(max_workers=self.config.worker_number) as pool:
-            futures = {pool.submit(deliver, event): event for event in pending}
-            for future in as_completed(futures):
-                event, result = futures[future], future.result()
-                if result.outcome == "delivered":
-                    delivered.append(event["eventId"])
-                    streak = 0
-                elif result.outcome == "gone":
-                    gone.append((event, result))
-                else:
-                    failed.append((event, result))
-                    streak = streak + 1 if result.connection_problem else 0
-                    if streak >= CIRCUIT_BREAKER and not receiver_down.is_set():
-                        self.log.error("%d connection failures in a row: leaving the rest for the next try", streak)
-                        receiver_down.set()
-                if store is not None and time.monotonic() - last_save >= SAVE_EVERY_SECONDS:
-                    store.set(DELIVERED_KEY, delivered)
-                    last_save = time.monotonic()
+        url = asyncio.run(self._deliver_all(hook, pending, store, delivered, failed, gone))
         if store is not None and len(delivered) > len(already):
             store.set(DELIVERED_KEY, delivered)
 
@@ -137,3 +104,50 @@ class CallbackOperator(CupidOperator):
                 "they are sent again on the next try"
             )
         return {"events": len(events), "delivered": len(delivered), "sent": sent}
+
+    async def _deliver_all(
+        self,
+        hook: CallbackHook,
+        pending: list[dict[str, Any]],
+        store: Any,
+        delivered: list[Any],
+        failed: list[tuple[dict[str, Any], Delivery]],
+        gone: list[tuple[dict[str, Any], Delivery]],
+    ) -> str:
+        """Send ``pending`` with ``workerNumber`` in flight; sort outcomes into the three lists."""
+        session, url, options = await hook.open()
+        self.log.info(
+            "Delivering %d events to %s, %d at a time%s",
+            len(pending), url, hook.concurrency, " (signed)" if hook.secret else "",
+        )  # fmt: skip
+        todo = iter(pending)
+        state = {"streak": 0, "down": False, "saved": time.monotonic()}
+
+        def record(event: dict[str, Any], result: Delivery) -> None:
+            if result.outcome == "delivered":
+                delivered.append(event["eventId"])
+                state["streak"] = 0
+            elif result.outcome == "gone":
+                gone.append((event, result))
+            else:
+                failed.append((event, result))
+                state["streak"] = state["streak"] + 1 if result.connection_problem else 0
+                if state["streak"] >= CIRCUIT_BREAKER and not state["down"]:
+                    self.log.error(
+                        "%d connection failures in a row: leaving the rest for the next try", CIRCUIT_BREAKER
+                    )
+                    state["down"] = True
+            if store is not None and time.monotonic() - state["saved"] >= SAVE_EVERY_SECONDS:
+                store.set(DELIVERED_KEY, delivered)
+                state["saved"] = time.monotonic()
+
+        async def worker() -> None:  # workerNumber of these share one iterator: no task per event
+            for event in todo:
+                if state["down"]:
+                    record(event, Delivery("failed", "skipped: the receiver looked down", connection_problem=True))
+                else:
+                    record(event, await hook.deliver(session, url, event, options))
+
+        async with session:
+            await asyncio.gather(*(worker() for _ in range(hook.concurrency)))
+        return url
