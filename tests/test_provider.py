@@ -28,6 +28,9 @@ def test_airflow_providers_list_shows_cupid() -> None:
 def test_provider_info_is_valid_for_airflow() -> None:
     from airflow.providers_manager import ProvidersManager
 
-    info = ProvidersManager().providers["cupid-airflow"]
+    manager = ProvidersManager()
+    info = manager.providers["cupid-airflow"]
     assert info.version == __version__
     assert info.data["name"] == "cupid"
+    assert manager.hooks["pushbear"].hook_class_name == "cupid_airflow.hooks.pushbear.PushBearHook"
+    assert "cupid_airflow.notifiers.pushbear.PushBearNotifier" in manager.notification

@@ -69,6 +69,8 @@ class CallbackOperator(CupidOperator):
             )
         if not pending:
             self.log.info("Nothing to deliver")
+            if store is not None and already:
+                store.delete(DELIVERED_KEY)
             return {"events": len(events), "delivered": len(events) - len(pending), "sent": 0}
 
         notification = self.des.callback_notification
@@ -103,6 +105,8 @@ class CallbackOperator(CupidOperator):
                 f"{len(failed)} of {len(pending)} events were not delivered to {url} ({'; '.join(reasons)}); "
                 "they are sent again on the next try"
             )
+        if store is not None:
+            store.delete(DELIVERED_KEY)  # all delivered: clearing this task later means "send them all again"
         return {"events": len(events), "delivered": len(delivered), "sent": sent}
 
     async def _deliver_all(
