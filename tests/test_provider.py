@@ -32,5 +32,8 @@ def test_provider_info_is_valid_for_airflow() -> None:
     info = manager.providers["cupid-airflow"]
     assert info.version == __version__
     assert info.data["name"] == "cupid"
-    assert manager.hooks["pushbear"].hook_class_name == "cupid_airflow.hooks.pushbear.PushBearHook"
+    from airflow.sdk.providers_manager_runtime import ProvidersManagerTaskRuntime
+
+    hook = ProvidersManagerTaskRuntime().hooks["pushbear"]
+    assert hook is not None and hook.hook_class_name == "cupid_airflow.hooks.pushbear.PushBearHook"
     assert "cupid_airflow.notifiers.pushbear.PushBearNotifier" in manager.notification
