@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Union, get_args, get_origin
@@ -81,12 +81,17 @@ def _timezone(value: str) -> str:
     return value
 
 
-def _time_format(value: str) -> str:
-    try:
-        parse_time_format(value)
-    except TimeFormatError as e:
-        raise ValueError(str(e)) from None
-    return value
+def _checked_by(check: Callable[[str], object], error: type[Exception]) -> Callable[[str], str]:
+    """A pydantic validator from a parser: its ``error`` becomes the field's message."""
+
+    def validate(value: str) -> str:
+        try:
+            check(value)
+        except error as e:
+            raise ValueError(str(e)) from None
+        return value
+
+    return validate
 
 
 def _dsn(value: str) -> str:
@@ -132,20 +137,12 @@ class _Model(BaseModel):
     )
 
 
-def _webhook_secret(value: str) -> str:
-    try:
-        validate_secret(value)
-    except SigningError as e:
-        raise ValueError(str(e)) from None
-    return value
-
-
 class CallbackNotification(_Model):
     """Where a destination's differences are POSTed."""
 
     url: Annotated[str | None, Field(repr=False)] = None
     timeout_second: Annotated[int | float, Field(gt=0, le=300)] = 3
-    secret: Annotated[str | None, AfterValidator(_webhook_secret), Field(repr=False)] = None
+    secret: Annotated[str | None, AfterValidator(_checked_by(validate_secret, SigningError)), Field(repr=False)] = None
 
 
 class Destination(_Model):
@@ -182,7 +179,9 @@ class Source(_Model):
     update_column: Identifier | None = None
     update_interval_millisecond: Annotated[int, Field(ge=1)] = 2000
     update_scan_second: Annotated[int, Field(ge=0)] = 5
-    update_time_formate: Annotated[str, AfterValidator(_time_format)] = "2006-1-2 15:04:05"
+    update_time_formate: Annotated[str, AfterValidator(_checked_by(parse_time_format, TimeFormatError))] = (
+        "2006-1-2 15:04:05"
+    )
     cache_file_path: str = "/tmp"
     pushbear_send_key: Annotated[str, Field(repr=False)] = ""
     timezone: Annotated[str, AfterValidator(_timezone)] = "UTC"
