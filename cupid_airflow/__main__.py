@@ -33,17 +33,10 @@ def _validate(paths: Sequence[str]) -> int:
     return 1 if bad else 0
 
 
-def _demo() -> int:
-    from cupid_airflow.dag_factory import build_dags
+def _demo(workdir: str) -> int:
+    from cupid_airflow.demo import main as demo
 
-    repo_dags = Path(__file__).resolve().parent.parent / "dags"
-    folder = default_config_dir(repo_dags / "cupid_dags.py")
-    print(f"cupid demo (placeholder until the end-to-end demo lands): DAGs built from {folder}")
-    dags = build_dags(repo_dags / "cupid_dags.py")
-    for dag_id, dag in dags.items():
-        tasks = " -> ".join(t.task_id for t in dag.topological_sort())  # type: ignore[no-untyped-call]
-        print(f"  {dag_id}: {dag.description}; tasks {tasks}; schedule {dag.timetable!r}")
-    return 0 if dags else 1
+    return demo(workdir)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -59,11 +52,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         ),
     )
     validate.add_argument("paths", nargs="*", metavar="PATH")
-    commands.add_parser("demo", help="build the example DAGs and show them", description="Run the demo.")
+    demo = commands.add_parser(
+        "demo",
+        help="a real run on generated data: SQLite (or CUPID_DEMO_MYSQL), a local receiver, dag.test()",
+        description="Build a throwaway Airflow home and source/replica databases with known divergences, "
+        "run the generated DAG for real and print what it found and delivered. Set CUPID_DEMO_MYSQL to a "
+        "Go DSN (root:@tcp(127.0.0.1:3306)/) to use MariaDB/MySQL instead of SQLite.",
+    )
+    demo.add_argument("--workdir", default=".cupid-demo", help="where to build it (rebuilt on every run)")
     args = parser.parse_args(argv)
     if args.command == "validate":
         return _validate(args.paths)
-    return _demo()
+    return _demo(args.workdir)
 
 
 if __name__ == "__main__":
