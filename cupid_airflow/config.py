@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
-from cupid_airflow.dsn import DsnError, MySqlDsn, parse_go_dsn
+from cupid_airflow.dsn import DsnError, parse_go_dsn
 from cupid_airflow.jsonc import JsonWithCommentsError, loads_with_comments
 from cupid_airflow.signing import SigningError, validate_secret
 from cupid_airflow.timeformat import TimeFormat, TimeFormatError, parse_time_format
@@ -253,10 +253,6 @@ def redact_url(url: str) -> str:
     if parts.password is None:
         return url
     return url.replace(f":{parts.password}@", f":{REDACTED}@", 1)
-
-
-def mysql_dsn(endpoint: Source | Destination) -> MySqlDsn | None:
-    return parse_go_dsn(endpoint.dsn) if endpoint.dsn else None
 
 
 # ---------------------------------------------------------------------------- errors
