@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cupid_airflow.config import ConfigError, CupidConfig, Problem, dag_ids, load_config
+from cupid_airflow.config import ConfigError, CupidConfig, Problem, dag_ids, load_config, stem_dag_id
 
 __all__ = ["CONFIG_DIR_ENV", "ConfigEntry", "config_files", "default_config_dir", "load_catalog"]
 
@@ -29,7 +29,7 @@ class ConfigEntry:
 
     @property
     def stem_dag_id(self) -> str:
-        return "cupid_" + "".join(c if c.isalnum() or c in "_.-" else "_" for c in self.path.stem)
+        return stem_dag_id(self.path.stem)
 
 
 def config_files(paths: Iterable[str | Path]) -> list[Path]:

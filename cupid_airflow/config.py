@@ -443,9 +443,14 @@ def load_config(path: str | Path) -> CupidConfig:
     return parse_config(text, str(path))
 
 
+def stem_dag_id(stem: str) -> str:
+    """``cupid_<stem>``, with characters Airflow refuses in ids replaced by ``_``."""
+    return "cupid_" + re.sub(r"[^\w.-]", "_", stem)
+
+
 def dag_ids(config: CupidConfig, stem: str) -> list[str]:
     """One dag id per destination: its ``dagId``, else ``cupid_<stem>``, else ``cupid_<stem>_<n>``."""
-    base = "cupid_" + re.sub(r"[^\w.-]", "_", stem)
+    base = stem_dag_id(stem)
     if len(config.des) == 1:
         return [config.des[0].dag_id or base]
     return [des.dag_id or f"{base}_{n}" for n, des in enumerate(config.des, start=1)]
