@@ -204,6 +204,7 @@ class CupidConfig(_Model):
     des: Annotated[list[Destination], Field(min_length=1)]
     schedule: Annotated[str | int, AfterValidator(_schedule)] | None = None
     catchup: bool = False
+    paused_at_creation: bool = False
     chunk_size: Annotated[int, Field(ge=1)] = 200_000
     max_rows_per_run: Annotated[int, Field(ge=1)] = 1_000_000
 

@@ -131,6 +131,7 @@ def _build_pair(entry: ConfigEntry, config: CupidConfig, index: int, dag_id: str
         schedule=schedule_for(config),
         start_date=START_DATE,
         catchup=config.catchup,
+        is_paused_upon_creation=config.paused_at_creation,
         deadline=_deadline(config_file, config),
         default_args={"on_failure_callback": [alert]},
         max_active_runs=1 if config.schedule == "@continuous" else 16,

@@ -97,6 +97,14 @@ def test_long_cupid_intervals_set_the_schedule(write_config: WriteConfig) -> Non
     assert load_bag().dags["cupid_user"].timetable == DeltaDataIntervalTimetable(timedelta(seconds=300))
 
 
+def test_a_new_config_starts_unpaused_unless_it_asks(write_config: WriteConfig) -> None:
+    write_config("user.json", sample_config())
+    write_config("held.json", sample_config(pausedAtCreation=True))
+    dags = load_bag().dags
+    assert dags["cupid_user"].is_paused_upon_creation is False
+    assert dags["cupid_held"].is_paused_upon_creation is True
+
+
 def test_docs_show_the_config_with_secrets_masked(write_config: WriteConfig) -> None:
     config = sample_config()
     config["src"]["pushbearSendKey"] = "SCT-sendkey-777"

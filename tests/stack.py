@@ -1,0 +1,324 @@
+"""A real Airflow deployment in subprocesses: scheduler, dag-processor, triggerer and api-server.
+
+Used by the end-to-end test (``tests/test_e2e.py``), the latency benchmark (``bench/latency.py``)
+and the README screenshot (``bench/screenshot.py``). It is what ``docker-compose.yaml`` runs, minus
+Celery: LocalExecutor and a throwaway PostgreSQL metadata database on 127.0.0.1:5432 (SQLite
+locks under a real scheduler). Everything lives in one temporary ``AIRFLOW_HOME``; :meth:`stop`
+shuts the components down with SIGTERM and drops the database.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, TypeVar
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
+COMPONENTS = ("scheduler", "dag-processor", "triggerer", "api-server")
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(check: Callable[[], T | None], timeout: float, what: str, every: float = 0.5) -> T:
+    """Poll ``check`` until it returns something truthy; fail with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(every)
+
+
+def _pg_admin(sql: str) -> None:
+    import psycopg2
+
+    conn = psycopg2.connect(dbname="postgres", **PG)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute(sql)
+    finally:
+        conn.close()
+
+
+@dataclass
+class AirflowStack:
+    """One Airflow deployment. ``home`` must be an empty folder; the DAG file is copied into it."""
+
+    home: Path
+    extra_env: dict[str, str] = field(default_factory=dict)
+    port: int = field(default_factory=free_port)
+    database: str = field(default_factory=lambda: f"cupid_airflow_{uuid.uuid4().hex[:10]}")
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    _token: str | None = None
+
+    @property
+    def dags_folder(self) -> Path:
+        return self.home / "dags"
+
+    @property
+    def configs(self) -> Path:
+        return self.dags_folder / "configs"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "CUPID_"))}
+        env.update(
+            {
+                "AIRFLOW_HOME": str(self.home),
+                "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
+                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+                "AIRFLOW__CORE__PARALLELISM": "8",
+                "AIRFLOW__CORE__FERNET_KEY": _FERNET_KEY,
+                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+                "AIRFLOW__API__BASE_URL": self.url,
+                "AIRFLOW__API__PORT": str(self.port),
+                "AIRFLOW__API_AUTH__JWT_SECRET": _JWT_SECRET,
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": (
+                    f"postgresql+psycopg2://{PG['user']}@{PG['host']}:{PG['port']}/{self.database}"
+                ),
+                # New configs show up within seconds instead of the default 30 s re-parse period.
+                "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "5",
+                "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+                "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.5",
+                "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+            }
+        )
+        env.update(self.extra_env)
+        return env
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Create the database, migrate it, then start every component and wait for the API."""
+        self.configs.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / "dags" / "cupid_dags.py", self.dags_folder / "cupid_dags.py")
+        (self.home / "component-logs").mkdir(exist_ok=True)
+        _pg_admin(f'CREATE DATABASE "{self.database}"')
+        self.cli("db", "migrate", timeout=600)
+        for component in COMPONENTS:
+            args = [component, "--workers", "1"] if component == "api-server" else [component]
+            log = (self.home / "component-logs" / f"{component}.log").open("wb")
+            self.procs[component] = subprocess.Popen(
+                [str(BIN / "airflow"), *args],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: SIGTERM reaches its children too
+            )
+        wait_for(self._api_up, 120, "the api-server to answer")
+
+    def stop(self, timeout: float = 60) -> dict[str, int | None]:
+        """SIGTERM every component (api-server last), wait for each; return their exit codes."""
+        codes: dict[str, int | None] = {}
+        for component in sorted(self.procs, key=lambda c: c == "api-server"):
+            proc = self.procs[component]
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                codes[component] = proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                codes[component] = None
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        self.procs.clear()
+        return codes
+
+    def drop_database(self) -> None:
+        _pg_admin(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
+
+    def leftover_processes(self) -> list[str]:
+        """Processes still running with this stack's AIRFLOW_HOME in their environment."""
+        import psutil
+
+        marker = str(self.home)
+        found = []
+        for proc in psutil.process_iter(["pid", "cmdline", "environ"]):
+            try:
+                if (proc.info["environ"] or {}).get("AIRFLOW_HOME") == marker:
+                    found.append(f"{proc.info['pid']}: {' '.join(proc.info['cmdline'] or [])}")
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+        return found
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last lines of every component's log, for a failure message."""
+        out = []
+        for log in sorted((self.home / "component-logs").glob("*.log")):
+            text = log.read_text(errors="replace").splitlines()[-lines:]
+            out.append(f"----- {log.name}\n" + "\n".join(text))
+        return "\n".join(out)
+
+    def dead_components(self) -> list[str]:
+        return [name for name, proc in self.procs.items() if proc.poll() is not None]
+
+    # ------------------------------------------------------------------ CLI and REST API
+
+    def cli(self, *args: str, timeout: float = 120) -> str:
+        """Run ``airflow <args>`` against this deployment; its stdout, or an error with both streams."""
+        result = subprocess.run(
+            [str(BIN / "airflow"), *args], env=self.env, capture_output=True, text=True, timeout=timeout
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"airflow {' '.join(args)} exited {result.returncode}:\n{result.stdout}{result.stderr}")
+        return result.stdout
+
+    def _api_up(self) -> bool:
+        if dead := self.dead_components():
+            raise RuntimeError(f"component(s) exited: {dead}\n{self.log_tail()}")
+        try:
+            with urllib.request.urlopen(f"{self.url}/api/v2/monitor/health", timeout=2) as response:
+                return bool(response.status == 200)
+        except (OSError, urllib.error.URLError):
+            return False
+
+    def token(self) -> str:
+        """A JWT from the simple auth manager (every user is an admin in this deployment)."""
+        if self._token is None:
+            with urllib.request.urlopen(f"{self.url}/auth/token", timeout=10) as response:
+                self._token = json.load(response)["access_token"]
+        return self._token
+
+    def api(self, path: str, method: str = "GET", body: Any = None, **query: Any) -> Any:
+        """Call the public REST API (``/api/v2/...``); the decoded JSON answer."""
+        url = f"{self.url}/api/v2/{path.lstrip('/')}"
+        if query:
+            url += "?" + urllib.parse.urlencode(query, doseq=True)
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(url, data=data, method=method)
+        request.add_header("Authorization", f"Bearer {self.token()}")
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.load(response)
+
+    def dag(self, dag_id: str) -> dict[str, Any] | None:
+        """The DAG as the REST API lists it, or None while the dag-processor has not sent it yet."""
+        dags = self.api("dags", dag_id_pattern=dag_id)["dags"]
+        return next((d for d in dags if d["dag_id"] == dag_id), None)
+
+    def runs(self, dag_id: str) -> list[dict[str, Any]]:
+        return list(self.api(f"dags/{dag_id}/dagRuns", limit=100, order_by="id")["dag_runs"])
+
+    def run(self, dag_id: str, run_id: str) -> dict[str, Any]:
+        return dict(self.api(f"dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id, safe='')}"))
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        path = f"dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id, safe='')}/taskInstances"
+        return list(self.api(path, limit=1000)["task_instances"])
+
+    def wait_run_done(self, dag_id: str, run_id: str, timeout: float) -> dict[str, Any]:
+        def done() -> dict[str, Any] | None:
+            if dead := self.dead_components():
+                raise RuntimeError(f"component(s) exited: {dead}\n{self.log_tail()}")
+            run = self.run(dag_id, run_id)
+            return run if run["state"] in ("success", "failed") else None
+
+        return wait_for(done, timeout, f"run {run_id} of {dag_id} to finish", every=1)
+
+
+# Fixed per process, so the CLI and every component agree; this deployment is throwaway.
+_FERNET_KEY = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
+_JWT_SECRET = secrets.token_urlsafe(32)
+
+
+# ---------------------------------------------------------------------- loopback receivers
+
+
+class Recorder:
+    """A loopback HTTP server that records what it is sent; stoppable and restartable on its port.
+
+    ``POST`` bodies (callbacks) land in :attr:`events` keyed by ``webhook-id``; ``GET`` query
+    strings (PushBear's ``/sub?sendkey=..&text=..``) land in :attr:`gets`.
+    """
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.events: dict[str, dict[str, Any]] = {}
+        self.arrivals: dict[str, float] = {}
+        self.posts = 0
+        self.gets: list[dict[str, str]] = []
+        self.lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Recorder:
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _reply(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                with recorder.lock:
+                    recorder.posts += 1
+                    event_id = self.headers.get("webhook-id") or body["eventId"]
+                    recorder.events.setdefault(event_id, body)
+                    recorder.arrivals.setdefault(event_id, time.time())
+                self._reply()
+
+            def do_GET(self) -> None:
+                query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(self.path).query))
+                with recorder.lock:
+                    recorder.gets.append(query)
+                self._reply()
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def by_value(self, event_type: int | None = None) -> dict[str, dict[str, Any]]:
+        """Received events keyed by ``byValue`` (the last one wins), optionally of one type."""
+        with self.lock:
+            return {e["byValue"]: e for e in self.events.values() if event_type in (None, e["type"])}

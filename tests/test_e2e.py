@@ -1,0 +1,189 @@
+"""The product end to end: real scheduler, dag-processor, triggerer and api-server (LocalExecutor,
+PostgreSQL metadata database), real MariaDB, a real receiver and a PushBear mock on loopback.
+
+One test walks the life of a deployment in order, because starting Airflow costs half a minute:
+a config dropped into the folder becomes an unpaused DAG, a triggered run with ``start_id`` calls
+back every seeded divergence, a backfill finds the edits of its three intervals (and only those),
+a receiver outage gives retries, the 3rd-try alert and the deadline alert (through the
+triggerer) and then delivery, and every component stops cleanly.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import MySqlDatabase
+from tests.pairs import DES_TABLE, SRC_TABLE
+from tests.stack import AirflowStack, Recorder, wait_for
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
+
+DAG_ID = "cupid_e2e"
+SENDKEY = "SCT-e2e-sendkey"
+ROWS = 300
+MISSING = {f"n{i}" for i in range(10, ROWS, 30)}  # 10 rows the replica never got: type 1
+CHANGED = {f"n{i}" for i in range(25, ROWS, 30)}  # 10 rows the replica garbled: type 2
+
+
+@pytest.fixture
+def pushbear() -> Iterator[Recorder]:
+    recorder = Recorder().start()
+    yield recorder
+    recorder.stop()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Recorder]:
+    recorder = Recorder().start()
+    yield recorder
+    recorder.stop()
+
+
+@pytest.fixture
+def stack(pushbear: Recorder) -> Iterator[AirflowStack]:
+    home = Path(tempfile.mkdtemp(prefix="cupid-e2e-"))
+    conn = json.dumps({"conn_type": "pushbear", "host": pushbear.url})
+    deployment = AirflowStack(home, extra_env={"AIRFLOW_CONN_PUSHBEAR_DEFAULT": conn})
+    try:
+        yield deployment
+    finally:
+        print(deployment.log_tail(80))  # pytest shows it when the test fails
+        deployment.stop()
+        deployment.drop_database()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _seed(src: MySqlDatabase, des: MySqlDatabase) -> None:
+    src.execute(SRC_TABLE)
+    des.execute(DES_TABLE)
+    rows = [(i, f"n{i}", f"name {i}", f"{i}.50") for i in range(1, ROWS + 1)]
+    src.executemany("INSERT INTO user (id, number, name, amount) VALUES (%s, %s, %s, %s)", rows)
+    replica = [
+        (i, n, name + " (garbled)" if n in CHANGED else name, amount) for i, n, name, amount in rows if n not in MISSING
+    ]
+    des.executemany("INSERT INTO user (id, number, name, amount) VALUES (%s, %s, %s, %s)", replica)
+
+
+def _config(src: MySqlDatabase, des: MySqlDatabase, receiver: Recorder) -> dict[str, Any]:
+    return {
+        "failureJobRetrySecond": 2,
+        "slaSeconds": 30,
+        "schedule": "@daily",
+        "src": {
+            "dsn": src.dsn,
+            "table": "user",
+            "byColumn": "number",
+            "updateColumn": "update_time",
+            "pushbearSendKey": SENDKEY,
+        },
+        "des": [
+            {
+                "dsn": des.dsn,
+                "table": "user",
+                "columns": {"number": "number", "name": "name", "amount": "amount"},
+                "byColumn": "number",
+                "callbackNotification": {"url": f"{receiver.url}/cupid/callback"},
+                "dagId": DAG_ID,
+            }
+        ],
+    }
+
+
+def _alerts(pushbear: Recorder, contains: str) -> list[dict[str, str]]:
+    with pushbear.lock:
+        return [a for a in pushbear.gets if contains in a.get("text", "") + a.get("desp", "")]
+
+
+def test_a_deployment_end_to_end(
+    stack: AirflowStack,
+    receiver: Recorder,
+    pushbear: Recorder,
+    mysql_db: Callable[[str], MySqlDatabase],
+) -> None:
+    src, des = mysql_db("src"), mysql_db("des")
+    _seed(src, des)
+    stack.start()
+
+    # 1. Dropping a config into the folder gives an unpaused DAG, seen through the REST API.
+    (stack.configs / "e2e.json").write_text(json.dumps(_config(src, des, receiver)))
+    dag = wait_for(lambda: stack.dag(DAG_ID), 120, f"{DAG_ID} in /api/v2/dags")
+    assert dag["is_paused"] is False
+    assert "cupid" in [t["name"] for t in dag["tags"]]
+
+    # 2. `airflow dags trigger --conf '{"start_id": 1}'` calls back every seeded divergence.
+    stack.cli("dags", "trigger", DAG_ID, "--run-id", "e2e_start_id", "--conf", '{"start_id": 1}')
+    run = stack.wait_run_done(DAG_ID, "e2e_start_id", 150)
+    assert run["state"] == "success", stack.log_tail()
+    assert set(receiver.by_value(1)) == MISSING
+    assert set(receiver.by_value(2)) == CHANGED
+    assert all(e["desColumn"]["name"].endswith("(garbled)") for e in receiver.by_value(2).values())
+
+    # 3. A backfill of three past days reports the edits stamped inside them, and nothing else.
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    days = [today - timedelta(days=d) for d in (5, 4, 3)]
+    edited: dict[str, datetime] = {}
+    for n, day in enumerate(days):
+        for number in (f"n{101 + n}", f"n{201 + n}"):
+            edited[number] = day + timedelta(hours=12)
+    outside = {"n150": today - timedelta(days=8, hours=-12), "n151": today - timedelta(days=2, hours=-12)}
+    for number, stamp in {**edited, **outside}.items():
+        edit = "UPDATE user SET name = %s, update_time = %s WHERE number = %s"
+        src.execute(edit, (f"edited {number}", stamp, number))
+    stack.cli(
+        "backfill", "create", "--dag-id", DAG_ID,
+        "--from-date", days[0].isoformat(), "--to-date", days[-1].isoformat(),
+    )  # fmt: skip
+
+    def backfill_done() -> list[dict[str, Any]] | None:
+        runs = [r for r in stack.runs(DAG_ID) if r["run_type"] == "backfill"]
+        return runs if len(runs) == 3 and all(r["state"] in ("success", "failed") for r in runs) else None
+
+    backfill = wait_for(backfill_done, 150, "three backfill runs to finish", every=1)
+    assert sorted(r["logical_date"][:10] for r in backfill) == [d.date().isoformat() for d in days]
+    assert {r["state"] for r in backfill} == {"success"}, stack.log_tail()
+    reported = {n: e for n, e in receiver.by_value(2).items() if e["srcColumn"]["name"].startswith("edited")}
+    assert set(reported) == set(edited)
+    assert all(e["srcColumn"]["name"] == f"edited {n}" for n, e in reported.items())
+
+    # 4. The receiver goes down: the callback task retries, PushBear hears of the 3rd failed try
+    #    and (through the triggerer) of the missed deadline; once the receiver is back, all arrive.
+    receiver.stop()
+    fresh = [(ROWS + i, f"new{i}", f"fresh {i}", "1.00") for i in range(1, 5)]
+    src.executemany("INSERT INTO user (id, number, name, amount) VALUES (%s, %s, %s, %s)", fresh)
+    stack.cli("dags", "trigger", DAG_ID, "--run-id", "e2e_receiver_down")
+    wait_for(lambda: _alerts(pushbear, "e2e_receiver_down"), 150, "any alert for the run")
+    retry_alert = wait_for(
+        lambda: [a for a in _alerts(pushbear, "e2e_receiver_down") if "callback" in a["text"]],
+        150,
+        "the 3rd-try alert of the callback task",
+    )[0]
+    assert retry_alert["sendkey"] == SENDKEY
+    assert "try: 3" in retry_alert["desp"] and "events waiting for delivery: 4" in retry_alert["desp"]
+    deadline_alert = wait_for(
+        lambda: [a for a in _alerts(pushbear, "e2e_receiver_down") if "missed its deadline" in a["text"]],
+        120,
+        "the deadline alert from the triggerer",
+    )[0]
+    assert deadline_alert["text"] == f"cupid: {DAG_ID} 超时 missed its deadline"
+    assert not [e for e in receiver.by_value(1) if e.startswith("new")]
+
+    receiver.start()
+    run = stack.wait_run_done(DAG_ID, "e2e_receiver_down", 120)
+    assert run["state"] == "success", stack.log_tail()
+    assert {n for n in receiver.by_value(1) if n.startswith("new")} == {n for _, n, _, _ in fresh}
+    callback = [ti for ti in stack.task_instances(DAG_ID, "e2e_receiver_down") if ti["task_id"] == "callback"]
+    assert len(callback) == 1 and callback[0]["try_number"] >= 4 and callback[0]["state"] == "success"
+
+    # 5. Every component stops on SIGTERM, with nothing left running.
+    codes = stack.stop()
+    assert codes == dict.fromkeys(codes, 0), codes
+    assert set(codes) == {"scheduler", "dag-processor", "triggerer", "api-server"}
+    assert stack.leftover_processes() == []
