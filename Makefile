@@ -8,7 +8,7 @@ UV     := $(VENV)/bin/uv
 UV_VERSION := 0.13.9
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint lock bench-parse bench-scan bench-callback clean
+.PHONY: install demo test lint lock bench-parse bench-scan bench-callback bench-latency screenshot clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,8 +22,8 @@ demo: install
 	$(PY) -m cupid_airflow demo
 
 lint: install
-	$(VENV)/bin/ruff check cupid_airflow tests bench dags examples
-	$(VENV)/bin/ruff format --check cupid_airflow tests bench dags examples
+	$(VENV)/bin/ruff check cupid_airflow tests bench dags examples docs
+	$(VENV)/bin/ruff format --check cupid_airflow tests bench dags examples docs
 	$(VENV)/bin/mypy
 
 test: lint
@@ -40,6 +40,13 @@ bench-scan: install
 
 bench-callback: install
 	$(PY) bench/callback_delivery.py
+
+bench-latency: install
+	$(PY) bench/latency.py
+
+# The README's UI screenshots (docs/img/); needs Debian's chromium.
+screenshot: install
+	$(PY) docs/screenshot.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -205,6 +205,7 @@ class CupidConfig(_Model):
     schedule: Annotated[str | int, AfterValidator(_schedule)] | None = None
     catchup: bool = False
     paused_at_creation: bool = False
+    pool: Annotated[str, Field(min_length=1, max_length=256)] | None = None
     chunk_size: Annotated[int, Field(ge=1)] = 200_000
     max_rows_per_run: Annotated[int, Field(ge=1)] = 1_000_000
 

@@ -140,15 +140,17 @@ def _build_pair(entry: ConfigEntry, config: CupidConfig, index: int, dag_id: str
         tags=["cupid", f"src:{config.src.table}", f"des:{des.table}"],
     ) as dag:
         common: dict[str, Any] = {"config_file": config_file, "destination": index}
+        # An Airflow pool caps the tasks that query the databases, across every DAG that names it.
+        database: dict[str, Any] = {**common, "pool": config.pool} if config.pool else common
         scans: list[CupidOperator] = []
         if config.src.insert:
-            scans.append(ScanInsertOperator(task_id="scan_insert", max_active_tis_per_dag=1, **common))
+            scans.append(ScanInsertOperator(task_id="scan_insert", max_active_tis_per_dag=1, **database))
         if config.src.update:
-            scans.append(ScanUpdateOperator(task_id="scan_update", max_active_tis_per_dag=1, **common))
+            scans.append(ScanUpdateOperator(task_id="scan_update", max_active_tis_per_dag=1, **database))
         if len(scans) == 2:
             scans[0] >> scans[1]  # scan_update leaves the ids scan_insert claimed in this run to it
         partitions = scans[0].output if len(scans) == 1 else scans[0].output.concat(scans[1].output)
-        compare = CompareOperator.partial(task_id="compare", **common).expand(partition=partitions)
+        compare = CompareOperator.partial(task_id="compare", **database).expand(partition=partitions)
         CallbackOperator.partial(
             task_id="callback",
             retries=config.callback_retries,

@@ -37,6 +37,15 @@ globals().update(build_dags(__file__))
 '''
 
 
+def ui_command(home: Path, port: int = 8080) -> str:
+    """The api-server on the demo's Airflow home: enough to browse the run (no scheduler needed)."""
+    airflow = Path(sys.executable).parent / "airflow"
+    return (
+        f"AIRFLOW_HOME={home / 'airflow'} AIRFLOW__CORE__DAGS_FOLDER={home / 'dags'} "
+        f"AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS=True {airflow} api-server --port {port}"
+    )
+
+
 def _rows() -> list[tuple[Any, ...]]:
     rng = random.Random(42)
     stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(time.time() - 3600))
@@ -217,8 +226,8 @@ def main(workdir: str | Path = ".cupid-demo") -> int:
           f"{found.get(2, 0)} different (type 2, planted {expected[2]})")  # fmt: skip
     print(f"  callbacks delivered: {_Receiver.by_type[1]} type 1, {_Receiver.by_type[2]} type 2 (receiver on loopback)")
     print(f"  logs:                {log_file} and {home / 'airflow' / 'logs'}")
-    ui_env = f"AIRFLOW_HOME={home / 'airflow'} AIRFLOW__CORE__DAGS_FOLDER={home / 'dags'}"
-    print(f"  see it in the UI:    {ui_env} airflow standalone   (then open http://localhost:8080)")
+    print(f"  see it in the UI:    {ui_command(home)}")
+    print("                       then open http://localhost:8080 (every user is an admin)")
     print(f"cupid demo finished in {time.monotonic() - t0:.0f} s")
     ok = result["state"] == "success" and found == dict(expected) and dict(_Receiver.by_type) == dict(expected)
     return 0 if ok else 1

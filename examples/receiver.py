@@ -94,14 +94,15 @@ def make_handler(store: Store, secret: str | None) -> type[BaseHTTPRequestHandle
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to accept other machines (containers)")
     parser.add_argument("--port", type=int, default=20000)
     parser.add_argument("--db", default="cupid-events.sqlite3")
     args = parser.parse_args()
     server = ThreadingHTTPServer(
-        ("127.0.0.1", args.port), make_handler(Store(args.db), os.environ.get("CUPID_WEBHOOK_SECRET"))
+        (args.host, args.port), make_handler(Store(args.db), os.environ.get("CUPID_WEBHOOK_SECRET"))
     )
     server.daemon_threads = True
-    print(f"listening on http://127.0.0.1:{server.server_address[1]}/", flush=True)
+    print(f"listening on http://{args.host}:{server.server_address[1]}/", flush=True)
     server.serve_forever()
 
 

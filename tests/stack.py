@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -129,7 +130,7 @@ class AirflowStack:
         _pg_admin(f'CREATE DATABASE "{self.database}"')
         self.cli("db", "migrate", timeout=600)
         for component in COMPONENTS:
-            args = [component, "--workers", "1"] if component == "api-server" else [component]
+            args = [component, "--workers", "1", "--host", "127.0.0.1"] if component == "api-server" else [component]
             log = (self.home / "component-logs" / f"{component}.log").open("wb")
             self.procs[component] = subprocess.Popen(
                 [str(BIN / "airflow"), *args],
@@ -270,6 +271,7 @@ class Recorder:
         self.arrivals: dict[str, float] = {}
         self.posts = 0
         self.gets: list[dict[str, str]] = []
+        self.status = 200  # what POSTs get; anything but 200 records nothing
         self.lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
 
@@ -286,14 +288,17 @@ class Recorder:
             def log_message(self, *args: Any) -> None:
                 pass
 
-            def _reply(self) -> None:
-                self.send_response(200)
+            def _reply(self, status: int = 200) -> None:
+                self.send_response(status)
                 self.send_header("Content-Length", "2")
                 self.end_headers()
                 self.wfile.write(b"ok")
 
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                if recorder.status != 200:
+                    self._reply(recorder.status)
+                    return
                 with recorder.lock:
                     recorder.posts += 1
                     event_id = self.headers.get("webhook-id") or body["eventId"]
@@ -322,3 +327,10 @@ class Recorder:
         """Received events keyed by ``byValue`` (the last one wins), optionally of one type."""
         with self.lock:
             return {e["byValue"]: e for e in self.events.values() if event_type in (None, e["type"])}
+
+
+def demo_seed_statements(prefix: str) -> list[str]:
+    """The compose stack's MariaDB seed (``docker/mysql-init/01-demo.sql``) as statements, with its
+    databases renamed ``<prefix>`` and ``<prefix>_replica`` so a test can load it on a shared server."""
+    sql = (REPO / "docker" / "mysql-init" / "01-demo.sql").read_text().replace("cupid_demo", prefix)
+    return [s.strip() for s in re.sub(r"^--.*$", "", sql, flags=re.M).split(";") if s.strip()]

@@ -105,6 +105,20 @@ def test_a_new_config_starts_unpaused_unless_it_asks(write_config: WriteConfig) 
     assert dags["cupid_held"].is_paused_upon_creation is True
 
 
+def test_a_pool_caps_the_database_tasks_only(write_config: WriteConfig) -> None:
+    write_config("user.json", sample_config(pool="mysql_primary"))
+    write_config("plain.json", sample_config())
+    dags = load_bag().dags
+    pools = {t.task_id: t.pool for t in dags["cupid_user"].tasks}
+    assert pools == {
+        "scan_insert": "mysql_primary",
+        "scan_update": "mysql_primary",
+        "compare": "mysql_primary",
+        "callback": "default_pool",
+    }
+    assert {t.pool for t in dags["cupid_plain"].tasks} == {"default_pool"}
+
+
 def test_docs_show_the_config_with_secrets_masked(write_config: WriteConfig) -> None:
     config = sample_config()
     config["src"]["pushbearSendKey"] = "SCT-sendkey-777"

@@ -1,0 +1,58 @@
+"""The README is the user's manual: every command in its shell blocks must be one a test runs.
+
+Each command is matched to the test that runs it (and that test must still contain the call), so
+a command added to the README without a test, or a test that stops running it, fails here.
+"""
+
+from __future__ import annotations
+
+import re
+
+from tests.conftest import REPO
+
+README = (REPO / "README.md").read_text()
+
+#: README command (regex) -> (file that runs it, text that file must contain).
+RUN_BY: dict[str, tuple[str, str]] = {
+    r"make demo": ("tests/test_demo.py", '"cupid_airflow", "demo"'),
+    r"make test": (".ci/run", "make test"),
+    r"AIRFLOW_HOME=\S+ AIRFLOW__CORE__DAGS_FOLDER=\S+ AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS=True "
+    r"\S+airflow api-server --port 8080": ("tests/test_demo.py", '"see it in the UI:"'),
+    r"docker compose (up -d --build|down -v)": ("tests/test_compose.py", '"compose", "-f", str(COMPOSE), "config"'),
+    r"python -m cupid_airflow validate( .*)?": ("tests/test_cli.py", '"validate"'),
+    r"airflow dags trigger cupid_user": ("tests/test_e2e.py", '"dags", "trigger", DAG_ID, "--run-id", "e2e_gone"'),
+    r"airflow dags trigger cupid_user --conf '\{\"start_id\": 1\}'": (
+        "tests/test_e2e.py",
+        '"--conf", \'{"start_id": 1}\'',
+    ),
+    r"airflow backfill create --dag-id cupid_user --from-date \S+ --to-date \S+": (
+        "tests/test_e2e.py",
+        '"backfill", "create", "--dag-id", DAG_ID',
+    ),
+    r"curl -X POST \"\$AIRFLOW_URL/api/v2/dags/cupid_user/clearTaskInstances\" .*": (
+        "tests/test_e2e.py",
+        'f"dags/{DAG_ID}/clearTaskInstances", "POST"',
+    ),
+}
+
+
+def readme_commands() -> list[str]:
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", README, re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            command = re.sub(r"\s+", " ", line.split(" # ")[0]).strip()
+            if command and not command.startswith("#"):
+                commands.append(command)
+    return commands
+
+
+def test_every_readme_command_is_run_by_a_test() -> None:
+    commands = readme_commands()
+    assert len(commands) >= 10
+    unmatched = [c for c in commands if not any(re.fullmatch(pattern, c) for pattern in RUN_BY)]
+    assert not unmatched, f"README commands no test runs (add one, then map it in RUN_BY): {unmatched}"
+
+
+def test_the_tests_still_run_them() -> None:
+    for pattern, (path, needle) in RUN_BY.items():
+        assert needle in (REPO / path).read_text(), f"{path} no longer runs the README's `{pattern}`"
