@@ -18,10 +18,11 @@ from datetime import date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-__all__ = ["EVENT_DIFFERENT", "EVENT_MISSING", "PairComparer", "to_text", "values_equal"]
+__all__ = ["EVENT_DIFFERENT", "EVENT_GONE", "EVENT_MISSING", "PairComparer", "to_text", "values_equal"]
 
 EVENT_MISSING = 1  # no destination row has the source row's key
 EVENT_DIFFERENT = 2  # a destination row exists, and a mapped column differs
+EVENT_GONE = 3  # a destination row whose key no source row has (reconcile only: a delete that did not replicate)
 
 _NUMBERS = (int, float, Decimal)
 
@@ -173,6 +174,33 @@ class PairComparer:
             else:
                 assert best is not None
                 events.append(self._event(EVENT_DIFFERENT, row, best[0], best[1]))
+        return events
+
+    def gone(self, src_keys: Sequence[Any], des_rows: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
+        """One type-3 event per destination row ``(key, *columns)`` whose key is not among ``src_keys``."""
+        keyf = _key_function(list(src_keys[:64]), [r[0] for r in des_rows[:64]])
+        present = {keyf(k) for k in src_keys}
+        events = []
+        for row in des_rows:
+            if row[0] is None or keyf(row[0]) in present:
+                continue
+            des_column = dict(zip(self.des_columns, map(to_text, row[1:])))
+            by_value = to_text(row[0])
+            digest = hashlib.sha256(
+                json.dumps(
+                    [self.pair_id, EVENT_GONE, by_value, des_column], ensure_ascii=False, sort_keys=True
+                ).encode()
+            )
+            events.append(
+                {
+                    "type": EVENT_GONE,
+                    "srcColumn": None,
+                    "eventId": digest.hexdigest()[:32],
+                    "desTable": self.table,
+                    "byValue": by_value,
+                    "desColumn": des_column,
+                }
+            )
         return events
 
     def _event(

@@ -145,6 +145,23 @@ class CallbackNotification(_Model):
     secret: Annotated[str | None, AfterValidator(_checked_by(validate_secret, SigningError)), Field(repr=False)] = None
 
 
+KeyValue = Annotated[int | str, Field()]
+
+
+class Reconcile(_Model):
+    """A full comparison of the pair (not just new and updated rows), on its own schedule: finds
+    source deletes (type 3), hand edits and changes made while the scans were off."""
+
+    schedule: Annotated[str | int, AfterValidator(_schedule)] = "@daily"
+    from_key: KeyValue | None = None
+    to_key: KeyValue | None = None
+    report_only: bool = False
+    report_dir: str | None = None
+    min_age_seconds: Annotated[int, Field(ge=0)] = 0
+    target_query_seconds: Annotated[int | float, Field(gt=0, le=600)] = 1.0
+    segment_rows: Annotated[int, Field(ge=1000)] = 500_000
+
+
 class Destination(_Model):
     """One replica of the source table; each gets its own DAG."""
 
@@ -156,6 +173,7 @@ class Destination(_Model):
     callback_notification: CallbackNotification | None = None
     http_conn_id: AirflowKey | None = None
     dag_id: AirflowKey | None = None
+    reconcile: Reconcile | None = None
 
     @property
     def callback_url(self) -> str | None:
@@ -206,6 +224,7 @@ class CupidConfig(_Model):
     catchup: bool = False
     paused_at_creation: bool = False
     pool: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+    reconcile: Reconcile | None = None
     chunk_size: Annotated[int, Field(ge=1)] = 200_000
     max_rows_per_run: Annotated[int, Field(ge=1)] = 1_000_000
 
@@ -224,6 +243,10 @@ class CupidConfig(_Model):
         if data["src"].get("pushbearSendKey"):
             data["src"]["pushbearSendKey"] = REDACTED
         return data
+
+    def reconcile_for(self, index: int) -> Reconcile | None:
+        """The destination's own ``reconcile`` object, else the top-level one (for every destination)."""
+        return self.des[index].reconcile or self.reconcile
 
     def secrets(self) -> list[str]:
         """Every secret in this config, for Airflow's log masker."""

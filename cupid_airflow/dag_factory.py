@@ -25,6 +25,7 @@ from cupid_airflow.operators.base import CupidOperator
 from cupid_airflow.operators.callback import CallbackOperator
 from cupid_airflow.operators.compare import CompareOperator
 from cupid_airflow.operators.config_error import ConfigErrorOperator
+from cupid_airflow.operators.reconcile import ReconcileOperator, ReconcilePlanOperator
 from cupid_airflow.operators.scan_insert import ScanInsertOperator
 from cupid_airflow.operators.scan_update import ScanUpdateOperator
 
@@ -54,13 +55,8 @@ def schedule_for(config: CupidConfig) -> Any:
     ``schedule`` wins: seconds, a cron expression or preset (in UTC), ``@once`` or ``@continuous``.
     Without it, the shortest enabled cupid interval, raised to :data:`MIN_SCHEDULE_SECONDS`.
     """
-    schedule = config.schedule
-    if isinstance(schedule, int):
-        return DeltaDataIntervalTimetable(timedelta(seconds=schedule))
-    if schedule in ("@once", "@continuous"):
-        return schedule
-    if schedule is not None:
-        return CronDataIntervalTimetable(_PRESET_CRON.get(schedule, schedule), timezone="UTC")
+    if config.schedule is not None:
+        return _timetable(config.schedule)
     src = config.src
     intervals = [
         ms
@@ -69,6 +65,15 @@ def schedule_for(config: CupidConfig) -> Any:
     ]
     seconds = max(MIN_SCHEDULE_SECONDS, min(intervals) // 1000)
     return DeltaDataIntervalTimetable(timedelta(seconds=seconds))
+
+
+def _timetable(schedule: str | int) -> Any:
+    """Seconds, a cron expression or preset (in UTC), ``@once`` or ``@continuous``."""
+    if isinstance(schedule, int):
+        return DeltaDataIntervalTimetable(timedelta(seconds=schedule))
+    if schedule in ("@once", "@continuous"):
+        return schedule
+    return CronDataIntervalTimetable(_PRESET_CRON.get(schedule, schedule), timezone="UTC")
 
 
 def _run_params() -> dict[str, Param]:
@@ -151,15 +156,48 @@ def _build_pair(entry: ConfigEntry, config: CupidConfig, index: int, dag_id: str
             scans[0] >> scans[1]  # scan_update leaves the ids scan_insert claimed in this run to it
         partitions = scans[0].output if len(scans) == 1 else scans[0].output.concat(scans[1].output)
         compare = CompareOperator.partial(task_id="compare", **database).expand(partition=partitions)
-        CallbackOperator.partial(
-            task_id="callback",
-            retries=config.callback_retries,
-            retry_delay=timedelta(seconds=config.failure_job_retry_second),
-            retry_exponential_backoff=2.0,
-            max_retry_delay=timedelta(minutes=10),
-            on_retry_callback=[PushBearNotifier(config_file=config_file, only_on_try=ALERT_AT_TRY)],
-            **common,
-        ).expand(events=compare.output)
+        _callbacks(config, config_file, common, compare.output)
+    return dag
+
+
+def _callbacks(config: CupidConfig, config_file: str, common: dict[str, Any], events: Any) -> None:
+    """The mapped ``callback`` task: cupid's failure queue is its retries."""
+    CallbackOperator.partial(
+        task_id="callback",
+        retries=config.callback_retries,
+        retry_delay=timedelta(seconds=config.failure_job_retry_second),
+        retry_exponential_backoff=2.0,
+        max_retry_delay=timedelta(minutes=10),
+        on_retry_callback=[PushBearNotifier(config_file=config_file, only_on_try=ALERT_AT_TRY)],
+        **common,
+    ).expand(events=events)
+
+
+def _build_reconcile(entry: ConfigEntry, config: CupidConfig, index: int, dag_id: str) -> DAG | None:
+    """``<dag_id>_reconcile``: the whole key range (or ``fromKey``..``toKey``), on its own schedule."""
+    settings = config.reconcile_for(index)
+    if settings is None:
+        return None
+    des = config.des[index]
+    config_file = str(entry.path.resolve())
+    with DAG(
+        dag_id=f"{dag_id}_reconcile",
+        description=f"cupid reconcile: {config.src.table} <-> {des.table}",
+        schedule=_timetable(settings.schedule),
+        start_date=START_DATE,
+        catchup=False,
+        is_paused_upon_creation=config.paused_at_creation,
+        default_args={"on_failure_callback": [PushBearNotifier(config_file=config_file)]},
+        max_active_runs=1,
+        doc_md=_doc(entry, config, index).replace("### cupid:", "### cupid reconcile:", 1),
+        tags=["cupid", "cupid-reconcile", f"src:{config.src.table}", f"des:{des.table}"],
+    ) as dag:
+        common: dict[str, Any] = {"config_file": config_file, "destination": index}
+        database: dict[str, Any] = {**common, "pool": config.pool} if config.pool else common
+        plan = ReconcilePlanOperator(task_id="plan", **database)
+        reconcile = ReconcileOperator.partial(task_id="reconcile", retries=3, **database).expand(segment=plan.output)
+        if not settings.report_only:
+            _callbacks(config, config_file, common, reconcile.output)
     return dag
 
 
@@ -203,6 +241,8 @@ def build_dags(dag_file: str | Path | None = None, config_dir: str | Path | None
         if entry.config is not None:
             for index, dag_id in enumerate(entry.dag_ids):
                 dags[dag_id] = _build_pair(entry, entry.config, index, dag_id)
+                if (reconcile := _build_reconcile(entry, entry.config, index, dag_id)) is not None:
+                    dags[reconcile.dag_id] = reconcile
     for entry in entries:
         if entry.config is None:
             log.error("cupid: config %s is invalid; a placeholder DAG shows why:\n%s", entry.path, entry.error)

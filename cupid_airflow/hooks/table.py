@@ -144,6 +144,28 @@ class Table:
             f"SELECT {col} FROM {self.quoted} WHERE {where} ORDER BY {col} LIMIT 1 OFFSET {int(offset)}", params
         )
 
+    def nth_from(self, column: str, lower: Any, upper: Any, offset: int) -> Any:
+        """The first value of ``column`` after ``lower`` that is ``offset`` rows into
+        ``lower <= column < upper`` (None bounds are open), or None when fewer rows are left.
+
+        Always beyond ``lower``, also when many rows share one value, so a walk always advances.
+        """
+        col, ph = self.quote(column), self.placeholder
+        clauses, params = [f"{col} IS NOT NULL"], []
+        if lower is not None:
+            clauses.append(f"{col} >= {ph}")
+            params.append(lower)
+        if upper is not None:
+            clauses.append(f"{col} < {ph}")
+            params.append(upper)
+        where = " AND ".join(clauses)
+        value = self.scalar(
+            f"SELECT {col} FROM {self.quoted} WHERE {where} ORDER BY {col} LIMIT 1 OFFSET {int(offset)}", params
+        )
+        if value is not None and lower is not None and value == lower:
+            return self.nth_after(column, lower, upper, 0)
+        return value
+
     def nth_in_window(self, column: str, since: Any, until: Any, offset: int) -> Any:
         """The value of ``column`` ``offset`` rows into ``since <= column < until``, in ``column`` order."""
         col, ph = self.quote(column), self.placeholder

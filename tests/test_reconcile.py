@@ -1,0 +1,152 @@
+"""Full reconciliation (``<dag_id>_reconcile``) on real MariaDB, run through ``dag.test()``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.airflow_run import RunResult, run_dag
+from tests.conftest import MySqlDatabase
+from tests.pairs import Pair, pair
+
+__all__ = ["pair"]  # the fixture
+
+pytestmark = pytest.mark.usefixtures("airflow_db")
+
+
+def reconcile(pair: Pair, **settings: Any) -> RunResult:
+    pair.configure(reconcile={"schedule": "@daily", **settings})
+    pair.receiver.clear_log()
+    result = run_dag(f"{pair.dag_id}_reconcile")
+    assert result.state == "success", result.task_states
+    return result
+
+
+def by_value(pair: Pair) -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = {}
+    for body in pair.callbacks():
+        assert body["byValue"] not in found, f"{body['byValue']} reported twice"
+        found[body["byValue"]] = body
+    return found
+
+
+def seed(pair: Pair, rows: int) -> None:
+    pair.add_source(*[(f"n{i:05d}", f"name {i}", f"{i}.50", None, None) for i in range(rows)])
+    pair.add_destination(*[(f"n{i:05d}", f"name {i}", f"{i}.50", None, None) for i in range(rows)])
+
+
+def test_finds_deletes_hand_edits_and_missing_rows_and_nothing_else(pair: Pair) -> None:
+    seed(pair, 3000)
+    pair.src.execute("DELETE FROM user WHERE number IN ('n00007', 'n02999')")  # deleted at the source only
+    pair.des.execute("UPDATE user SET name = 'hand edit' WHERE number = 'n01500'")
+    pair.des.execute("UPDATE user SET name = '' WHERE number = 'n00100'")
+    pair.src.execute("UPDATE user SET name = NULL WHERE number = 'n00100'")  # NULL vs ''
+    pair.des.execute("DELETE FROM user WHERE number = 'n02000'")
+    pair.des.execute("INSERT INTO user (number, name) VALUES ('a-before-every-source-key', 'x'), ('z-after', 'y')")
+
+    result = reconcile(pair, segmentRows=1000)
+    found = by_value(pair)
+    assert {k: e["type"] for k, e in found.items()} == {
+        "n00007": 3, "n02999": 3, "a-before-every-source-key": 3, "z-after": 3,
+        "n01500": 2, "n00100": 2, "n02000": 1,
+    }  # fmt: skip
+    gone = found["n00007"]
+    assert gone["srcColumn"] is None and gone["desColumn"]["name"] == "name 7" and gone["desTable"] == "user"
+    assert found["n00100"]["srcColumn"]["name"] is None and found["n00100"]["desColumn"]["name"] == ""
+    assert found["n01500"]["diffColumns"] == ["name"]
+    assert len(result.output("plan")[0]) == 3  # segments of ~1000 source rows, mapped
+    assert len(result.output("reconcile")) == 3
+
+
+def test_the_same_divergence_has_the_scan_dags_event_id(pair: Pair) -> None:
+    seed(pair, 50)
+    pair.des.execute("UPDATE user SET name = 'stale' WHERE number = 'n00010'")
+    pair.run()
+    scanned = {e["byValue"]: e["eventId"] for e in pair.callbacks()}
+    reconcile(pair)
+    assert {e["byValue"]: e["eventId"] for e in pair.callbacks()} == scanned
+
+
+def test_every_row_different_and_an_empty_destination(pair: Pair) -> None:
+    seed(pair, 2000)
+    pair.des.execute("UPDATE user SET amount = '0'")
+    reconcile(pair, segmentRows=1000)
+    assert {e["type"] for e in by_value(pair).values()} == {2}
+    assert len(pair.callbacks()) == 2000
+
+    pair.des.execute("DELETE FROM user")
+    reconcile(pair, segmentRows=1000)
+    assert len(pair.callbacks()) == 2000 and {e["type"] for e in pair.callbacks()} == {1}
+
+
+def test_identical_tables_are_checksummed_not_read(pair: Pair) -> None:
+    seed(pair, 5000)
+    result = reconcile(pair)
+    assert pair.callbacks() == []
+    assert result.output("reconcile") == [[]]
+
+
+def test_renamed_columns_and_a_key_range(
+    mysql_db: Callable[[str], MySqlDatabase], configs_dir: Path, httpserver: Any
+) -> None:
+    src, des = mysql_db("src"), mysql_db("des")
+    src.execute(
+        "CREATE TABLE items (id INT PRIMARY KEY, sku VARCHAR(20) UNIQUE, title VARCHAR(50), price DECIMAL(8,2))"
+    )
+    des.execute("CREATE TABLE catalog (code VARCHAR(20) PRIMARY KEY, label VARCHAR(50), cost VARCHAR(20))")
+    src.executemany(
+        "INSERT INTO items VALUES (%s, %s, %s, %s)", [(i, f"S{i:03d}", f"t{i}", f"{i}.00") for i in range(1, 201)]
+    )
+    des.executemany(
+        "INSERT INTO catalog VALUES (%s, %s, %s)", [(f"S{i:03d}", f"t{i}", f"{i}.00") for i in range(1, 201)]
+    )
+    des.execute("UPDATE catalog SET cost = '9.99' WHERE code IN ('S010', 'S150')")
+    httpserver.expect_request("/cb", method="POST").respond_with_data("ok")
+    config = {
+        "src": {"dsn": src.dsn, "table": "items", "byColumn": "sku", "update": False},
+        "des": [
+            {
+                "dsn": des.dsn,
+                "table": "catalog",
+                "columns": {"sku": "code", "title": "label", "price": "cost"},
+                "byColumn": "code",
+                "callbackNotification": {"url": httpserver.url_for("/cb")},
+                "reconcile": {"fromKey": "S100", "toKey": "S200"},
+            }
+        ],
+    }
+    (configs_dir / "items.json").write_text(json.dumps(config))
+    httpserver.clear_log()
+    result = run_dag("cupid_items_reconcile")
+    assert result.state == "success", result.task_states
+    bodies = [json.loads(r.get_data()) for r, _ in httpserver.log]
+    assert [(b["byValue"], b["type"], b["diffColumns"]) for b in bodies] == [
+        ("S150", 2, ["cost"])
+    ]  # S010 is out of range
+    assert bodies[0]["srcColumn"] == {"id": "150", "sku": "S150", "title": "t150", "price": "150.00"}
+
+
+def test_report_only_writes_json_lines_and_calls_nobody(pair: Pair, tmp_path: Path) -> None:
+    seed(pair, 100)
+    pair.src.execute("DELETE FROM user WHERE number = 'n00050'")
+    result = reconcile(pair, reportOnly=True, reportDir=str(tmp_path))
+    assert pair.callbacks() == []
+    (summary,) = result.output("reconcile")
+    assert summary["events"] == {"1": 0, "2": 0, "3": 1}
+    lines = Path(summary["report"]).read_text().splitlines()
+    assert [json.loads(line)["byValue"] for line in lines] == ["n00050"]
+    assert Path(summary["report"]).is_relative_to(tmp_path)
+    assert "callback" not in {task for task, _ in result.task_states}
+
+
+def test_min_age_leaves_rows_that_just_changed_to_replication(pair: Pair) -> None:
+    seed(pair, 100)
+    pair.configure(src={"updateColumn": "update_time"})
+    pair.src.execute("UPDATE user SET name = 'just now', update_time = UTC_TIMESTAMP() WHERE number = 'n00001'")
+    pair.src.execute("UPDATE user SET name = 'long ago' WHERE number = 'n00002'")
+    reconcile(pair, minAgeSeconds=600)
+    assert set(by_value(pair)) == {"n00002"}
