@@ -176,6 +176,32 @@ class PairComparer:
                 events.append(self._event(EVENT_DIFFERENT, row, best[0], best[1]))
         return events
 
+    def diff(self, src_rows: Sequence[Sequence[Any]], des_rows: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
+        """Types 1, 2 and 3 for two sides holding the same key range (reconcile's read path).
+
+        One dict of the destination by key, one pass over the source popping from it, and what is
+        left is gone from the source. Falls back to :meth:`compare` plus :meth:`gone` when keys
+        repeat or differ in type between the sides.
+        """
+        des_map = {row[0]: row[1:] for row in des_rows}
+        types = {type(r[1]) for r in src_rows[:64]} | {type(r[0]) for r in des_rows[:64]}
+        if len(des_map) != len(des_rows) or len(types) > 1 or None in des_map:
+            return self.compare(src_rows, des_rows) + self.gone([r[1] for r in src_rows], des_rows)
+        events = []
+        pop = des_map.pop
+        for row in src_rows:
+            des_values = pop(row[1], None)  # the values are tuples, never None
+            if des_values is None:
+                events.append(self._event(EVENT_MISSING, row, None, []))
+            elif des_values != tuple(row[2:]):
+                values = row[2:]
+                differing = [i for i, (a, b) in enumerate(zip(values, des_values)) if a != b and not values_equal(a, b)]
+                if differing:
+                    events.append(self._event(EVENT_DIFFERENT, row, des_values, differing))
+        if des_map:
+            events.extend(self.gone([], [(key, *values) for key, values in des_map.items()]))
+        return events
+
     def gone(self, src_keys: Sequence[Any], des_rows: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
         """One type-3 event per destination row ``(key, *columns)`` whose key is not among ``src_keys``."""
         keyf = _key_function(list(src_keys[:64]), [r[0] for r in des_rows[:64]])

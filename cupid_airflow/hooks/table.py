@@ -17,6 +17,7 @@ from airflow.sdk import BaseHook
 
 from cupid_airflow.config import Destination, Source
 from cupid_airflow.hooks.connections import connection_from_dsn
+from cupid_airflow.reconcile import key_range
 
 __all__ = ["ID_COLUMN", "CupidMySqlHook", "Table", "db_hook"]
 
@@ -150,15 +151,9 @@ class Table:
 
         Always beyond ``lower``, also when many rows share one value, so a walk always advances.
         """
-        col, ph = self.quote(column), self.placeholder
-        clauses, params = [f"{col} IS NOT NULL"], []
-        if lower is not None:
-            clauses.append(f"{col} >= {ph}")
-            params.append(lower)
-        if upper is not None:
-            clauses.append(f"{col} < {ph}")
-            params.append(upper)
-        where = " AND ".join(clauses)
+        col = self.quote(column)
+        where, params = key_range(col, self.placeholder, lower, upper)
+        where = f"{col} IS NOT NULL AND {where}"
         value = self.scalar(
             f"SELECT {col} FROM {self.quoted} WHERE {where} ORDER BY {col} LIMIT 1 OFFSET {int(offset)}", params
         )

@@ -119,7 +119,7 @@ class ReconcileOperator(_ReconcileBase):
                     sizer.observe(rows, time.monotonic() - started)
                     mismatch = not same
                 if mismatch:
-                    found, rows = self._compare_rows(source, target, comparer, position, chunk_upper)
+                    found, rows = self._compare_rows(source, target, pool, comparer, position, chunk_upper)
                     events.extend(found)
                     stats["read"] += 1
                     if not tracker.use_checksum():
@@ -177,16 +177,20 @@ class ReconcileOperator(_ReconcileBase):
         return (mine is not None and mine == theirs), rows
 
     def _compare_rows(
-        self, source: Table, target: Table, comparer: PairComparer, lower: Any, upper: Any
+        self, source: Table, target: Table, pool: ThreadPoolExecutor, comparer: PairComparer, lower: Any, upper: Any
     ) -> tuple[list[dict[str, Any]], int]:
         src, des = self.config.src, self.des
-        where, params = key_range(source.quote(src.by_column), source.placeholder, lower, upper)
-        src_rows = source.fetch_all(source.select_sql([ID_COLUMN, src.by_column, *des.columns], where), params)
-        where, params = key_range(target.quote(des.by_column), target.placeholder, lower, upper)
-        des_rows = target.fetch_all(target.select_sql([des.by_column, *des.columns.values()], where), params)
-        events = comparer.compare(src_rows, des_rows)
-        events.extend(comparer.gone([r[1] for r in src_rows], des_rows))
-        return events, len(src_rows)
+
+        def rows(table: Table, key: str, columns: list[str]) -> list[tuple[Any, ...]]:
+            where, params = key_range(table.quote(key), table.placeholder, lower, upper)
+            return table.fetch_all(table.select_sql(columns, where), params)
+
+        des_columns = [des.by_column, *des.columns.values()]
+        both = source.thread_safe and target.thread_safe
+        theirs = pool.submit(rows, target, des.by_column, des_columns) if both else None
+        src_rows = rows(source, src.by_column, [ID_COLUMN, src.by_column, *des.columns])
+        des_rows = theirs.result() if theirs is not None else rows(target, des.by_column, des_columns)
+        return comparer.diff(src_rows, des_rows), len(src_rows)
 
     def _old_enough(
         self, source: Table, target: Table, comparer: PairComparer, events: list[dict[str, Any]], min_age: int
