@@ -386,8 +386,21 @@ def _endpoint_problems(path: str, endpoint: Source | Destination) -> Iterator[Pr
         )
 
 
+def _reconcile_problems(path: str, settings: Reconcile | None) -> Iterator[Problem]:
+    if settings is None or settings.from_key is None or settings.to_key is None:
+        return
+    low, high = settings.from_key, settings.to_key
+    if type(low) is not type(high):
+        yield Problem(f"{path}.toKey", f"{high!r} and fromKey {low!r} must both be numbers or both be strings")
+    elif low >= high:  # type: ignore[operator]
+        yield Problem(
+            f"{path}.toKey", f"{high!r} must be greater than fromKey {low!r} (the range is fromKey <= key < toKey)"
+        )
+
+
 def _cross_problems(config: CupidConfig) -> Iterator[Problem]:
     src = config.src
+    yield from _reconcile_problems("reconcile", config.reconcile)
     yield from _endpoint_problems("src", src)
     if src.update and src.update_column is None:
         yield Problem("src.updateColumn", "required when src.update is true (the last-modified column, indexed)")
@@ -396,6 +409,7 @@ def _cross_problems(config: CupidConfig) -> Iterator[Problem]:
     for i, des in enumerate(config.des):
         path = f"des[{i}]"
         yield from _endpoint_problems(path, des)
+        yield from _reconcile_problems(f"{path}.reconcile", des.reconcile)
         url = des.callback_notification.url if des.callback_notification else None
         if des.http_conn_id is None:
             if url is None:

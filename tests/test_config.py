@@ -449,3 +449,21 @@ def test_dag_ids() -> None:
     named["des"] = [named["des"][0], {**named["des"][0], "dagId": "custom"}]
     assert dag_ids(CupidConfig.model_validate(named), "user") == ["cupid_user_1", "custom"]
     assert one_problem(with_des(dagId="bad id!")).startswith("des[0].dagId: 'bad id!' is not a valid Airflow id")
+
+
+def test_reconcile_settings_are_checked() -> None:
+    good = parse_config(json.dumps(sample_config(reconcile={"schedule": "@hourly", "fromKey": 10, "toKey": 20})))
+    assert good.reconcile_for(0) is not None and good.reconcile_for(0).schedule == "@hourly"  # type: ignore[union-attr]
+    own = sample_config(reconcile={"reportOnly": True})
+    own["des"][0]["reconcile"] = {"reportOnly": False}
+    assert parse_config(json.dumps(own)).reconcile_for(0).report_only is False  # type: ignore[union-attr]
+    for bad, message in [
+        ({"fromKey": 20, "toKey": 10}, "reconcile.toKey: 10 must be greater than fromKey 20"),
+        ({"fromKey": "a", "toKey": 10}, "reconcile.toKey: 10 and fromKey 'a' must both be numbers or both be strings"),
+        ({"minAgeSeconds": -1}, "reconcile.minAgeSeconds"),
+        ({"schedule": "every day"}, "reconcile.schedule"),
+        ({"reportonly": True}, "did you mean 'reportOnly'"),
+    ]:
+        with pytest.raises(ConfigError) as error:
+            parse_config(json.dumps(sample_config(reconcile=bad)), source="c.json")
+        assert message in str(error.value), str(error.value)

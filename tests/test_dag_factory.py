@@ -194,3 +194,19 @@ def test_missing_configs_folder_builds_nothing(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setenv("CUPID_CONFIG_DIR", str(tmp_path / "absent"))
     bag = load_bag()
     assert bag.import_errors == {} and bag.dag_ids == []
+
+
+def test_reconcile_dags_per_destination(write_config: WriteConfig) -> None:
+    config = two_destinations()
+    config["reconcile"] = {"schedule": "@weekly"}
+    config["des"][1]["reconcile"] = {"schedule": 3600, "reportOnly": True}
+    write_config("orders.json", config)
+    write_config("user.json", sample_config())
+    dags = load_bag().dags
+    assert "cupid_user_reconcile" not in dags  # no reconcile object: no reconcile DAG
+    first, second = dags["cupid_orders_1_reconcile"], dags["cupid_orders_2_reconcile"]
+    assert first.timetable == CronDataIntervalTimetable("0 0 * * 0", timezone="UTC")
+    assert second.timetable == DeltaDataIntervalTimetable(timedelta(seconds=3600))
+    assert set(first.task_dict) == {"plan", "reconcile", "callback"}
+    assert set(second.task_dict) == {"plan", "reconcile"}  # reportOnly: a report, no callbacks
+    assert "cupid-reconcile" in first.tags and first.max_active_runs == 1

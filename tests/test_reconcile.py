@@ -150,3 +150,60 @@ def test_min_age_leaves_rows_that_just_changed_to_replication(pair: Pair) -> Non
     pair.src.execute("UPDATE user SET name = 'long ago' WHERE number = 'n00002'")
     reconcile(pair, minAgeSeconds=600)
     assert set(by_value(pair)) == {"n00002"}
+
+
+class _Store:
+    """The task state store's interface, JSON round-tripped as Airflow stores it."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, str] = {}
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return json.loads(self.data[key]) if key in self.data else default
+
+    def set(self, key: str, value: Any) -> None:
+        self.data[key] = json.dumps(value)
+
+    def delete(self, key: str) -> None:
+        self.data.pop(key, None)
+
+
+def test_a_failed_try_resumes_where_it_stopped_with_what_it_found(pair: Pair, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cupid_airflow.operators import reconcile as module
+
+    seed(pair, 20_000)
+    pair.des.execute("UPDATE user SET name = 'stale' WHERE MOD(CAST(SUBSTRING(number, 2) AS UNSIGNED), 997) = 0")
+    pair.src.execute("DELETE FROM user WHERE MOD(CAST(SUBSTRING(number, 2) AS UNSIGNED), 1999) = 0")
+    pair.configure(reconcile={"segmentRows": 100_000, "targetQuerySeconds": 0.000001})  # 1,000-row chunks
+    monkeypatch.setattr(module, "SAVE_EVERY_SECONDS", 0)  # save after every chunk
+    segment = {"lower": None, "upper": None}
+
+    def task() -> Any:
+        return module.ReconcileOperator(task_id="reconcile", config_file=str(pair.config_path), segment=segment)
+
+    clean = task().execute({})  # type: ignore[arg-type]
+    assert {e["type"] for e in clean} == {2, 3} and len(clean) > 20
+
+    visited: list[Any] = []
+    original = module.ReconcileOperator._compare_rows
+
+    def crashing(self: Any, source: Any, target: Any, pool: Any, comparer: Any, lower: Any, upper: Any) -> Any:
+        visited.append(lower)
+        if len(visited) == 6 and not getattr(self, "resumed", False):
+            raise ConnectionError("the worker died")  # the try ends mid-segment
+        return original(self, source, target, pool, comparer, lower, upper)
+
+    monkeypatch.setattr(module.ReconcileOperator, "_compare_rows", crashing)
+    store = _Store()
+    with pytest.raises(ConnectionError):
+        task().execute({"task_state_store": store})  # type: ignore[arg-type]
+    saved = store.get(module.PROGRESS_KEY)
+    assert saved["position"] == visited[-1] and saved["events"]  # stopped after the last finished chunk
+
+    visited.clear()
+    retry = task()
+    retry.resumed = True  # type: ignore[attr-defined]
+    resumed = retry.execute({"task_state_store": store})  # type: ignore[arg-type]
+    assert visited[0] == saved["position"]  # it did not start again from the beginning
+    assert sorted(e["eventId"] for e in resumed) == sorted(e["eventId"] for e in clean)  # nothing lost or doubled
+    assert store.get(module.PROGRESS_KEY) is None  # done: a later clear runs a full pass again
