@@ -8,7 +8,7 @@ UV     := $(VENV)/bin/uv
 UV_VERSION := 0.13.9
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint lock bench-parse bench-scan bench-callback bench-latency screenshot clean
+.PHONY: install demo test lint lock bench-parse bench-scan bench-callback bench-latency bench-reconcile screenshot clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,9 @@ bench-callback: install
 
 bench-latency: install
 	$(PY) bench/latency.py
+
+bench-reconcile: install
+	$(PY) bench/reconcile.py
 
 # The README's UI screenshots (docs/img/); needs Debian's chromium.
 screenshot: install

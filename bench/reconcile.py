@@ -11,13 +11,16 @@ its own virtualenv (``.bench/reladiff``; created once), and times, in one run:
     this process with ``--workers`` segments at a time (two mapped tasks on two workers, as
     reladiff's ``-j 2``), comparing the same columns matched on ``id``. No Airflow scheduling.
 
-Both must find the same differences; the script checks the counts and prints the ratios.
+Identical tables are timed as the median of 3 alternating runs of each (a few-second job on a
+shared 2-core machine is noisy). Both must find the same differences; the script checks the
+counts and prints the ratios.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -125,13 +128,20 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory() as folder:
             results = {}
-            for label, des in (("identical tables", same), ("1% scattered divergence", f"{name}_des")):
-                theirs, their_keys = run_reladiff(exe, f"{name}_src", des, args.workers)
+            for label, des, repeat in (("identical tables", same, 3), ("1% scattered divergence", f"{name}_des", 1)):
+                # Medians of `repeat` alternating runs: a few-second job on a shared 2-core machine is noisy.
                 config = write_config(Path(folder), f"{name}_src", des)
-                ours, counts, segments = run_cupid(config, args.workers)
+                theirs_runs, ours_runs = [], []
+                for _ in range(repeat):
+                    theirs, their_keys = run_reladiff(exe, f"{name}_src", des, args.workers)
+                    ours, counts, segments = run_cupid(config, args.workers)
+                    theirs_runs.append(theirs)
+                    ours_runs.append(ours)
+                theirs, ours = statistics.median(theirs_runs), statistics.median(ours_runs)
                 results[label] = (theirs, ours)
                 print(f"{label}:")
-                print(f"  reladiff 0.6.0 (-j {args.workers}): {theirs:6.2f} s, {their_keys:,} differing keys")
+                runs = f" (median of {repeat})" if repeat > 1 else ""
+                print(f"  reladiff 0.6.0 (-j {args.workers}): {theirs:6.2f} s{runs}, {their_keys:,} differing keys")
                 print(f"  cupid reconcile ({segments} segments, {args.workers} at a time): {ours:6.2f} s, "
                       f"{counts[1]:,} missing + {counts[2]:,} different + {counts[3]:,} gone")  # fmt: skip
                 if sum(counts.values()) != their_keys:

@@ -72,3 +72,9 @@ def test_help() -> None:
     sub = run("validate", "--help")
     assert sub.returncode == 0 and "CUPID_CONFIG_DIR" in sub.stdout
     assert run().returncode == 2  # a command is required
+
+
+def test_validate_lists_reconcile_dags(write_config: WriteConfig, cli_env: dict[str, str], configs_dir: Path) -> None:
+    write_config("user.json", sample_config(reconcile={"schedule": "@daily"}))
+    result = run("validate", env=cli_env)
+    assert result.stdout == f"{configs_dir / 'user.json'}: OK -> cupid_user, cupid_user_reconcile\n", result.stderr

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -76,20 +77,29 @@ def postgres_db() -> Iterator[str]:
     admin.close()
 
 
-def test_postgres_source_to_mysql_destination(
-    postgres_db: str, mysql_db: object, configs_dir: Path, httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def pg_to_mysql(postgres_db: str, mysql_db: Any, source_sql: str, replica: list[tuple[str, str]]) -> Any:
+    """A PostgreSQL ``"user"`` table made by ``source_sql`` and a MariaDB ``user (number, name)`` replica."""
     import psycopg2
 
     with psycopg2.connect(host="127.0.0.1", user="postgres", dbname=postgres_db) as pg:
-        pg.cursor().execute(
-            'CREATE TABLE "user" (id BIGSERIAL PRIMARY KEY, number TEXT UNIQUE, name TEXT, update_time TIMESTAMP);'
-            'INSERT INTO "user" (number, name, update_time) VALUES '
-            "('a', 'Ann', '2026-05-01 10:00:00'), ('b', 'Ben', '2026-05-01 10:30:00'), ('c', 'Cy', NULL);"
-        )
-    des = mysql_db("des")  # type: ignore[operator]
+        pg.cursor().execute(source_sql)
+    des = mysql_db("des")
     des.execute("CREATE TABLE user (number VARCHAR(8) PRIMARY KEY, name VARCHAR(32))")
-    des.executemany("INSERT INTO user VALUES (%s, %s)", [("a", "Ann"), ("b", "ben")])
+    des.executemany("INSERT INTO user VALUES (%s, %s)", replica)
+    return des
+
+
+def test_postgres_source_to_mysql_destination(
+    postgres_db: str, mysql_db: object, configs_dir: Path, httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    des = pg_to_mysql(
+        postgres_db,
+        mysql_db,
+        'CREATE TABLE "user" (id BIGSERIAL PRIMARY KEY, number TEXT UNIQUE, name TEXT, update_time TIMESTAMP);'
+        'INSERT INTO "user" (number, name, update_time) VALUES '
+        "('a', 'Ann', '2026-05-01 10:00:00'), ('b', 'Ben', '2026-05-01 10:30:00'), ('c', 'Cy', NULL);",
+        [("a", "Ann"), ("b", "ben")],
+    )
     monkeypatch.setenv("AIRFLOW_CONN_CUPID_PG_SRC", f"postgresql://postgres@127.0.0.1:5432/{postgres_db}")
     monkeypatch.setenv("AIRFLOW_CONN_CUPID_MY_DES", f"mysql://root@127.0.0.1:3306/{des.name}")
     httpserver.expect_request("/cb").respond_with_data("ok")
@@ -134,17 +144,14 @@ def test_checksums_agree_across_mysql_and_postgres_for_the_same_data(postgres_db
 def test_reconcile_postgres_source_to_mysql_destination(
     postgres_db: str, mysql_db: object, configs_dir: Path, httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import psycopg2
-
-    with psycopg2.connect(host="127.0.0.1", user="postgres", dbname=postgres_db) as pg:
-        pg.cursor().execute(
-            'CREATE TABLE "user" (id BIGSERIAL PRIMARY KEY, number TEXT UNIQUE, name TEXT);'
-            "INSERT INTO \"user\" (number, name) SELECT 'k' || lpad(i::text, 5, '0'), 'name ' || i "
-            "FROM generate_series(1, 3000) i;"
-        )
-    des = mysql_db("des")  # type: ignore[operator]
-    des.execute("CREATE TABLE user (number VARCHAR(8) PRIMARY KEY, name VARCHAR(32))")
-    des.executemany("INSERT INTO user VALUES (%s, %s)", [(f"k{i:05d}", f"name {i}") for i in range(1, 3001)])
+    des = pg_to_mysql(
+        postgres_db,
+        mysql_db,
+        'CREATE TABLE "user" (id BIGSERIAL PRIMARY KEY, number TEXT UNIQUE, name TEXT);'
+        "INSERT INTO \"user\" (number, name) SELECT 'k' || lpad(i::text, 5, '0'), 'name ' || i "
+        "FROM generate_series(1, 3000) i;",
+        [(f"k{i:05d}", f"name {i}") for i in range(1, 3001)],
+    )
     des.execute("DELETE FROM user WHERE number = 'k00042'")
     des.execute("UPDATE user SET name = 'edited' WHERE number = 'k02500'")
     des.execute("INSERT INTO user VALUES ('k09999', 'deleted at the source')")
