@@ -50,12 +50,12 @@ def main() -> None:
     prefix = f"cupid_shot_{uuid.uuid4().hex[:6]}"
     conn = MySQLdb.connect(host="127.0.0.1", port=3306, user="root", passwd="", autocommit=True)
     cursor = conn.cursor()
-    for statement in demo_seed_statements(prefix):
-        cursor.execute(statement)
     receiver = Recorder().start()
     home = Path(tempfile.mkdtemp(prefix="cupid-shot-"))
     stack = AirflowStack(home)
     try:
+        for statement in demo_seed_statements(prefix):
+            cursor.execute(statement)
         stack.start()
         config = json.loads(strip_comments((REPO / "docker" / "configs" / "user.json").read_text()))
         config["src"]["dsn"] = f"root:@tcp(127.0.0.1:3306)/{prefix}?charset=utf8mb4"
