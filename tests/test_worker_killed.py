@@ -35,6 +35,25 @@ dag.test(logical_date=when, run_after=when)
 """
 
 
+def retry_killed_task(dag_id: str, task_id: str) -> None:
+    """What the scheduler does with a dead worker's task: a new try of the same task instance."""
+    from airflow.models.dagrun import DagRun
+    from airflow.sdk.definitions.dag import _run_task
+    from airflow.utils.session import create_session
+    from airflow.utils.state import TaskInstanceState
+    from sqlalchemy import select
+
+    dag = load_dag(dag_id)
+    with create_session() as session:
+        run = session.scalars(select(DagRun).where(DagRun.dag_id == dag_id)).one()
+        ti = next(t for t in run.get_task_instances(session=session) if t.task_id == task_id)
+        assert ti.state == TaskInstanceState.RUNNING  # left behind by the killed worker
+        ti.try_number += 1
+        ti.state = TaskInstanceState.SCHEDULED
+        session.commit()
+        _run_task(ti=ti, task=dag.task_dict[task_id])
+
+
 def test_the_retry_after_a_kill_delivers_the_rest_and_resends_only_the_unsaved(pair: Pair) -> None:
     pair.add_source(*[(f"n{i:04d}", "x", None, None, None) for i in range(EVENTS)])
     accepted: Counter[str] = Counter()
@@ -62,20 +81,11 @@ def test_the_retry_after_a_kill_delivers_the_rest_and_resends_only_the_unsaved(p
 
     # What the scheduler does with a dead worker's task: a new try of the same task instance.
     from airflow.models.dagrun import DagRun
-    from airflow.sdk.definitions.dag import _run_task
     from airflow.utils.session import create_session
     from airflow.utils.state import TaskInstanceState
     from sqlalchemy import select
 
-    dag = load_dag(pair.dag_id)
-    with create_session() as session:
-        run = session.scalars(select(DagRun).where(DagRun.dag_id == pair.dag_id)).one()
-        ti = next(t for t in run.get_task_instances(session=session) if t.task_id == "callback")
-        assert ti.state == TaskInstanceState.RUNNING  # left behind by the killed worker
-        ti.try_number += 1
-        ti.state = TaskInstanceState.SCHEDULED
-        session.commit()
-        _run_task(ti=ti, task=dag.task_dict["callback"])
+    retry_killed_task(pair.dag_id, "callback")
     with create_session() as session:
         run = session.scalars(select(DagRun).where(DagRun.dag_id == pair.dag_id)).one()
         states = {t.task_id: (t.state, t.try_number) for t in run.get_task_instances(session=session)}
@@ -86,3 +96,70 @@ def test_the_retry_after_a_kill_delivers_the_rest_and_resends_only_the_unsaved(p
     resent = [event_id for event_id in before_kill if accepted[event_id] > 1]
     assert len(resent) < len(before_kill)  # the retry skipped what the first try had saved as delivered
     assert set(resent) <= set(before_kill)  # duplicates are events of the killed try, with their own ids
+
+
+def test_a_reconcile_killed_mid_segment_resumes_on_its_next_try(pair: Pair, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGKILL a reconcile task after it saved progress; the next try starts at the saved key,
+    keeps what the killed try found, and reports every divergence exactly once."""
+    from airflow.models.dagrun import DagRun
+    from airflow.models.task_state_store import TaskStateStoreModel
+    from airflow.utils.session import create_session
+    from airflow.utils.state import TaskInstanceState
+    from sqlalchemy import select
+
+    rows = 400_000
+    pair.src.execute(
+        "INSERT INTO user (number, name) SELECT CONCAT('k', LPAD(seq, 7, '0')), CONCAT('n', seq) FROM seq_1_to_400000"
+    )
+    pair.des.execute(
+        "INSERT INTO user (number, name) SELECT CONCAT('k', LPAD(seq, 7, '0')), "
+        "IF(seq % 1000 = 0, 'stale', CONCAT('n', seq)) FROM seq_1_to_400000"
+    )
+    # Small chunks: the segment takes long enough to be killed after its first save.
+    pair.configure(reconcile={"segmentRows": rows, "targetQuerySeconds": 0.000001})
+    dag_id = f"{pair.dag_id}_reconcile"
+    save_often = "import cupid_airflow.operators.reconcile as r; r.SAVE_EVERY_SECONDS = 0\n"  # a save per chunk
+    child = subprocess.Popen(
+        [sys.executable, "-c", save_often + CHILD, str(REPO / "dags" / "cupid_dags.py"), dag_id],
+        env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+
+    def saved() -> dict[str, object] | None:
+        with create_session() as session:
+            row = session.scalars(
+                select(TaskStateStoreModel).where(
+                    TaskStateStoreModel.dag_id == dag_id, TaskStateStoreModel.key == "reconcile_progress"
+                )
+            ).first()
+            return json.loads(row.value) if row is not None else None
+
+    deadline = time.monotonic() + 120
+    while (progress := saved()) is None or not progress.get("events"):
+        assert child.poll() is None and time.monotonic() < deadline, "the reconcile ended before it could be killed"
+        time.sleep(0.05)
+    os.killpg(child.pid, signal.SIGKILL)
+    child.wait()
+    progress = saved()
+    assert progress is not None and progress["position"] is not None
+
+    from cupid_airflow.operators.reconcile import ReconcileOperator
+
+    lowers: list[object] = []
+    original = ReconcileOperator._compare_rows
+
+    def recording(self: object, source: object, target: object, pool: object, comparer: object, lower: object,
+                  upper: object) -> object:  # fmt: skip
+        lowers.append(lower)
+        return original(self, source, target, pool, comparer, lower, upper)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ReconcileOperator, "_compare_rows", recording)  # the retry runs in this process
+    retry_killed_task(dag_id, "reconcile")
+    with create_session() as session:
+        run = session.scalars(select(DagRun).where(DagRun.dag_id == dag_id)).one()
+        ti = next(t for t in run.get_task_instances(session=session) if t.task_id == "reconcile")
+        assert (ti.state, ti.try_number) == (TaskInstanceState.SUCCESS, 2)
+        events = ti.xcom_pull(task_ids="reconcile", map_indexes=0, session=session)
+    assert lowers[0] == progress["position"]  # the retry started where the killed try had saved, not at the top
+    numbers = [e["byValue"] for e in events]
+    assert sorted(numbers) == [f"k{i:07d}" for i in range(1000, rows + 1, 1000)]  # all 400, none twice
+    assert saved() is None  # finished: the progress is gone
