@@ -47,8 +47,8 @@ def checksum_sql(kind: str, table: str, columns: Sequence[str], where: str) -> s
         return None
     if kind == "mysql":
         lane = f"CAST(CONV(LEFT(MD5({text}), 16), 16, 10) AS UNSIGNED)"
-        return f"SELECT COUNT(*), SUM({lane}) FROM {table} WHERE {where}"
-    lane = f"('x' || left(md5({text}), 16))::bit(64)::bigint::numeric"
+    else:
+        lane = f"('x' || left(md5({text}), 16))::bit(64)::bigint::numeric"
     return f"SELECT COUNT(*), SUM({lane}) FROM {table} WHERE {where}"
 
 

@@ -32,25 +32,31 @@ def received(httpserver: HTTPServer) -> dict[str, int]:
     return {json.loads(r.get_data())["byValue"]: json.loads(r.get_data())["type"] for r, _ in httpserver.log}
 
 
-def test_sqlite_pair(
-    tmp_path: Path, configs_dir: Path, httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch
+def sqlite_pair(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: list[tuple[Any, ...]], replica: list[tuple[Any, ...]]
 ) -> None:
+    """SQLite files ``user (id, number, name, update_time)`` and ``user (number, name)``, as the
+    connections ``cupid_sqlite_src`` and ``cupid_sqlite_des``."""
     src, des = tmp_path / "src.db", tmp_path / "des.db"
     with sqlite3.connect(src) as db:
         db.execute("CREATE TABLE user (id INTEGER PRIMARY KEY, number TEXT UNIQUE, name TEXT, update_time TEXT)")
-        db.executemany(
-            "INSERT INTO user (number, name, update_time) VALUES (?, ?, ?)",
-            [
-                ("a", "Ann", "2026-05-01 10:00:00"),
-                ("b", "Ben", "2026-05-01 10:30:00"),
-                ("c", None, "2026-05-01 11:30:00"),
-            ],
-        )
+        db.executemany("INSERT INTO user (number, name, update_time) VALUES (?, ?, ?)", source)
     with sqlite3.connect(des) as db:
         db.execute("CREATE TABLE user (number TEXT PRIMARY KEY, name TEXT)")
-        db.executemany("INSERT INTO user VALUES (?, ?)", [("a", "Ann"), ("b", "Benjamin"), ("c", "")])
+        db.executemany("INSERT INTO user VALUES (?, ?)", replica)
     monkeypatch.setenv("AIRFLOW_CONN_CUPID_SQLITE_SRC", f"sqlite://{quote(str(src), safe='')}")
     monkeypatch.setenv("AIRFLOW_CONN_CUPID_SQLITE_DES", f"sqlite://{quote(str(des), safe='')}")
+
+
+def test_sqlite_pair(
+    tmp_path: Path, configs_dir: Path, httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sqlite_pair(
+        tmp_path,
+        monkeypatch,
+        [("a", "Ann", "2026-05-01 10:00:00"), ("b", "Ben", "2026-05-01 10:30:00"), ("c", None, "2026-05-01 11:30:00")],
+        [("a", "Ann"), ("b", "Benjamin"), ("c", "")],
+    )
     httpserver.expect_request("/cb").respond_with_data("ok")
     (configs_dir / "lite.json").write_text(
         json.dumps(config("cupid_sqlite_src", "cupid_sqlite_des", httpserver.url_for("/cb")) | {"schedule": 3600})
@@ -172,15 +178,8 @@ def test_reconcile_postgres_source_to_mysql_destination(
 def test_reconcile_sqlite_pair_without_checksums(
     tmp_path: Path, configs_dir: Path, httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    src, des = tmp_path / "src.db", tmp_path / "des.db"
-    with sqlite3.connect(src) as db:
-        db.execute("CREATE TABLE user (id INTEGER PRIMARY KEY, number TEXT UNIQUE, name TEXT, update_time TEXT)")
-        db.executemany("INSERT INTO user (number, name) VALUES (?, ?)", [("a", "Ann"), ("b", "Ben")])
-    with sqlite3.connect(des) as db:
-        db.execute("CREATE TABLE user (number TEXT PRIMARY KEY, name TEXT)")
-        db.executemany("INSERT INTO user VALUES (?, ?)", [("a", "Ann"), ("b", "Benjamin"), ("z", "gone")])
-    monkeypatch.setenv("AIRFLOW_CONN_CUPID_SQLITE_SRC", f"sqlite://{quote(str(src), safe='')}")
-    monkeypatch.setenv("AIRFLOW_CONN_CUPID_SQLITE_DES", f"sqlite://{quote(str(des), safe='')}")
+    sqlite_pair(tmp_path, monkeypatch, [("a", "Ann", None), ("b", "Ben", None)],
+                [("a", "Ann"), ("b", "Benjamin"), ("z", "gone")])  # fmt: skip
     httpserver.expect_request("/cb").respond_with_data("ok")
     (configs_dir / "liter.json").write_text(
         json.dumps(config("cupid_sqlite_src", "cupid_sqlite_des", httpserver.url_for("/cb")) | {"reconcile": {}})

@@ -20,6 +20,7 @@ from cupid_airflow.compare import EVENT_GONE, PairComparer
 from cupid_airflow.config import Reconcile
 from cupid_airflow.hooks.table import ID_COLUMN, Table
 from cupid_airflow.operators.base import CupidOperator
+from cupid_airflow.operators.compare import BATCH_SIZE
 from cupid_airflow.partitions import MAX_PARTITIONS
 from cupid_airflow.reconcile import ChunkSizer, MismatchTracker, checksum_sql, fold_checksum, key_range
 
@@ -113,7 +114,8 @@ class ReconcileOperator(_ReconcileBase):
                 chunk_upper = upper if nxt is None else nxt
                 started = time.monotonic()
                 mismatch = True
-                if tracker.use_checksum():
+                checked = tracker.use_checksum()
+                if checked:
                     same, rows = self._same_checksums(source, target, pool, position, chunk_upper)
                     stats["checksummed"] += 1
                     sizer.observe(rows, time.monotonic() - started)
@@ -122,7 +124,7 @@ class ReconcileOperator(_ReconcileBase):
                     found, rows = self._compare_rows(source, target, pool, comparer, position, chunk_upper)
                     events.extend(found)
                     stats["read"] += 1
-                    if not tracker.use_checksum():
+                    if not checked:  # the read is this chunk's query: steer the size by it
                         sizer.observe(rows, time.monotonic() - started)
                     mismatch = bool(found)
                 tracker.record(mismatch)
@@ -199,15 +201,20 @@ class ReconcileOperator(_ReconcileBase):
         ``min_age`` seconds, and those that are gone when looked at again."""
         src, des = self.config.src, self.des
         keys = [e["byValue"] for e in events]
-        src_rows = source.rows_with_keys(src.by_column, [ID_COLUMN, *des.columns], keys)
-        src_rows = [(r[1], r[0], *r[2:]) for r in src_rows]  # (id, key, *columns), as compare wants
-        des_rows = target.rows_with_keys(des.by_column, list(des.columns.values()), keys)
-        still = comparer.compare(src_rows, des_rows) + comparer.gone([r[1] for r in src_rows], des_rows)
+        stamp = [src.update_column] if src.update_column else []
+        src_rows: list[tuple[Any, ...]] = []
+        des_rows: list[tuple[Any, ...]] = []
+        for start in range(0, len(keys), BATCH_SIZE):
+            batch = keys[start : start + BATCH_SIZE]
+            src_rows += source.rows_with_keys(src.by_column, [ID_COLUMN, *des.columns, *stamp], batch)
+            des_rows += target.rows_with_keys(des.by_column, list(des.columns.values()), batch)
         recent: set[str] = set()
-        if src.update_column:
+        if stamp:
             cutoff = datetime.now(ZoneInfo(src.timezone)).replace(tzinfo=None) - timedelta(seconds=min_age)
-            stamps = source.rows_with_keys(src.by_column, [src.update_column], keys)
-            recent = {str(k) for k, stamp in stamps if isinstance(stamp, datetime) and stamp >= cutoff}
+            recent = {str(r[0]) for r in src_rows if isinstance(r[-1], datetime) and r[-1] >= cutoff}
+            src_rows = [r[:-1] for r in src_rows]
+        # rows_with_keys gives (key, id, *columns); the comparer wants (id, key, *columns)
+        still = comparer.diff([(r[1], r[0], *r[2:]) for r in src_rows], des_rows)
         kept = [e for e in still if e["type"] == EVENT_GONE or str(e["byValue"]) not in recent]
         self.log.info("minAgeSeconds %d: %d of %d events re-checked and kept", min_age, len(kept), len(events))
         return kept
