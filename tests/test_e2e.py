@@ -214,6 +214,7 @@ def test_a_deployment_end_to_end(
 
     # 6. Every component stops on SIGTERM, with nothing left running.
     codes = stack.stop()
-    assert codes == dict.fromkeys(codes, 0), codes
+    assert codes == dict.fromkeys(codes, 0), codes  # a lost first SIGTERM is retried: see AirflowStack.stop
+    print("components that needed a second SIGTERM:", stack.signalled_twice)
     assert set(codes) == {"scheduler", "dag-processor", "triggerer", "api-server"}
     assert stack.leftover_processes() == []
