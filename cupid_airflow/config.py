@@ -152,7 +152,8 @@ class Reconcile(_Model):
     """A full comparison of the pair (not just new and updated rows), on its own schedule: finds
     source deletes (type 3), hand edits and changes made while the scans were off."""
 
-    schedule: Annotated[str | int, AfterValidator(_schedule)] = "@daily"
+    # None: no schedule, a full pass only when triggered (``airflow dags trigger``, the UI).
+    schedule: Annotated[str | int, AfterValidator(_schedule)] | None = "@daily"
     from_key: KeyValue | None = None
     to_key: KeyValue | None = None
     report_only: bool = False

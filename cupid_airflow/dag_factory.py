@@ -183,7 +183,7 @@ def _build_reconcile(entry: ConfigEntry, config: CupidConfig, index: int, dag_id
     with DAG(
         dag_id=f"{dag_id}_reconcile",
         description=f"cupid reconcile: {config.src.table} <-> {des.table}",
-        schedule=_timetable(settings.schedule),
+        schedule=None if settings.schedule is None else _timetable(settings.schedule),
         start_date=START_DATE,
         catchup=False,
         is_paused_upon_creation=config.paused_at_creation,

@@ -454,6 +454,8 @@ def test_dag_ids() -> None:
 def test_reconcile_settings_are_checked() -> None:
     good = parse_config(json.dumps(sample_config(reconcile={"schedule": "@hourly", "fromKey": 10, "toKey": 20})))
     assert good.reconcile_for(0) is not None and good.reconcile_for(0).schedule == "@hourly"  # type: ignore[union-attr]
+    manual = parse_config(json.dumps(sample_config(reconcile={"schedule": None})))
+    assert manual.reconcile_for(0).schedule is None  # type: ignore[union-attr]
     own = sample_config(reconcile={"reportOnly": True})
     own["des"][0]["reconcile"] = {"reportOnly": False}
     assert parse_config(json.dumps(own)).reconcile_for(0).report_only is False  # type: ignore[union-attr]

@@ -202,8 +202,10 @@ def test_reconcile_dags_per_destination(write_config: WriteConfig) -> None:
     config["des"][1]["reconcile"] = {"schedule": 3600, "reportOnly": True}
     write_config("orders.json", config)
     write_config("user.json", sample_config())
+    write_config("manual.json", sample_config(reconcile={"schedule": None}))
     dags = load_bag().dags
     assert "cupid_user_reconcile" not in dags  # no reconcile object: no reconcile DAG
+    assert dags["cupid_manual_reconcile"].timetable == NullTimetable()  # triggered only
     first, second = dags["cupid_orders_1_reconcile"], dags["cupid_orders_2_reconcile"]
     assert first.timetable == CronDataIntervalTimetable("0 0 * * 0", timezone="UTC")
     assert second.timetable == DeltaDataIntervalTimetable(timedelta(seconds=3600))
