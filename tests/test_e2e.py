@@ -5,7 +5,8 @@ One test walks the life of a deployment in order, because starting Airflow costs
 a config dropped into the folder becomes an unpaused DAG, a triggered run with ``start_id`` calls
 back every seeded divergence, a backfill finds the edits of its three intervals (and only those),
 a receiver outage gives retries, the 3rd-try alert and the deadline alert (through the
-triggerer) and then delivery, and every component stops cleanly.
+triggerer) and then delivery, a triggered reconcile finds a source delete and a hand edit, and
+every component stops cleanly.
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ def _config(src: MySqlDatabase, des: MySqlDatabase, receiver: Recorder) -> dict[
         "slaSeconds": 30,
         "schedule": "@daily",
         "pool": "mysql_primary",
+        "reconcile": {"schedule": None},  # full passes only when triggered
         "src": {
             "dsn": src.dsn,
             "table": "user",
@@ -212,7 +214,23 @@ def test_a_deployment_end_to_end(
     assert run["state"] == "success", stack.log_tail()
     assert "gone1" in receiver.by_value(1)
 
-    # 6. Every component stops on SIGTERM, with nothing left running.
+    # 6. A triggered full reconciliation finds what the scans cannot see: a row deleted from the
+    #    source (type 3) and a replica row edited by hand (type 2); one segment, so one mapped
+    #    reconcile task and one mapped callback task.
+    reconcile_id = f"{DAG_ID}_reconcile"
+    assert stack.runs(reconcile_id) == []  # "schedule": null: it never ran by itself
+    src.execute("DELETE FROM user WHERE number = 'n7'")
+    des.execute("UPDATE user SET name = 'edited by hand' WHERE number = 'n9'")
+    stack.cli("dags", "trigger", reconcile_id, "--run-id", "e2e_reconcile")
+    run = stack.wait_run_done(reconcile_id, "e2e_reconcile", 120)
+    assert run["state"] == "success", stack.log_tail()
+    gone = receiver.by_value(3)
+    assert set(gone) == {"n7"} and gone["n7"]["srcColumn"] is None and gone["n7"]["desColumn"]["name"] == "name 7"
+    assert receiver.by_value(2)["n9"]["desColumn"]["name"] == "edited by hand"
+    tis = {(ti["task_id"], ti["map_index"], ti["pool"]) for ti in stack.task_instances(reconcile_id, "e2e_reconcile")}
+    assert tis == {("plan", -1, "mysql_primary"), ("reconcile", 0, "mysql_primary"), ("callback", 0, "default_pool")}
+
+    # 7. Every component stops on SIGTERM, with nothing left running.
     codes = stack.stop()
     assert codes == dict.fromkeys(codes, 0), codes  # a lost first SIGTERM is retried: see AirflowStack.stop
     print("components that needed a second SIGTERM:", stack.signalled_twice)
