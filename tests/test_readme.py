@@ -22,6 +22,7 @@ RUN_BY: dict[str, tuple[str, str]] = {
     r"python -m cupid_airflow validate( .*)?": ("tests/test_cli.py", '"validate"'),
     r"airflow dags trigger cupid_user": ("tests/test_e2e.py", '"dags", "trigger", DAG_ID, "--run-id", "e2e_gone"'),
     r"airflow dags trigger cupid_user_reconcile": ("tests/test_e2e.py", '"dags", "trigger", reconcile_id'),
+    r"airflow dags test cupid_user_reconcile": ("tests/test_reconcile.py", '"dags", "test", dag_id'),
     r"airflow dags trigger cupid_user --conf '\{\"start_id\": 1\}'": (
         "tests/test_e2e.py",
         '"--conf", \'{"start_id": 1}\'',

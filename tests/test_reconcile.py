@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -141,6 +143,26 @@ def test_report_only_writes_json_lines_and_calls_nobody(pair: Pair, tmp_path: Pa
     assert [json.loads(line)["byValue"] for line in lines] == ["n00050"]
     assert Path(summary["report"]).is_relative_to(tmp_path)
     assert "callback" not in {task for task, _ in result.task_states}
+
+
+def test_airflow_dags_test_runs_a_full_pass(pair: Pair, tmp_path: Path, cli_env: dict[str, str]) -> None:
+    """The CLI a user runs by hand, in its own process: ``airflow dags test <dag_id>_reconcile``."""
+    seed(pair, 2500)
+    pair.src.execute("DELETE FROM user WHERE number = 'n00050'")
+    pair.des.execute("UPDATE user SET amount = 0 WHERE number = 'n02400'")
+    pair.configure(reconcile={"reportOnly": True, "reportDir": str(tmp_path), "segmentRows": 1000})
+    airflow = Path(sys.executable).parent / "airflow"
+    dag_id = f"{pair.dag_id}_reconcile"
+    result = subprocess.run(
+        [str(airflow), "dags", "test", dag_id], env=cli_env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (run_dir,) = (tmp_path / dag_id).iterdir()
+    segments = sorted(run_dir.glob("segment-*.jsonl"))
+    assert [s.name for s in segments] == ["segment-0000.jsonl", "segment-0001.jsonl", "segment-0002.jsonl"]
+    events = [json.loads(line) for s in segments for line in s.read_text().splitlines()]
+    assert sorted((e["byValue"], e["type"]) for e in events) == [("n00050", 3), ("n02400", 2)]
+    assert pair.callbacks() == []
 
 
 def test_min_age_leaves_rows_that_just_changed_to_replication(pair: Pair) -> None:
