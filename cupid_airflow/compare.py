@@ -185,7 +185,8 @@ class PairComparer:
         """
         des_map = {row[0]: row[1:] for row in des_rows}
         types = {type(r[1]) for r in src_rows[:64]} | {type(r[0]) for r in des_rows[:64]}
-        if len(des_map) != len(des_rows) or len(types) > 1 or None in des_map:
+        repeated = len(des_map) != len(des_rows) or len({r[1] for r in src_rows}) != len(src_rows)
+        if repeated or len(types) > 1 or None in des_map:
             return self.compare(src_rows, des_rows) + self.gone([r[1] for r in src_rows], des_rows)
         events = []
         pop = des_map.pop

@@ -3,8 +3,10 @@ adaptive chunk size. No Airflow import.
 
 A reconcile walks the whole key space in chunks cut by source row count. For each chunk both
 servers compute ``COUNT(*)`` and the sum, modulo 2**64, of the first 64 bits of each row's SHA-256
-over the mapped columns rendered as text in a fixed way (NULL has its own marker, columns a
-separator that text cannot contain unescaped). Equal pairs mean equal chunks; a sum cannot be
+over the key and the mapped columns rendered as text in a fixed way (NULL has its own marker,
+CHAR(30), and columns a separator, CHAR(31); neither is escaped, so only values that themselves
+hold those control characters could make two different rows render alike). The key is part of
+the text so values moved between keys are seen. Equal pairs mean equal chunks; a sum cannot be
 cancelled by a duplicate the way an XOR of CRC32s is. Only chunks whose checksums differ are read
 row by row, and when most chunks differ (scattered divergence) checksums are skipped and the
 chunks read straight away, because then they only add work.
@@ -67,7 +69,8 @@ def fold_checksum(row: Sequence[Any] | None) -> tuple[int, int]:
 
 def key_range(quoted_key: str, placeholder: str, lower: Any, upper: Any) -> tuple[str, list[Any]]:
     """``lower <= key < upper`` as SQL and parameters; None on either side means unbounded, so the
-    first and last chunks also catch destination keys outside the source's range."""
+    first and last chunks also catch destination keys outside the source's range. Rows whose key
+    is NULL are never in a range: they cannot be matched with anything."""
     clauses, params = [], []
     if lower is not None:
         clauses.append(f"{quoted_key} >= {placeholder}")
@@ -75,7 +78,7 @@ def key_range(quoted_key: str, placeholder: str, lower: Any, upper: Any) -> tupl
     if upper is not None:
         clauses.append(f"{quoted_key} < {placeholder}")
         params.append(upper)
-    return (" AND ".join(clauses) or "1=1"), params
+    return (" AND ".join(clauses) or f"{quoted_key} IS NOT NULL"), params
 
 
 @dataclass

@@ -113,3 +113,11 @@ def test_event_ids_are_stable_and_change_with_the_divergence() -> None:
     assert COMPARER.compare(src, [("a", "a", "Annie")])[0]["eventId"] != first
     other_pair = PairComparer("other_dag", "des_table", "number", ("number", "name"), ("no", "nick"))
     assert other_pair.compare(src, [("a", "a", "Anne")])[0]["eventId"] != first
+
+
+def test_diff_agrees_with_compare_when_source_keys_repeat() -> None:
+    """A source with a repeated key (no unique index on byColumn) is not a missing row."""
+    src = [(1, "x", "x", "a"), (2, "x", "x", "a"), (3, "y", "y", "b")]
+    des = [("x", "x", "a")]
+    assert COMPARER.compare(src, des) == [e for e in COMPARER.diff(src, des) if e["type"] != 3]
+    assert [(e["type"], e["byValue"]) for e in COMPARER.diff(src, des)] == [(1, "y")]

@@ -174,6 +174,56 @@ def test_min_age_leaves_rows_that_just_changed_to_replication(pair: Pair) -> Non
     assert set(by_value(pair)) == {"n00002"}
 
 
+def test_values_moved_between_keys_are_seen(pair: Pair) -> None:
+    """The key is hashed with the columns: equal checksums cannot hide a swap, or a delete plus an
+    insert of the same values under another key, when byColumn is not one of the mapped columns."""
+    seed(pair, 100)
+    config = json.loads(pair.config_path.read_text())
+    config["des"][0]["columns"] = {"name": "name", "amount": "amount"}
+    pair.config_path.write_text(json.dumps(config))
+    pair.des.execute("UPDATE user SET name = 'name 11', amount = '11.50' WHERE number = 'n00010'")
+    pair.des.execute("UPDATE user SET name = 'name 10', amount = '10.50' WHERE number = 'n00011'")
+    pair.src.execute("DELETE FROM user WHERE number = 'n00020'")
+    pair.src.execute("INSERT INTO user (number, name, amount) VALUES ('n00020a', 'name 20', '20.50')")
+    result = reconcile(pair)
+    assert {k: e["type"] for k, e in by_value(pair).items()} == {"n00010": 2, "n00011": 2, "n00020": 3, "n00020a": 1}
+    (summary,) = result.output("reconcile")
+    assert len(summary) == 4
+
+
+def test_min_age_waits_before_reporting_deletes(pair: Pair, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A delete has no source row to date it: the task defers (the triggerer waits, not a worker)
+    and reports only what is still different after minAgeSeconds."""
+    from cupid_airflow.operators import reconcile as module
+
+    seed(pair, 100)
+    pair.src.execute("DELETE FROM user WHERE number IN ('n00005', 'n00006')")
+    pair.src.execute("UPDATE user SET name = 'changed' WHERE number = 'n00007'")  # no update column: waits too
+    original, waited = module.ReconcileOperator.recheck, []
+
+    def replication_catches_up(self: Any, context: Any, event: Any = None) -> Any:
+        saved = context["task_state_store"].get(module.PROGRESS_KEY)
+        waited.append(sorted(e["byValue"] for e in saved["events"]))
+        pair.des.execute("DELETE FROM user WHERE number = 'n00005'")  # applied while the task waited
+        return original(self, context, event)
+
+    monkeypatch.setattr(module.ReconcileOperator, "recheck", replication_catches_up)
+    reconcile(pair, minAgeSeconds=2)
+    assert waited == [["n00005", "n00006", "n00007"]]  # the pass saw all three, then waited
+    assert {k: e["type"] for k, e in by_value(pair).items()} == {"n00006": 3, "n00007": 2}
+
+
+def test_min_age_reads_a_text_update_column(pair: Pair) -> None:
+    seed(pair, 100)
+    pair.src.execute("ALTER TABLE user ADD COLUMN touched VARCHAR(19) NOT NULL DEFAULT '2000-01-01 00:00:00'")
+    pair.configure(src={"updateColumn": "touched", "updateTimeFormate": "Y-m-d H:i:s", "timezone": "Asia/Shanghai"})
+    now = "DATE_FORMAT(CONVERT_TZ(UTC_TIMESTAMP(), '+00:00', '+08:00'), '%Y-%m-%d %H:%i:%s')"
+    pair.src.execute(f"UPDATE user SET name = 'just now', touched = {now} WHERE number = 'n00001'")
+    pair.src.execute("UPDATE user SET name = 'long ago' WHERE number = 'n00002'")
+    reconcile(pair, minAgeSeconds=600)  # every difference is dated: no waiting
+    assert set(by_value(pair)) == {"n00002"}
+
+
 class _Store:
     """The task state store's interface, JSON round-tripped as Airflow stores it."""
 
@@ -229,3 +279,33 @@ def test_a_failed_try_resumes_where_it_stopped_with_what_it_found(pair: Pair, mo
     assert visited[0] == saved["position"]  # it did not start again from the beginning
     assert sorted(e["eventId"] for e in resumed) == sorted(e["eventId"] for e in clean)  # nothing lost or doubled
     assert store.get(module.PROGRESS_KEY) is None  # done: a later clear runs a full pass again
+
+
+def test_datetime_and_binary_keys_survive_saved_progress(pair: Pair, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Segments and saved positions are JSON: DATETIME(6) keys (and BINARY UUIDs) go through it."""
+    from cupid_airflow.operators import reconcile as module
+
+    for db in (pair.src, pair.des):
+        db.execute("CREATE TABLE ev (id BIGINT PRIMARY KEY AUTO_INCREMENT, at DATETIME(6) NOT NULL UNIQUE, v INT)")
+        db.execute(
+            "INSERT INTO ev (at, v) SELECT TIMESTAMPADD(MICROSECOND, seq * 1001, '2026-01-01'), seq FROM seq_1_to_5000"
+        )
+    pair.des.execute("UPDATE ev SET v = -1 WHERE id IN (17, 4444)")
+    config = json.loads(pair.config_path.read_text())
+    config["src"].update(table="ev", byColumn="at")
+    config["des"][0].update(table="ev", byColumn="at", columns={"v": "v"})
+    pair.config_path.write_text(json.dumps(config))
+    pair.configure(reconcile={"segmentRows": 2000, "targetQuerySeconds": 0.000001})  # 1,000-row chunks
+    monkeypatch.setattr(module, "SAVE_EVERY_SECONDS", 0)
+    common: dict[str, Any] = {"config_file": str(pair.config_path)}
+    segments = json.loads(json.dumps(module.ReconcilePlanOperator(task_id="plan", **common).execute({})))  # type: ignore[arg-type]
+    assert len(segments) == 3 and segments[1]["lower"].startswith("2026-01-01 00:00:02")
+    store, found = _Store(), []
+    for segment in segments:
+        task = module.ReconcileOperator(task_id="reconcile", segment=segment, **common)
+        found += task.execute({"task_state_store": store})  # type: ignore[arg-type]
+    assert sorted(e["desColumn"]["v"] for e in found) == ["-1", "-1"] and len(found) == 2
+    assert sorted(e["srcColumn"]["v"] for e in found) == ["17", "4444"]
+
+    uuid = bytes(range(16))
+    assert module._key_sql(json.loads(json.dumps(module._key_json(uuid)))) == uuid

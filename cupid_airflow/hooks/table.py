@@ -146,20 +146,18 @@ class Table:
         )
 
     def nth_from(self, column: str, lower: Any, upper: Any, offset: int) -> Any:
-        """The first value of ``column`` after ``lower`` that is ``offset`` rows into
-        ``lower <= column < upper`` (None bounds are open), or None when fewer rows are left.
+        """A value of ``column`` about ``offset`` rows into ``lower <= column < upper`` (None bounds
+        are open), or None when fewer rows are left.
 
-        Always beyond ``lower``, also when many rows share one value, so a walk always advances.
+        Counted past ``lower`` by the server's own ordering (``column > lower``), so a walk always
+        advances, also when many rows share one value or the collation folds case.
         """
+        if lower is not None:
+            return self.nth_after(column, lower, upper, offset)
         col = self.quote(column)
-        where, params = key_range(col, self.placeholder, lower, upper)
-        where = f"{col} IS NOT NULL AND {where}"
-        value = self.scalar(
-            f"SELECT {col} FROM {self.quoted} WHERE {where} ORDER BY {col} LIMIT 1 OFFSET {int(offset)}", params
-        )
-        if value is not None and lower is not None and value == lower:
-            return self.nth_after(column, lower, upper, 0)
-        return value
+        where, params = key_range(col, self.placeholder, None, upper)  # never NULL keys
+        sql = f"SELECT {col} FROM {self.quoted} WHERE {where} ORDER BY {col} LIMIT 1 OFFSET {int(offset)}"
+        return self.scalar(sql, params)
 
     def nth_in_window(self, column: str, since: Any, until: Any, offset: int) -> Any:
         """The value of ``column`` ``offset`` rows into ``since <= column < until``, in ``column`` order."""

@@ -8,12 +8,12 @@ import json
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
+from airflow.providers.standard.triggers.temporal import DateTimeTrigger
 from airflow.sdk import Context
 
 from cupid_airflow.compare import EVENT_GONE, PairComparer
@@ -21,7 +21,7 @@ from cupid_airflow.config import Reconcile
 from cupid_airflow.hooks.table import ID_COLUMN, Table
 from cupid_airflow.operators.base import CupidOperator
 from cupid_airflow.operators.compare import BATCH_SIZE
-from cupid_airflow.partitions import MAX_PARTITIONS
+from cupid_airflow.partitions import MAX_PARTITIONS, ColumnTime, time_kind
 from cupid_airflow.reconcile import ChunkSizer, MismatchTracker, checksum_sql, fold_checksum, key_range
 
 __all__ = ["ReconcileOperator", "ReconcilePlanOperator"]
@@ -29,10 +29,30 @@ __all__ = ["ReconcileOperator", "ReconcilePlanOperator"]
 #: task_state_store key: where an interrupted segment stopped, and what it had found.
 PROGRESS_KEY = "reconcile_progress"
 SAVE_EVERY_SECONDS = 2.0
+#: Progress bigger than this (a segment where most rows differ) is no longer saved: the last saved
+#: position stays valid and a retry redoes more work, instead of every save failing or crawling.
+MAX_PROGRESS_BYTES = 8 * 1024 * 1024
 
 
 def _key_json(value: Any) -> Any:
-    return str(value) if isinstance(value, Decimal) else value
+    """A key as JSON for XCom and the state store; :func:`_key_sql` turns it back into a parameter.
+
+    Numbers and strings stay as they are; DECIMAL, DATETIME and DATE keys become text the
+    databases compare with their columns; binary keys (``BINARY(16)`` UUIDs) a tagged hex string.
+    """
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat(sep=" ")
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, bytes | bytearray | memoryview):
+        return {"hex": bytes(value).hex()}
+    return value
+
+
+def _key_sql(value: Any) -> Any:
+    return bytes.fromhex(value["hex"]) if isinstance(value, dict) else value
 
 
 class _ReconcileBase(CupidOperator):
@@ -88,26 +108,48 @@ class ReconcileOperator(_ReconcileBase):
         self.segment = segment
 
     def execute(self, context: Context) -> Any:
-        settings, src, des = self.settings, self.config.src, self.des
+        settings, src = self.settings, self.config.src
         store = context.get("task_state_store")
         saved: Any = store.get(PROGRESS_KEY, None) if store is not None else None
         position = self.segment["lower"]
         events: list[dict[str, Any]] = []
         stats = {"chunks": 0, "checksummed": 0, "read": 0, "rows": 0}
+        found_at = 0.0  # wall clock of the last chunk that held differences
         if isinstance(saved, dict) and saved.get("segment") == self.segment:
             position, events, stats = saved["position"], saved["events"], saved["stats"]
+            found_at = saved.get("found_at", time.time())
             self.log.info("Resuming after an earlier try: from %s = %r, %d events so far", src.by_column, position,
                           len(events))  # fmt: skip
-        comparer = PairComparer(
-            pair_id=self.pair_id,
-            table=des.table,
-            src_by_column=src.by_column,
-            src_columns=tuple(des.columns),
-            des_columns=tuple(des.columns.values()),
-        )
+        if not (isinstance(saved, dict) and saved.get("done")):
+            position, found_at = self._walk(store, position, events, stats, found_at)
+        if settings.min_age_seconds and events:
+            moment = datetime.fromtimestamp(found_at + settings.min_age_seconds, UTC)
+            if moment > datetime.now(UTC) and self._needs_waiting(events):
+                # Deletes (type 3) and rows without a usable update time can only be told from
+                # replication lag by looking again later: wait in the triggerer, not in a worker slot.
+                self._save(store, {"segment": self.segment, "position": _key_json(position), "events": events,
+                                   "stats": stats, "found_at": found_at, "done": True})  # fmt: skip
+                self.log.info("minAgeSeconds: %d differences re-checked at %s", len(events), moment.isoformat())
+                self.defer(trigger=DateTimeTrigger(moment=moment), method_name="recheck")
+        return self._finish(context, events, stats)
+
+    def recheck(self, context: Context, event: Any = None) -> Any:
+        """Back from the minAgeSeconds wait: re-check what the pass found, then finish."""
+        store = context.get("task_state_store")
+        saved: Any = store.get(PROGRESS_KEY, None) if store is not None else None
+        if not (isinstance(saved, dict) and saved.get("segment") == self.segment and saved.get("done")):
+            raise RuntimeError(f"segment {self.segment}: the saved pass to re-check is gone; clear the task to redo it")
+        return self._finish(context, saved["events"], saved["stats"])
+
+    def _walk(
+        self, store: Any, position: Any, events: list[dict[str, Any]], stats: dict[str, int], found_at: float
+    ) -> tuple[Any, float]:
+        """Chunk by chunk from ``position`` to the segment's end; ``events`` and ``stats`` grow in place."""
+        settings, src, comparer = self.settings, self.config.src, self._comparer
         sizer, tracker = ChunkSizer(float(settings.target_query_seconds)), MismatchTracker()
         last_save = time.monotonic()
-        upper = self.segment["upper"]
+        upper = _key_sql(self.segment["upper"])
+        position = _key_sql(position)
         with self.source_table() as source, self.destination_table() as target, ThreadPoolExecutor(1) as pool:
             while True:
                 nxt = source.nth_from(src.by_column, position, upper, sizer.rows)
@@ -127,19 +169,33 @@ class ReconcileOperator(_ReconcileBase):
                     if not checked:  # the read is this chunk's query: steer the size by it
                         sizer.observe(rows, time.monotonic() - started)
                     mismatch = bool(found)
+                    found_at = time.time() if found else found_at
                 tracker.record(mismatch)
                 stats["chunks"] += 1
                 stats["rows"] += rows
                 position = chunk_upper
                 if nxt is None:
-                    break
+                    return position, found_at
                 if store is not None and time.monotonic() - last_save >= SAVE_EVERY_SECONDS:
-                    progress: Any = {"segment": self.segment, "position": _key_json(position), "events": events,
-                                     "stats": stats}  # fmt: skip
-                    store.set(PROGRESS_KEY, progress)
+                    self._save(store, {"segment": self.segment, "position": _key_json(position), "events": events,
+                                       "stats": stats, "found_at": found_at})  # fmt: skip
                     last_save = time.monotonic()
-            if settings.min_age_seconds and events:
-                events = self._old_enough(source, target, comparer, events, settings.min_age_seconds)
+
+    def _save(self, store: Any, progress: dict[str, Any]) -> None:
+        if store is None or getattr(self, "_progress_too_big", False):
+            return
+        if len(json.dumps(progress, default=str)) > MAX_PROGRESS_BYTES:
+            self._progress_too_big = True
+            self.log.warning("Progress passed %d bytes and is no longer saved: a retry resumes from the last save",
+                             MAX_PROGRESS_BYTES)  # fmt: skip
+            return
+        store.set(PROGRESS_KEY, progress)
+
+    def _finish(self, context: Context, events: list[dict[str, Any]], stats: dict[str, int]) -> Any:
+        settings = self.settings
+        if settings.min_age_seconds and events:
+            with self.source_table() as source, self.destination_table() as target:
+                events = self._old_enough(source, target, self._comparer, events, settings.min_age_seconds)
         counts = {str(t): sum(1 for e in events if e["type"] == t) for t in (1, 2, 3)}
         self.log.info(
             "Segment %s: %d source rows in %d chunks (%d checksummed, %d read): %s missing (type 1), "
@@ -151,9 +207,21 @@ class ReconcileOperator(_ReconcileBase):
         if settings.report_only:
             path = self._write_report(context, settings, events)
             result = {"report": str(path), "events": counts, **stats}
+        store = context.get("task_state_store")
         if store is not None:
             store.delete(PROGRESS_KEY)
         return result
+
+    @property
+    def _comparer(self) -> PairComparer:
+        src, des = self.config.src, self.des
+        return PairComparer(
+            pair_id=self.pair_id,
+            table=des.table,
+            src_by_column=src.by_column,
+            src_columns=tuple(des.columns),
+            des_columns=tuple(des.columns.values()),
+        )
 
     # ------------------------------------------------------------------ one chunk
 
@@ -168,13 +236,16 @@ class ReconcileOperator(_ReconcileBase):
             sql = checksum_sql(table.kind, table.quoted, [table.quote(c) for c in columns], where)
             return None if sql is None else fold_checksum(table.fetch_all(sql, params)[0])
 
+        # The key is hashed too: the same values under other keys (a swap, a delete plus an insert
+        # of an equal row) must not sum to the same checksum.
+        src_columns, des_columns = [src.by_column, *des.columns], [des.by_column, *des.columns.values()]
         if source.thread_safe and target.thread_safe:
-            remote = pool.submit(checksum, target, des.by_column, list(des.columns.values()))
-            mine = checksum(source, src.by_column, list(des.columns))
+            remote = pool.submit(checksum, target, des.by_column, des_columns)
+            mine = checksum(source, src.by_column, src_columns)
             theirs = remote.result()
         else:
-            mine = checksum(source, src.by_column, list(des.columns))
-            theirs = checksum(target, des.by_column, list(des.columns.values()))
+            mine = checksum(source, src.by_column, src_columns)
+            theirs = checksum(target, des.by_column, des_columns)
         rows = mine[0] if mine else 0
         return (mine is not None and mine == theirs), rows
 
@@ -194,14 +265,33 @@ class ReconcileOperator(_ReconcileBase):
         des_rows = theirs.result() if theirs is not None else rows(target, des.by_column, des_columns)
         return comparer.diff(src_rows, des_rows), len(src_rows)
 
+    def _needs_waiting(self, events: list[dict[str, Any]]) -> bool:
+        """True when some difference cannot be dated by the source row's update time: a delete
+        (type 3: no source row), or any row when ``src.updateColumn`` is unset or unreadable."""
+        return any(e["type"] == EVENT_GONE for e in events) or self._row_time() is None
+
+    def _row_time(self) -> ColumnTime | None:
+        """How ``src.updateColumn`` stores time, when it can be compared with a cut-off."""
+        src = self.config.src
+        if not src.update_column:
+            return None
+        with self.source_table() as source:
+            sample = source.first_not_null(src.update_column)
+        try:
+            return None if sample is None else ColumnTime(time_kind(sample), src.timezone, src.time_format)
+        except (TypeError, ValueError) as error:  # e.g. text in a format that does not sort
+            self.log.warning("minAgeSeconds cannot read %s (%s): waiting instead", src.update_column, error)
+            return None
+
     def _old_enough(
         self, source: Table, target: Table, comparer: PairComparer, events: list[dict[str, Any]], min_age: int
     ) -> list[dict[str, Any]]:
-        """Drop what replication lag explains: divergences whose source row changed in the last
-        ``min_age`` seconds, and those that are gone when looked at again."""
+        """Drop what replication lag explains: divergences that are gone when looked at again, and
+        those whose source row changed in the last ``min_age`` seconds."""
         src, des = self.config.src, self.des
         keys = [e["byValue"] for e in events]
-        stamp = [src.update_column] if src.update_column else []
+        writer = self._row_time()
+        stamp = [src.update_column] if writer is not None and src.update_column else []
         src_rows: list[tuple[Any, ...]] = []
         des_rows: list[tuple[Any, ...]] = []
         for start in range(0, len(keys), BATCH_SIZE):
@@ -209,9 +299,9 @@ class ReconcileOperator(_ReconcileBase):
             src_rows += source.rows_with_keys(src.by_column, [ID_COLUMN, *des.columns, *stamp], batch)
             des_rows += target.rows_with_keys(des.by_column, list(des.columns.values()), batch)
         recent: set[str] = set()
-        if stamp:
-            cutoff = datetime.now(ZoneInfo(src.timezone)).replace(tzinfo=None) - timedelta(seconds=min_age)
-            recent = {str(r[0]) for r in src_rows if isinstance(r[-1], datetime) and r[-1] >= cutoff}
+        if writer is not None and stamp:
+            cutoff = writer.lower(datetime.now(UTC) - timedelta(seconds=min_age))
+            recent = {str(r[0]) for r in src_rows if r[-1] is not None and r[-1] >= cutoff}
             src_rows = [r[:-1] for r in src_rows]
         # rows_with_keys gives (key, id, *columns); the comparer wants (id, key, *columns)
         still = comparer.diff([(r[1], r[0], *r[2:]) for r in src_rows], des_rows)
