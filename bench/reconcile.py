@@ -1,6 +1,6 @@
 """Full reconciliation against reladiff on the scan benchmark's 1,000,000-row pair (issue #6).
 
-    python bench/reconcile.py [--rows 1000000] [--workers 2]
+    python bench/reconcile.py [--rows 1000000] [--workers 2] [--repeat 3] [--only identical|scattered]
 
 Builds the scan benchmark's source table, an identical copy and a copy with 1% scattered
 divergence (0.5% missing rows, 0.5% changed names, spread evenly), installs reladiff 0.6.0 into
@@ -112,6 +112,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each tool on identical tables (median)")
+    parser.add_argument("--only", choices=["identical", "scattered"], help="time one case only")
     args = parser.parse_args()
 
     name = f"cupid_rbench_{uuid.uuid4().hex[:6]}"
@@ -128,7 +130,11 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory() as folder:
             results = {}
-            for label, des, repeat in (("identical tables", same, 3), ("1% scattered divergence", f"{name}_des", 1)):
+            cases = [("identical", "identical tables", same, args.repeat),
+                     ("scattered", "1% scattered divergence", f"{name}_des", 1)]  # fmt: skip
+            for case, label, des, repeat in cases:
+                if args.only not in (None, case):
+                    continue
                 # Medians of `repeat` alternating runs: a few-second job on a shared 2-core machine is noisy.
                 config = write_config(Path(folder), f"{name}_src", des)
                 theirs_runs, ours_runs = [], []
