@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -211,6 +212,22 @@ def test_min_age_waits_before_reporting_deletes(pair: Pair, monkeypatch: pytest.
     reconcile(pair, minAgeSeconds=2)
     assert waited == [["n00005", "n00006", "n00007"]]  # the pass saw all three, then waited
     assert {k: e["type"] for k, e in by_value(pair).items()} == {"n00006": 3, "n00007": 2}
+
+
+def test_min_age_without_a_state_store_waits_in_the_task(pair: Pair) -> None:
+    """Where the pass cannot be saved for a deferral (no store, or progress too big), the task
+    itself waits out minAgeSeconds before the re-check."""
+    from cupid_airflow.operators.reconcile import ReconcileOperator
+
+    seed(pair, 100)
+    pair.src.execute("DELETE FROM user WHERE number = 'n00005'")
+    pair.configure(reconcile={"minAgeSeconds": 1})
+    segment = {"lower": None, "upper": None}
+    task = ReconcileOperator(task_id="reconcile", config_file=str(pair.config_path), segment=segment)
+    started = time.monotonic()
+    events = task.execute({})  # type: ignore[arg-type]
+    assert [(e["byValue"], e["type"]) for e in events] == [("n00005", 3)]
+    assert time.monotonic() - started >= 1.0
 
 
 def test_min_age_reads_a_text_update_column(pair: Pair) -> None:

@@ -127,10 +127,11 @@ class ReconcileOperator(_ReconcileBase):
             if moment > datetime.now(UTC) and self._needs_waiting(events):
                 # Deletes (type 3) and rows without a usable update time can only be told from
                 # replication lag by looking again later: wait in the triggerer, not in a worker slot.
-                self._save(store, {"segment": self.segment, "position": _key_json(position), "events": events,
-                                   "stats": stats, "found_at": found_at, "done": True})  # fmt: skip
                 self.log.info("minAgeSeconds: %d differences re-checked at %s", len(events), moment.isoformat())
-                self.defer(trigger=DateTimeTrigger(moment=moment), method_name="recheck")
+                if self._save(store, {"segment": self.segment, "position": _key_json(position), "events": events,
+                                      "stats": stats, "found_at": found_at, "done": True}):  # fmt: skip
+                    self.defer(trigger=DateTimeTrigger(moment=moment), method_name="recheck")
+                time.sleep(max(0.0, (moment - datetime.now(UTC)).total_seconds()))  # not saved: wait here
         return self._finish(context, events, stats)
 
     def recheck(self, context: Context, event: Any = None) -> Any:
@@ -181,15 +182,17 @@ class ReconcileOperator(_ReconcileBase):
                                        "stats": stats, "found_at": found_at})  # fmt: skip
                     last_save = time.monotonic()
 
-    def _save(self, store: Any, progress: dict[str, Any]) -> None:
+    def _save(self, store: Any, progress: dict[str, Any]) -> bool:
+        """Saves ``progress`` unless there is no store or it is too big; whether it was saved."""
         if store is None or getattr(self, "_progress_too_big", False):
-            return
+            return False
         if len(json.dumps(progress, default=str)) > MAX_PROGRESS_BYTES:
             self._progress_too_big = True
             self.log.warning("Progress passed %d bytes and is no longer saved: a retry resumes from the last save",
                              MAX_PROGRESS_BYTES)  # fmt: skip
-            return
+            return False
         store.set(PROGRESS_KEY, progress)
+        return True
 
     def _finish(self, context: Context, events: list[dict[str, Any]], stats: dict[str, int]) -> Any:
         settings = self.settings
