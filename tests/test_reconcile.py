@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from airflow.sdk.exceptions import TaskDeferred
 
 from tests.airflow_run import RunResult, run_dag
 from tests.conftest import MySqlDatabase
@@ -199,18 +200,19 @@ def test_min_age_waits_before_reporting_deletes(pair: Pair, monkeypatch: pytest.
 
     seed(pair, 100)
     pair.src.execute("DELETE FROM user WHERE number IN ('n00005', 'n00006')")
-    pair.src.execute("UPDATE user SET name = 'changed' WHERE number = 'n00007'")  # no update column: waits too
+    pair.src.execute("UPDATE user SET name = 'changed' WHERE number IN ('n00007', 'n00008')")  # no update column
     original, waited = module.ReconcileOperator.recheck, []
 
     def replication_catches_up(self: Any, context: Any, event: Any = None) -> Any:
         saved = context["task_state_store"].get(module.PROGRESS_KEY)
         waited.append(sorted(e["byValue"] for e in saved["events"]))
         pair.des.execute("DELETE FROM user WHERE number = 'n00005'")  # applied while the task waited
+        pair.src.execute("DELETE FROM user WHERE number = 'n00008'")  # a new delete: not yet minAgeSeconds old
         return original(self, context, event)
 
     monkeypatch.setattr(module.ReconcileOperator, "recheck", replication_catches_up)
     reconcile(pair, minAgeSeconds=2)
-    assert waited == [["n00005", "n00006", "n00007"]]  # the pass saw all three, then waited
+    assert waited == [["n00005", "n00006", "n00007", "n00008"]]  # the pass saw all four, then waited
     assert {k: e["type"] for k, e in by_value(pair).items()} == {"n00006": 3, "n00007": 2}
 
 
@@ -228,6 +230,41 @@ def test_min_age_without_a_state_store_waits_in_the_task(pair: Pair) -> None:
     events = task.execute({})  # type: ignore[arg-type]
     assert [(e["byValue"], e["type"]) for e in events] == [("n00005", 3)]
     assert time.monotonic() - started >= 1.0
+
+
+def test_min_age_rechecks_binary_keys(pair: Pair) -> None:
+    """BINARY(16) keys that are not UTF-8 travel as ``0x<hex>`` in events; the re-check still finds them."""
+    for db in (pair.src, pair.des):
+        db.execute("CREATE TABLE bin (id BIGINT PRIMARY KEY AUTO_INCREMENT, k BINARY(16) NOT NULL UNIQUE, v INT)")
+        db.execute("INSERT INTO bin (k, v) SELECT UNHEX(MD5(seq)), seq FROM seq_1_to_300")
+    pair.des.execute("UPDATE bin SET v = -1 WHERE id = 42")
+    config = json.loads(pair.config_path.read_text())
+    config["src"].update(table="bin", byColumn="k")
+    config["des"][0].update(table="bin", byColumn="k", columns={"v": "v"})
+    pair.config_path.write_text(json.dumps(config))
+    reconcile(pair, minAgeSeconds=1)  # no update column: deferred, then re-checked by key
+    (event,) = pair.callbacks()
+    assert event["type"] == 2 and event["srcColumn"]["v"] == "42" and event["desColumn"]["v"] == "-1"
+    assert event["byValue"].startswith("0x")
+
+
+def test_a_saved_pass_of_another_segment_is_not_reused(pair: Pair) -> None:
+    """After a clear, plan may cut other segments: a saved pass for the old one must not stand in."""
+    from cupid_airflow.operators import reconcile as module
+
+    seed(pair, 100)
+    pair.src.execute("DELETE FROM user WHERE number = 'n00050'")
+    pair.configure(reconcile={"minAgeSeconds": 1})
+    store = _Store()
+    stale = {"segment": {"lower": None, "upper": "n00020"}, "position": "n00020", "events": [], "done": True,
+             "stats": {"chunks": 1, "checksummed": 1, "read": 0, "rows": 20}, "found_at": 0.0}  # fmt: skip
+    store.set(module.PROGRESS_KEY, stale)
+    task = module.ReconcileOperator(
+        task_id="reconcile", config_file=str(pair.config_path), segment={"lower": None, "upper": None}
+    )
+    with pytest.raises(TaskDeferred):  # it walked its own segment, found the delete and waits for it
+        task.execute({"task_state_store": store})  # type: ignore[arg-type]
+    assert [e["byValue"] for e in store.get(module.PROGRESS_KEY)["events"]] == ["n00050"]
 
 
 def test_min_age_reads_a_text_update_column(pair: Pair) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
@@ -53,6 +54,14 @@ def _key_json(value: Any) -> Any:
 
 def _key_sql(value: Any) -> Any:
     return bytes.fromhex(value["hex"]) if isinstance(value, dict) else value
+
+
+def _lookup_keys(by_value: str) -> list[Any]:
+    """An event's ``byValue`` as key parameters: binary keys that are not UTF-8 are written
+    ``0x<hex>`` in events, so those are looked up as the bytes too."""
+    if re.fullmatch(r"0x(?:[0-9a-f]{2})+", by_value):
+        return [by_value, bytes.fromhex(by_value[2:])]
+    return [by_value]
 
 
 class _ReconcileBase(CupidOperator):
@@ -115,12 +124,13 @@ class ReconcileOperator(_ReconcileBase):
         events: list[dict[str, Any]] = []
         stats = {"chunks": 0, "checksummed": 0, "read": 0, "rows": 0}
         found_at = 0.0  # wall clock of the last chunk that held differences
-        if isinstance(saved, dict) and saved.get("segment") == self.segment:
+        mine = isinstance(saved, dict) and saved.get("segment") == self.segment  # plan may re-cut on a clear
+        if mine:
             position, events, stats = saved["position"], saved["events"], saved["stats"]
             found_at = saved.get("found_at", time.time())
             self.log.info("Resuming after an earlier try: from %s = %r, %d events so far", src.by_column, position,
                           len(events))  # fmt: skip
-        if not (isinstance(saved, dict) and saved.get("done")):
+        if not (mine and saved.get("done")):
             position, found_at = self._walk(store, position, events, stats, found_at)
         if settings.min_age_seconds and events:
             moment = datetime.fromtimestamp(found_at + settings.min_age_seconds, UTC)
@@ -292,7 +302,7 @@ class ReconcileOperator(_ReconcileBase):
         """Drop what replication lag explains: divergences that are gone when looked at again, and
         those whose source row changed in the last ``min_age`` seconds."""
         src, des = self.config.src, self.des
-        keys = [e["byValue"] for e in events]
+        keys = [k for e in events for k in _lookup_keys(e["byValue"])]
         writer = self._row_time()
         stamp = [src.update_column] if writer is not None and src.update_column else []
         src_rows: list[tuple[Any, ...]] = []
@@ -308,7 +318,13 @@ class ReconcileOperator(_ReconcileBase):
             src_rows = [r[:-1] for r in src_rows]
         # rows_with_keys gives (key, id, *columns); the comparer wants (id, key, *columns)
         still = comparer.diff([(r[1], r[0], *r[2:]) for r in src_rows], des_rows)
-        kept = [e for e in still if e["type"] == EVENT_GONE or str(e["byValue"]) not in recent]
+        # Only what was there before the wait and is still there, as the same kind of difference:
+        # a row deleted at the source during the wait has not had its minAgeSeconds yet.
+        before = {(e["byValue"], e["type"]) for e in events}
+        kept = [
+            e for e in still
+            if (e["byValue"], e["type"]) in before and (e["type"] == EVENT_GONE or str(e["byValue"]) not in recent)
+        ]  # fmt: skip
         self.log.info("minAgeSeconds %d: %d of %d events re-checked and kept", min_age, len(kept), len(events))
         return kept
 
