@@ -135,6 +135,11 @@ def _key_function(src_keys: Sequence[Any], des_keys: Sequence[Any]) -> Callable[
     return lambda k: None if k is None else _match_key(k)
 
 
+def _event_id(*parts: Any) -> str:
+    """A stable id for one divergence (the ``webhook-id``): the same parts give the same id in any run."""
+    return hashlib.sha256(json.dumps(list(parts), ensure_ascii=False, sort_keys=True).encode()).hexdigest()[:32]
+
+
 @dataclass(frozen=True)
 class PairComparer:
     """Compares batches of source rows with the destination rows that share their keys.
@@ -213,16 +218,11 @@ class PairComparer:
                 continue
             des_column = dict(zip(self.des_columns, map(to_text, row[1:])))
             by_value = to_text(row[0])
-            digest = hashlib.sha256(
-                json.dumps(
-                    [self.pair_id, EVENT_GONE, by_value, des_column], ensure_ascii=False, sort_keys=True
-                ).encode()
-            )
             events.append(
                 {
                     "type": EVENT_GONE,
                     "srcColumn": None,
-                    "eventId": digest.hexdigest()[:32],
+                    "eventId": _event_id(self.pair_id, EVENT_GONE, by_value, des_column),
                     "desTable": self.table,
                     "byValue": by_value,
                     "desColumn": des_column,
@@ -237,10 +237,7 @@ class PairComparer:
         src_column.update(zip(self.src_columns, map(to_text, row[2:])))
         event: dict[str, Any] = {"type": kind, "srcColumn": src_column}
         des_column = None if des_values is None else dict(zip(self.des_columns, map(to_text, des_values)))
-        digest = hashlib.sha256(
-            json.dumps([self.pair_id, kind, src_column, des_column], ensure_ascii=False, sort_keys=True).encode()
-        )
-        event["eventId"] = digest.hexdigest()[:32]
+        event["eventId"] = _event_id(self.pair_id, kind, src_column, des_column)
         event["desTable"] = self.table
         event["byValue"] = to_text(row[1])
         if des_column is not None:

@@ -145,8 +145,7 @@ def _build_pair(entry: ConfigEntry, config: CupidConfig, index: int, dag_id: str
         tags=["cupid", f"src:{config.src.table}", f"des:{des.table}"],
     ) as dag:
         common: dict[str, Any] = {"config_file": config_file, "destination": index}
-        # An Airflow pool caps the tasks that query the databases, across every DAG that names it.
-        database: dict[str, Any] = {**common, "pool": config.pool} if config.pool else common
+        database = _database_tasks(config, common)
         scans: list[CupidOperator] = []
         if config.src.insert:
             scans.append(ScanInsertOperator(task_id="scan_insert", max_active_tis_per_dag=1, **database))
@@ -158,6 +157,12 @@ def _build_pair(entry: ConfigEntry, config: CupidConfig, index: int, dag_id: str
         compare = CompareOperator.partial(task_id="compare", **database).expand(partition=partitions)
         _callbacks(config, config_file, common, compare.output)
     return dag
+
+
+def _database_tasks(config: CupidConfig, common: dict[str, Any]) -> dict[str, Any]:
+    """Arguments of the tasks that query the databases: an Airflow pool, when the config names
+    one, caps them across every DAG that names it (callbacks are not counted)."""
+    return {**common, "pool": config.pool} if config.pool else common
 
 
 def _callbacks(config: CupidConfig, config_file: str, common: dict[str, Any], events: Any) -> None:
@@ -193,7 +198,7 @@ def _build_reconcile(entry: ConfigEntry, config: CupidConfig, index: int, dag_id
         tags=["cupid", "cupid-reconcile", f"src:{config.src.table}", f"des:{des.table}"],
     ) as dag:
         common: dict[str, Any] = {"config_file": config_file, "destination": index}
-        database: dict[str, Any] = {**common, "pool": config.pool} if config.pool else common
+        database = _database_tasks(config, common)
         plan = ReconcilePlanOperator(task_id="plan", **database)
         reconcile = ReconcileOperator.partial(task_id="reconcile", retries=3, **database).expand(segment=plan.output)
         if not settings.report_only:

@@ -83,8 +83,11 @@ def postgres_db() -> Iterator[str]:
     admin.close()
 
 
-def pg_to_mysql(postgres_db: str, mysql_db: Any, source_sql: str, replica: list[tuple[str, str]]) -> Any:
-    """A PostgreSQL ``"user"`` table made by ``source_sql`` and a MariaDB ``user (number, name)`` replica."""
+def pg_to_mysql(
+    postgres_db: str, mysql_db: Any, monkeypatch: pytest.MonkeyPatch, source_sql: str, replica: list[tuple[str, str]]
+) -> Any:
+    """A PostgreSQL ``"user"`` table made by ``source_sql`` and a MariaDB ``user (number, name)`` replica,
+    reachable as the connections ``cupid_pg_src`` and ``cupid_my_des``."""
     import psycopg2
 
     with psycopg2.connect(host="127.0.0.1", user="postgres", dbname=postgres_db) as pg:
@@ -92,22 +95,23 @@ def pg_to_mysql(postgres_db: str, mysql_db: Any, source_sql: str, replica: list[
     des = mysql_db("des")
     des.execute("CREATE TABLE user (number VARCHAR(8) PRIMARY KEY, name VARCHAR(32))")
     des.executemany("INSERT INTO user VALUES (%s, %s)", replica)
+    monkeypatch.setenv("AIRFLOW_CONN_CUPID_PG_SRC", f"postgresql://postgres@127.0.0.1:5432/{postgres_db}")
+    monkeypatch.setenv("AIRFLOW_CONN_CUPID_MY_DES", f"mysql://root@127.0.0.1:3306/{des.name}")
     return des
 
 
 def test_postgres_source_to_mysql_destination(
     postgres_db: str, mysql_db: object, configs_dir: Path, httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    des = pg_to_mysql(
+    pg_to_mysql(
         postgres_db,
         mysql_db,
+        monkeypatch,
         'CREATE TABLE "user" (id BIGSERIAL PRIMARY KEY, number TEXT UNIQUE, name TEXT, update_time TIMESTAMP);'
         'INSERT INTO "user" (number, name, update_time) VALUES '
         "('a', 'Ann', '2026-05-01 10:00:00'), ('b', 'Ben', '2026-05-01 10:30:00'), ('c', 'Cy', NULL);",
         [("a", "Ann"), ("b", "ben")],
     )
-    monkeypatch.setenv("AIRFLOW_CONN_CUPID_PG_SRC", f"postgresql://postgres@127.0.0.1:5432/{postgres_db}")
-    monkeypatch.setenv("AIRFLOW_CONN_CUPID_MY_DES", f"mysql://root@127.0.0.1:3306/{des.name}")
     httpserver.expect_request("/cb").respond_with_data("ok")
     (configs_dir / "pg.json").write_text(json.dumps(config("cupid_pg_src", "cupid_my_des", httpserver.url_for("/cb"))))
 
@@ -153,6 +157,7 @@ def test_reconcile_postgres_source_to_mysql_destination(
     des = pg_to_mysql(
         postgres_db,
         mysql_db,
+        monkeypatch,
         'CREATE TABLE "user" (id BIGSERIAL PRIMARY KEY, number TEXT UNIQUE, name TEXT);'
         "INSERT INTO \"user\" (number, name) SELECT 'k' || lpad(i::text, 5, '0'), 'name ' || i "
         "FROM generate_series(1, 3000) i;",
@@ -161,8 +166,6 @@ def test_reconcile_postgres_source_to_mysql_destination(
     des.execute("DELETE FROM user WHERE number = 'k00042'")
     des.execute("UPDATE user SET name = 'edited' WHERE number = 'k02500'")
     des.execute("INSERT INTO user VALUES ('k09999', 'deleted at the source')")
-    monkeypatch.setenv("AIRFLOW_CONN_CUPID_PG_SRC", f"postgresql://postgres@127.0.0.1:5432/{postgres_db}")
-    monkeypatch.setenv("AIRFLOW_CONN_CUPID_MY_DES", f"mysql://root@127.0.0.1:3306/{des.name}")
     httpserver.expect_request("/cb").respond_with_data("ok")
     settings = {"reconcile": {"segmentRows": 1000}}
     (configs_dir / "pgr.json").write_text(

@@ -17,7 +17,6 @@ from airflow.sdk import BaseHook
 
 from cupid_airflow.config import Destination, Source
 from cupid_airflow.hooks.connections import connection_from_dsn
-from cupid_airflow.reconcile import key_range
 
 __all__ = ["ID_COLUMN", "CupidMySqlHook", "Table", "db_hook"]
 
@@ -129,35 +128,23 @@ class Table:
     def max_id(self) -> int | None:
         return self.scalar(f"SELECT MAX({self.quote(ID_COLUMN)}) FROM {self.quoted}")
 
-    def nth_after(self, column: str, after: Any, before: Any | None, offset: int) -> Any:
-        """The value of ``column`` ``offset`` rows past ``after`` (exclusive), in ``column`` order.
+    def nth_after(self, column: str, after: Any | None, before: Any | None, offset: int) -> Any:
+        """The value of ``column`` ``offset`` rows past ``after`` (exclusive; None: from the first
+        non-NULL value), in ``column`` order and before ``before`` (None: no end).
 
-        Used to cut id ranges and time windows into partitions of a given row count: the server
-        walks the index, nothing is sent but one value.
+        Used to cut id ranges, time windows and reconcile chunks into parts of a given row count:
+        the server walks the index, nothing is sent but one value. Counted by the server's own
+        ordering, so a walk always advances, also when many rows share a value or the collation
+        folds case.
         """
-        col = self.quote(column)
-        where = f"{col} > {self.placeholder}"
-        params: list[Any] = [after]
+        col, ph = self.quote(column), self.placeholder
+        where, params = (f"{col} IS NOT NULL", []) if after is None else (f"{col} > {ph}", [after])
         if before is not None:
-            where += f" AND {col} < {self.placeholder}"
+            where += f" AND {col} < {ph}"
             params.append(before)
         return self.scalar(
             f"SELECT {col} FROM {self.quoted} WHERE {where} ORDER BY {col} LIMIT 1 OFFSET {int(offset)}", params
         )
-
-    def nth_from(self, column: str, lower: Any, upper: Any, offset: int) -> Any:
-        """A value of ``column`` about ``offset`` rows into ``lower <= column < upper`` (None bounds
-        are open), or None when fewer rows are left.
-
-        Counted past ``lower`` by the server's own ordering (``column > lower``), so a walk always
-        advances, also when many rows share one value or the collation folds case.
-        """
-        if lower is not None:
-            return self.nth_after(column, lower, upper, offset)
-        col = self.quote(column)
-        where, params = key_range(col, self.placeholder, None, upper)  # never NULL keys
-        sql = f"SELECT {col} FROM {self.quoted} WHERE {where} ORDER BY {col} LIMIT 1 OFFSET {int(offset)}"
-        return self.scalar(sql, params)
 
     def nth_in_window(self, column: str, since: Any, until: Any, offset: int) -> Any:
         """The value of ``column`` ``offset`` rows into ``since <= column < until``, in ``column`` order."""

@@ -8,11 +8,12 @@ import json
 import os
 import re
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from airflow.providers.standard.triggers.temporal import DateTimeTrigger
 from airflow.sdk import Context
@@ -33,6 +34,7 @@ SAVE_EVERY_SECONDS = 2.0
 #: Progress bigger than this (a segment where most rows differ) is no longer saved: the last saved
 #: position stays valid and a retry redoes more work, instead of every save failing or crawling.
 MAX_PROGRESS_BYTES = 8 * 1024 * 1024
+_T = TypeVar("_T")
 
 
 def _key_json(value: Any) -> Any:
@@ -64,6 +66,17 @@ def _lookup_keys(by_value: str) -> list[Any]:
     return [by_value]
 
 
+def _both_sides(
+    pool: ThreadPoolExecutor, source: Table, target: Table, mine: Callable[[], _T], theirs: Callable[[], _T]
+) -> tuple[_T, _T]:
+    """The source's and the destination's query of one chunk, at the same time when both
+    connections may be used from another thread (not SQLite's)."""
+    if source.thread_safe and target.thread_safe:
+        remote = pool.submit(theirs)
+        return mine(), remote.result()
+    return mine(), theirs()
+
+
 class _ReconcileBase(CupidOperator):
     @property
     def settings(self) -> Reconcile:
@@ -92,7 +105,7 @@ class ReconcilePlanOperator(_ReconcileBase):
         bounds: list[Any] = [settings.from_key]
         with self.source_table() as source:
             while True:
-                nxt = source.nth_from(key, bounds[-1], settings.to_key, settings.segment_rows)
+                nxt = source.nth_after(key, bounds[-1], settings.to_key, settings.segment_rows)
                 if nxt is None or len(bounds) >= MAX_PARTITIONS:
                     break
                 bounds.append(nxt)
@@ -163,7 +176,7 @@ class ReconcileOperator(_ReconcileBase):
         position = _key_sql(position)
         with self.source_table() as source, self.destination_table() as target, ThreadPoolExecutor(1) as pool:
             while True:
-                nxt = source.nth_from(src.by_column, position, upper, sizer.rows)
+                nxt = source.nth_after(src.by_column, position, upper, sizer.rows)
                 chunk_upper = upper if nxt is None else nxt
                 started = time.monotonic()
                 mismatch = True
@@ -252,13 +265,10 @@ class ReconcileOperator(_ReconcileBase):
         # The key is hashed too: the same values under other keys (a swap, a delete plus an insert
         # of an equal row) must not sum to the same checksum.
         src_columns, des_columns = [src.by_column, *des.columns], [des.by_column, *des.columns.values()]
-        if source.thread_safe and target.thread_safe:
-            remote = pool.submit(checksum, target, des.by_column, des_columns)
-            mine = checksum(source, src.by_column, src_columns)
-            theirs = remote.result()
-        else:
-            mine = checksum(source, src.by_column, src_columns)
-            theirs = checksum(target, des.by_column, des_columns)
+        mine, theirs = _both_sides(
+            pool, source, target,
+            lambda: checksum(source, src.by_column, src_columns), lambda: checksum(target, des.by_column, des_columns),
+        )  # fmt: skip
         rows = mine[0] if mine else 0
         return (mine is not None and mine == theirs), rows
 
@@ -271,25 +281,27 @@ class ReconcileOperator(_ReconcileBase):
             where, params = key_range(table.quote(key), table.placeholder, lower, upper)
             return table.fetch_all(table.select_sql(columns, where), params)
 
-        des_columns = [des.by_column, *des.columns.values()]
-        both = source.thread_safe and target.thread_safe
-        theirs = pool.submit(rows, target, des.by_column, des_columns) if both else None
-        src_rows = rows(source, src.by_column, [ID_COLUMN, src.by_column, *des.columns])
-        des_rows = theirs.result() if theirs is not None else rows(target, des.by_column, des_columns)
+        src_columns, des_columns = [ID_COLUMN, src.by_column, *des.columns], [des.by_column, *des.columns.values()]
+        src_rows, des_rows = _both_sides(
+            pool, source, target,
+            lambda: rows(source, src.by_column, src_columns), lambda: rows(target, des.by_column, des_columns),
+        )  # fmt: skip
         return comparer.diff(src_rows, des_rows), len(src_rows)
 
     def _needs_waiting(self, events: list[dict[str, Any]]) -> bool:
         """True when some difference cannot be dated by the source row's update time: a delete
         (type 3: no source row), or any row when ``src.updateColumn`` is unset or unreadable."""
-        return any(e["type"] == EVENT_GONE for e in events) or self._row_time() is None
+        if any(e["type"] == EVENT_GONE for e in events):
+            return True
+        with self.source_table() as source:
+            return self._row_time(source) is None
 
-    def _row_time(self) -> ColumnTime | None:
+    def _row_time(self, source: Table) -> ColumnTime | None:
         """How ``src.updateColumn`` stores time, when it can be compared with a cut-off."""
         src = self.config.src
         if not src.update_column:
             return None
-        with self.source_table() as source:
-            sample = source.first_not_null(src.update_column)
+        sample = source.first_not_null(src.update_column)
         try:
             return None if sample is None else ColumnTime(time_kind(sample), src.timezone, src.time_format)
         except (TypeError, ValueError) as error:  # e.g. text in a format that does not sort
@@ -303,7 +315,7 @@ class ReconcileOperator(_ReconcileBase):
         those whose source row changed in the last ``min_age`` seconds."""
         src, des = self.config.src, self.des
         keys = [k for e in events for k in _lookup_keys(e["byValue"])]
-        writer = self._row_time()
+        writer = self._row_time(source)
         stamp = [src.update_column] if writer is not None and src.update_column else []
         src_rows: list[tuple[Any, ...]] = []
         des_rows: list[tuple[Any, ...]] = []
