@@ -10,7 +10,8 @@ PYTEST_ARGS ?=
 
 .PHONY: install demo test lint lock bench-parse bench-scan bench-callback bench-latency bench-reconcile screenshot clean
 
-$(VENV)/.installed: pyproject.toml constraints.txt
+$(VENV)/.installed: pyproject.toml constraints.txt scripts/build_deps.py
+	$(PYTHON) scripts/build_deps.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet "uv==$(UV_VERSION)"
 	$(UV) pip install --quiet --python $(PY) --constraint constraints.txt --editable ".[test]"
@@ -22,8 +23,8 @@ demo: install
 	$(PY) -m cupid_airflow demo
 
 lint: install
-	$(VENV)/bin/ruff check cupid_airflow tests bench dags examples docs
-	$(VENV)/bin/ruff format --check cupid_airflow tests bench dags examples docs
+	$(VENV)/bin/ruff check cupid_airflow tests bench dags examples docs scripts
+	$(VENV)/bin/ruff format --check cupid_airflow tests bench dags examples docs scripts
 	$(VENV)/bin/mypy
 
 test: lint
