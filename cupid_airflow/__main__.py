@@ -25,10 +25,7 @@ def _validate(paths: Sequence[str]) -> int:
     bad = len(missing)
     for entry in load_catalog(files):
         if entry.error is None:
-            config, ids = entry.config, list(entry.dag_ids)
-            if config is not None:
-                ids += [f"{d}_reconcile" for i, d in enumerate(entry.dag_ids) if config.reconcile_for(i)]
-            print(f"{entry.path}: OK -> {', '.join(ids)}")
+            print(f"{entry.path}: OK -> {', '.join(entry.all_dag_ids)}")
         else:
             bad += 1
             for problem in entry.error.problems:

@@ -11,7 +11,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cupid_airflow.config import ConfigError, CupidConfig, Problem, dag_ids, load_config, stem_dag_id
+from cupid_airflow.config import (
+    ConfigError,
+    CupidConfig,
+    Problem,
+    dag_ids,
+    load_config,
+    reconcile_dag_id,
+    stem_dag_id,
+)
 
 __all__ = ["CONFIG_DIR_ENV", "ConfigEntry", "config_files", "default_config_dir", "load_catalog"]
 
@@ -30,6 +38,20 @@ class ConfigEntry:
     @property
     def stem_dag_id(self) -> str:
         return stem_dag_id(self.path.stem)
+
+    @property
+    def reconcile_dag_ids(self) -> dict[int, str]:
+        """Destination index -> its reconcile DAG's id, for the destinations that reconcile."""
+        return _reconcile_ids(self.config, self.dag_ids) if self.config is not None else {}
+
+    @property
+    def all_dag_ids(self) -> list[str]:
+        """Every DAG this file builds: pair DAGs, then reconcile DAGs."""
+        return [*self.dag_ids, *self.reconcile_dag_ids.values()]
+
+
+def _reconcile_ids(config: CupidConfig, pair_ids: list[str]) -> dict[int, str]:
+    return {i: reconcile_dag_id(d) for i, d in enumerate(pair_ids) if config.reconcile_for(i) is not None}
 
 
 def config_files(paths: Iterable[str | Path]) -> list[Path]:
@@ -56,19 +78,24 @@ def load_catalog(files: Iterable[Path]) -> list[ConfigEntry]:
             entry.error = e
             continue
         ids = dag_ids(entry.config, path.stem)
-        problems = []
-        for i, dag_id in enumerate(ids):
+        # Pair and reconcile DAGs share one namespace: a dagId of "cupid_user_reconcile" must not
+        # silently replace user.json's reconcile DAG.
+        generated = [(i, d, "dag id") for i, d in enumerate(ids)]
+        generated += [(i, d, "reconcile dag id") for i, d in _reconcile_ids(entry.config, ids).items()]
+        problems, mine = [], set()
+        for i, dag_id, what in generated:
             owner = owners.get(dag_id)
-            if owner is not None or dag_id in ids[:i]:
+            if owner is not None or dag_id in mine:
                 where = f"{owner}" if owner is not None else "this file"
                 problems.append(
-                    Problem(f"des[{i}]", f"dag id {dag_id!r} is already used by {where}; set a unique 'dagId'")
+                    Problem(f"des[{i}]", f"{what} {dag_id!r} is already used by {where}; set a unique 'dagId'")
                 )
+            mine.add(dag_id)
         if problems:
             entry.config, entry.error = None, ConfigError(str(path), problems)
             continue
         entry.dag_ids = ids
-        owners.update(dict.fromkeys(ids, path))
+        owners.update(dict.fromkeys(mine, path))
     return entries
 
 

@@ -488,6 +488,11 @@ def stem_dag_id(stem: str) -> str:
     return "cupid_" + re.sub(r"[^\w.-]", "_", stem)
 
 
+def reconcile_dag_id(pair_dag_id: str) -> str:
+    """The reconcile DAG of a pair: ``<dag_id>_reconcile``."""
+    return f"{pair_dag_id}_reconcile"
+
+
 def dag_ids(config: CupidConfig, stem: str) -> list[str]:
     """One dag id per destination: its ``dagId``, else ``cupid_<stem>``, else ``cupid_<stem>_<n>``."""
     base = stem_dag_id(stem)

@@ -78,3 +78,16 @@ def test_validate_lists_reconcile_dags(write_config: WriteConfig, cli_env: dict[
     write_config("user.json", sample_config(reconcile={"schedule": "@daily"}))
     result = run("validate", env=cli_env)
     assert result.stdout == f"{configs_dir / 'user.json'}: OK -> cupid_user, cupid_user_reconcile\n", result.stderr
+
+
+def test_validate_reports_a_clash_with_a_reconcile_dag(
+    write_config: WriteConfig, cli_env: dict[str, str], configs_dir: Path
+) -> None:
+    taker = sample_config()
+    taker["des"][0]["dagId"] = "cupid_user_reconcile"
+    write_config("a.json", taker)
+    write_config("user.json", sample_config(reconcile={}))
+    result = run("validate", env=cli_env)
+    assert result.returncode == 1
+    assert f"{configs_dir / 'a.json'}: OK -> cupid_user_reconcile" in result.stdout
+    assert "user.json: des[0]: reconcile dag id 'cupid_user_reconcile' is already used by" in result.stdout
