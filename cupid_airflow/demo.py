@@ -167,10 +167,47 @@ def _run(dag_id: str) -> dict[str, Any]:
             "events": Counter(e["type"] for e in events)}  # fmt: skip
 
 
+#: Written into every folder the demo builds; only a folder holding it is ever deleted.
+MARKER = ".cupid-demo-workdir"
+
+
+class WorkdirError(Exception):
+    """``--workdir`` names a folder the demo did not build: it is never deleted."""
+
+
+def _made_by_demo(home: Path) -> bool:
+    if (home / MARKER).is_file():
+        return True
+    dag_file = home / "dags" / "cupid_dags.py"  # a demo folder from before the marker existed
+    return dag_file.is_file() and dag_file.read_text() == DAG_FILE
+
+
+def prepare_workdir(home: Path) -> None:
+    """Empty ``home`` for a new demo run: delete it only if a demo built it (it holds
+    :data:`MARKER`), create it if it does not exist, and refuse anything else."""
+    if home.exists():
+        if not home.is_dir():
+            raise WorkdirError(f"--workdir {home} is a file, not a folder; give a new folder's path")
+        if not _made_by_demo(home):
+            if any(home.iterdir()):
+                raise WorkdirError(
+                    f"--workdir {home} is not empty and was not made by the demo (no {MARKER} in it), so it is "
+                    "left alone; give a new or empty folder, such as .cupid-demo"
+                )
+        else:
+            shutil.rmtree(home)  # only ever a folder the demo built
+    home.mkdir(parents=True, exist_ok=True)
+    (home / MARKER).write_text("made by `python -m cupid_airflow demo`; deleted and rebuilt by its next run\n")
+
+
 def main(workdir: str | Path = ".cupid-demo") -> int:
     t0 = time.monotonic()
     home = Path(workdir).resolve()
-    shutil.rmtree(home, ignore_errors=True)
+    try:
+        prepare_workdir(home)
+    except WorkdirError as e:
+        print(f"cupid demo: {e}", file=sys.stderr)
+        return 2
     (home / "dags" / "configs").mkdir(parents=True)
     (home / "dags" / "cupid_dags.py").write_text(DAG_FILE)
     os.environ.update(

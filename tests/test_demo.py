@@ -11,6 +11,8 @@ import sys
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO
 from tests.stack import free_port, wait_for
 
@@ -60,3 +62,29 @@ def test_demo_runs_twice_in_a_row_and_its_ui_command_shows_the_run(tmp_path: Pat
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         assert server.wait(30) == 0
+
+
+def test_demo_never_deletes_a_folder_it_did_not_make(tmp_path: Path) -> None:
+    """``--workdir .`` once deleted the current directory: only a folder the demo built is rebuilt."""
+    precious = tmp_path / "project"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    result = subprocess.run(
+        [sys.executable, "-m", "cupid_airflow", "demo", "--workdir", "."],
+        capture_output=True, text=True, cwd=precious, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "is not empty and was not made by the demo" in result.stderr and str(precious) in result.stderr
+    assert (precious / "notes.txt").read_text() == "keep me" and sorted(p.name for p in precious.iterdir()) == [
+        "notes.txt"
+    ]
+
+    from cupid_airflow.demo import MARKER, WorkdirError, prepare_workdir
+
+    with pytest.raises(WorkdirError, match="is a file"):
+        prepare_workdir(precious / "notes.txt")
+    made = tmp_path / "made"
+    prepare_workdir(made)  # a new folder: created and marked
+    (made / "old-run.log").write_text("x")
+    prepare_workdir(made)  # marked: emptied and rebuilt
+    assert sorted(p.name for p in made.iterdir()) == [MARKER]
