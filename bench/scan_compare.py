@@ -136,7 +136,7 @@ def floor(name: str, total: int) -> tuple[float, float, float]:
     """The source reads and destination IN lookups compare issues, serially, with no processing."""
     import MySQLdb.cursors
 
-    from cupid_airflow.operators.compare import BATCH_SIZE
+    from cupid_airflow.core.compare import BATCH_SIZE
 
     src, des = connect(f"{name}_src"), connect(f"{name}_des")
     read_s = lookup_s = 0.0
@@ -179,16 +179,14 @@ def floor(name: str, total: int) -> tuple[float, float, float]:
 
 def compare_path(config_path: Path, total: int, chunk: int = CHUNK) -> tuple[float, int, float]:
     """Partitioning plus every partition's compare, in this process, no Airflow scheduling."""
-    from cupid_airflow.config import load_config
-    from cupid_airflow.hooks.table import ID_COLUMN
+    from cupid_airflow.core.compare import ID_COLUMN
+    from cupid_airflow.core.partitions import id_partitions
     from cupid_airflow.operators.compare import CompareOperator
-    from cupid_airflow.operators.scan_insert import ScanInsertOperator
-    from cupid_airflow.partitions import id_partitions
+    from cupid_airflow.pair import SyncPair
 
-    load_config(config_path)
-    scan = ScanInsertOperator(task_id="scan_insert", config_file=str(config_path))
+    pair = SyncPair.load(str(config_path), 0, "bench")
     t0 = time.perf_counter()
-    with scan.source_table() as table:
+    with pair.source_table() as table:
         parts = id_partitions(table, 0, int(table.max_id()), chunk, ID_COLUMN)
     events = 0
     for part in parts:

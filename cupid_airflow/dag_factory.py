@@ -19,7 +19,7 @@ from airflow.sdk.definitions.callback import AsyncCallback
 from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
 
 from cupid_airflow.catalog import ConfigEntry, config_files, default_config_dir, load_catalog
-from cupid_airflow.config import CupidConfig
+from cupid_airflow.config import CupidConfig, reconcile_dag_id
 from cupid_airflow.notifiers.pushbear import PushBearNotifier
 from cupid_airflow.operators.base import CupidOperator
 from cupid_airflow.operators.callback import CallbackOperator
@@ -186,7 +186,7 @@ def _build_reconcile(entry: ConfigEntry, config: CupidConfig, index: int, dag_id
     des = config.des[index]
     config_file = str(entry.path.resolve())
     with DAG(
-        dag_id=f"{dag_id}_reconcile",
+        dag_id=reconcile_dag_id(dag_id),
         description=f"cupid reconcile: {config.src.table} <-> {des.table}",
         schedule=None if settings.schedule is None else _timetable(settings.schedule),
         start_date=START_DATE,
@@ -197,7 +197,7 @@ def _build_reconcile(entry: ConfigEntry, config: CupidConfig, index: int, dag_id
         doc_md=_doc(entry, config, index).replace("### cupid:", "### cupid reconcile:", 1),
         tags=["cupid", "cupid-reconcile", f"src:{config.src.table}", f"des:{des.table}"],
     ) as dag:
-        common: dict[str, Any] = {"config_file": config_file, "destination": index}
+        common: dict[str, Any] = {"config_file": config_file, "destination": index, "pair_id": dag_id}
         database = _database_tasks(config, common)
         plan = ReconcilePlanOperator(task_id="plan", **database)
         reconcile = ReconcileOperator.partial(task_id="reconcile", retries=3, **database).expand(segment=plan.output)

@@ -127,3 +127,36 @@ def test_deadline_alert_through_the_callback_trigger(pair: Pair, pushbear: list[
     assert pushbear[0]["text"] == f"cupid: {pair.dag_id} 超时 missed its deadline"
     assert "scheduled__2026-01-01T00:00:00+00:00" in pushbear[0]["desp"]
     assert pushbear[0]["sendkey"] == SENDKEY
+
+
+def test_an_error_no_retry_can_fix_fails_at_once_with_the_alert(pair: Pair, pushbear: list[dict[str, str]]) -> None:
+    """A column missing in the destination: the reconcile task (3 retries) and the callback task
+    (15 retries) must not spend hours retrying what cannot change; one try, then the alert."""
+    with_sendkey(pair, reconcile={})
+    pair.add_source(("a", "x", None, None, None))
+    pair.des.execute("ALTER TABLE `user` DROP COLUMN bio")
+
+    result = run_dag(f"{pair.dag_id}_reconcile")
+
+    assert result.task_states[("reconcile", 0)] == "failed" and result.tries[("reconcile", 0)] == 1
+    assert len(pushbear) == 1
+    assert pushbear[0]["text"] == f"cupid: {pair.dag_id}_reconcile.reconcile 失败 failed for good"
+    assert "MySQL error 1054" in pushbear[0]["desp"] and "Unknown column" in pushbear[0]["desp"]
+
+
+def test_an_http_connection_option_callbacks_cannot_honour_fails_at_once(
+    pair: Pair, pushbear: list[dict[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    connection = {"conn_type": "http", "host": "localhost", "port": pair.receiver.port, "extra": {"stream": True}}
+    monkeypatch.setenv("AIRFLOW_CONN_CUPID_RECEIVER", json.dumps(connection))
+    config = json.loads(pair.config_path.read_text())
+    config["des"][0].update(httpConnId="cupid_receiver", callbackNotification={"url": "/cb"})
+    pair.config_path.write_text(json.dumps(config))
+    with_sendkey(pair)
+    pair.add_source(("a", "x", None, None, None))
+
+    result = run_dag(pair.dag_id)
+
+    assert result.task_states[("callback", 0)] == "failed" and result.tries[("callback", 0)] == 1
+    assert "HTTP connection 'cupid_receiver', extra 'stream' is not supported for callbacks" in pushbear[-1]["desp"]
+    assert not pair.receiver.log  # nothing was sent with options cupid would have ignored

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from cupid_airflow.compare import PairComparer, to_text, values_equal
+from cupid_airflow.core.compare import PairComparer, to_text, values_equal
 
 
 @pytest.mark.parametrize(

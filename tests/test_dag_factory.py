@@ -212,3 +212,25 @@ def test_reconcile_dags_per_destination(write_config: WriteConfig) -> None:
     assert set(first.task_dict) == {"plan", "reconcile", "callback"}
     assert set(second.task_dict) == {"plan", "reconcile"}  # reportOnly: a report, no callbacks
     assert "cupid-reconcile" in first.tags and first.max_active_runs == 1
+
+
+def test_a_dag_id_may_not_take_another_files_reconcile_dag(write_config: WriteConfig) -> None:
+    """Pair and reconcile DAG ids share one namespace: the later file is the broken one."""
+    taker = sample_config()
+    taker["des"][0]["dagId"] = "cupid_user_reconcile"
+    write_config("a.json", taker)
+    write_config("user.json", sample_config(reconcile={}))
+    reconciled = sample_config(reconcile={})
+    write_config("b.json", reconciled)  # builds cupid_b and cupid_b_reconcile
+    late = sample_config()
+    late["des"][0]["dagId"] = "cupid_b_reconcile"
+    write_config("c.json", late)
+
+    bag = load_bag()
+
+    assert set(bag.dags["cupid_user_reconcile"].task_dict) == {"scan_insert", "scan_update", "compare", "callback"}
+    user = bag.dags["cupid_user"]
+    assert CONFIG_ERROR_TAG in user.tags
+    assert "reconcile dag id 'cupid_user_reconcile' is already used by" in (user.doc_md or "")
+    assert set(bag.dags["cupid_b_reconcile"].task_dict) == {"plan", "reconcile", "callback"}
+    assert "dag id 'cupid_b_reconcile' is already used by" in (bag.dags["cupid_c"].doc_md or "")

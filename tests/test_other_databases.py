@@ -126,7 +126,7 @@ def test_checksums_agree_across_mysql_and_postgres_for_the_same_data(postgres_db
     reconcile reads only the chunks that really differ."""
     import psycopg2
 
-    from cupid_airflow.reconcile import checksum_sql, fold_checksum
+    from cupid_airflow.core.reconcile import checksum_sql, fold_checksum
 
     rows = [
         ("a", "Ann", "10.50", "2026-05-01 10:00:00"),

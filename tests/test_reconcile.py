@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 from airflow.sdk.exceptions import TaskDeferred
 
+from cupid_airflow.core import reconcile as core
+from cupid_airflow.core.state import PROGRESS_KEY, decode_value, encode_value
 from tests.airflow_run import RunResult, run_dag
 from tests.conftest import MySqlDatabase
 from tests.pairs import Pair, pair
@@ -204,7 +206,7 @@ def test_min_age_waits_before_reporting_deletes(pair: Pair, monkeypatch: pytest.
     original, waited = module.ReconcileOperator.recheck, []
 
     def replication_catches_up(self: Any, context: Any, event: Any = None) -> Any:
-        saved = context["task_state_store"].get(module.PROGRESS_KEY)
+        saved = context["task_state_store"].get(PROGRESS_KEY)
         waited.append(sorted(e["byValue"] for e in saved["events"]))
         pair.des.execute("DELETE FROM user WHERE number = 'n00005'")  # applied while the task waited
         pair.src.execute("DELETE FROM user WHERE number = 'n00008'")  # a new delete: not yet minAgeSeconds old
@@ -258,13 +260,13 @@ def test_a_saved_pass_of_another_segment_is_not_reused(pair: Pair) -> None:
     store = _Store()
     stale = {"segment": {"lower": None, "upper": "n00020"}, "position": "n00020", "events": [], "done": True,
              "stats": {"chunks": 1, "checksummed": 1, "read": 0, "rows": 20}, "found_at": 0.0}  # fmt: skip
-    store.set(module.PROGRESS_KEY, stale)
+    store.set(PROGRESS_KEY, stale)
     task = module.ReconcileOperator(
         task_id="reconcile", config_file=str(pair.config_path), segment={"lower": None, "upper": None}
     )
     with pytest.raises(TaskDeferred):  # it walked its own segment, found the delete and waits for it
         task.execute({"task_state_store": store})  # type: ignore[arg-type]
-    assert [e["byValue"] for e in store.get(module.PROGRESS_KEY)["events"]] == ["n00050"]
+    assert [e["byValue"] for e in store.get(PROGRESS_KEY)["events"]] == ["n00050"]
 
 
 def test_min_age_reads_a_text_update_column(pair: Pair) -> None:
@@ -301,7 +303,7 @@ def test_a_failed_try_resumes_where_it_stopped_with_what_it_found(pair: Pair, mo
     pair.des.execute("UPDATE user SET name = 'stale' WHERE MOD(CAST(SUBSTRING(number, 2) AS UNSIGNED), 997) = 0")
     pair.src.execute("DELETE FROM user WHERE MOD(CAST(SUBSTRING(number, 2) AS UNSIGNED), 1999) = 0")
     pair.configure(reconcile={"segmentRows": 100_000, "targetQuerySeconds": 0.000001})  # 1,000-row chunks
-    monkeypatch.setattr(module, "SAVE_EVERY_SECONDS", 0)  # save after every chunk
+    monkeypatch.setattr(core, "SAVE_EVERY_SECONDS", 0)  # save after every chunk
     segment = {"lower": None, "upper": None}
 
     def task() -> Any:
@@ -311,28 +313,28 @@ def test_a_failed_try_resumes_where_it_stopped_with_what_it_found(pair: Pair, mo
     assert {e["type"] for e in clean} == {2, 3} and len(clean) > 20
 
     visited: list[Any] = []
-    original = module.ReconcileOperator._compare_rows
+    original = core.SegmentWalk.read_chunk
+    resumed = False
 
-    def crashing(self: Any, source: Any, target: Any, pool: Any, comparer: Any, lower: Any, upper: Any) -> Any:
+    def crashing(self: Any, pool: Any, lower: Any, upper: Any) -> Any:
         visited.append(lower)
-        if len(visited) == 6 and not getattr(self, "resumed", False):
+        if len(visited) == 6 and not resumed:
             raise ConnectionError("the worker died")  # the try ends mid-segment
-        return original(self, source, target, pool, comparer, lower, upper)
+        return original(self, pool, lower, upper)
 
-    monkeypatch.setattr(module.ReconcileOperator, "_compare_rows", crashing)
+    monkeypatch.setattr(core.SegmentWalk, "read_chunk", crashing)
     store = _Store()
     with pytest.raises(ConnectionError):
         task().execute({"task_state_store": store})  # type: ignore[arg-type]
-    saved = store.get(module.PROGRESS_KEY)
+    saved = store.get(PROGRESS_KEY)
     assert saved["position"] == visited[-1] and saved["events"]  # stopped after the last finished chunk
 
     visited.clear()
-    retry = task()
-    retry.resumed = True  # type: ignore[attr-defined]
-    resumed = retry.execute({"task_state_store": store})  # type: ignore[arg-type]
+    resumed = True
+    again = task().execute({"task_state_store": store})  # type: ignore[arg-type]
     assert visited[0] == saved["position"]  # it did not start again from the beginning
-    assert sorted(e["eventId"] for e in resumed) == sorted(e["eventId"] for e in clean)  # nothing lost or doubled
-    assert store.get(module.PROGRESS_KEY) is None  # done: a later clear runs a full pass again
+    assert sorted(e["eventId"] for e in again) == sorted(e["eventId"] for e in clean)  # nothing lost or doubled
+    assert store.get(PROGRESS_KEY) is None  # done: a later clear runs a full pass again
 
 
 def test_datetime_and_binary_keys_survive_saved_progress(pair: Pair, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -350,10 +352,10 @@ def test_datetime_and_binary_keys_survive_saved_progress(pair: Pair, monkeypatch
     config["des"][0].update(table="ev", byColumn="at", columns={"v": "v"})
     pair.config_path.write_text(json.dumps(config))
     pair.configure(reconcile={"segmentRows": 2000, "targetQuerySeconds": 0.000001})  # 1,000-row chunks
-    monkeypatch.setattr(module, "SAVE_EVERY_SECONDS", 0)
+    monkeypatch.setattr(core, "SAVE_EVERY_SECONDS", 0)
     common: dict[str, Any] = {"config_file": str(pair.config_path)}
     segments = json.loads(json.dumps(module.ReconcilePlanOperator(task_id="plan", **common).execute({})))  # type: ignore[arg-type]
-    assert len(segments) == 3 and segments[1]["lower"].startswith("2026-01-01 00:00:02")
+    assert len(segments) == 3 and segments[1]["lower"]["datetime"].startswith("2026-01-01T00:00:02")
     store, found = _Store(), []
     for segment in segments:
         task = module.ReconcileOperator(task_id="reconcile", segment=segment, **common)
@@ -362,4 +364,4 @@ def test_datetime_and_binary_keys_survive_saved_progress(pair: Pair, monkeypatch
     assert sorted(e["srcColumn"]["v"] for e in found) == ["17", "4444"]
 
     uuid = bytes(range(16))
-    assert module._key_sql(json.loads(json.dumps(module._key_json(uuid)))) == uuid
+    assert decode_value(json.loads(json.dumps(encode_value(uuid)))) == uuid

@@ -132,9 +132,9 @@ def test_id_gaps_of_millions_cost_nothing(pair: Pair) -> None:
         pair.src.execute("INSERT INTO `user` (id, number, name) VALUES (%s, %s, %s)", (row_id, f"n{row_id}", "x"))
     result = pair.run()
     assert result.partitions == [
-        {"kind": "ids", "after": 0, "upto": 2},
-        {"kind": "ids", "after": 2, "upto": 7_000_000},
-        {"kind": "ids", "after": 7_000_000, "upto": 9_999_999},
+        {"version": 1, "kind": "ids", "after": 0, "upto": 2},
+        {"version": 1, "kind": "ids", "after": 2, "upto": 7_000_000},
+        {"version": 1, "kind": "ids", "after": 7_000_000, "upto": 9_999_999},
     ]
     assert sorted(int(b["srcColumn"]["id"]) for b in pair.callbacks()) == [1, 2, 3_000_000, 7_000_000, 9_999_999]
 
@@ -147,7 +147,7 @@ def test_cursor_advances_and_only_new_ids_are_checked(pair: Pair) -> None:
     pair.add_source(("c", "3", None, None, None))
     second = pair.run()
     assert [b["byValue"] for b in pair.callbacks()] == ["c"]
-    assert second.partitions == [{"kind": "ids", "after": 2, "upto": 3}]
+    assert second.partitions == [{"version": 1, "kind": "ids", "after": 2, "upto": 3}]
 
     third = pair.run()
     assert third.partitions == [] and pair.callbacks() == []
@@ -162,7 +162,7 @@ def test_a_retried_run_gets_the_same_claim(pair: Pair) -> None:
     again = pair.run(logical_date=when)  # same run id: the scan runs again, as on a retry
 
     assert again.run_id == first.run_id
-    assert again.partitions == first.partitions == [{"kind": "ids", "after": 0, "upto": 2}]
+    assert again.partitions == first.partitions == [{"version": 1, "kind": "ids", "after": 0, "upto": 2}]
     assert insert_cursor(pair)["cursor"] == 2  # id 3 is left for the next run, not skipped
     assert sorted(b["byValue"] for b in pair.callbacks()) == ["a", "b"]
     pair.run()
@@ -281,6 +281,38 @@ def test_unsortable_string_format_is_a_clear_error(pair: Pair) -> None:
     assert result.task_states[("scan_update", -1)] == "failed"
 
 
+def test_a_failing_compare_stops_its_reader_threads_before_closing_their_connections(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The source is read ahead in a thread: when the comparison fails, that thread must be gone
+    before the connection it reads on is closed (the same for the destination lookup threads)."""
+    import threading
+
+    from cupid_airflow.core.compare import PairComparer
+    from cupid_airflow.core.state import id_partition
+    from cupid_airflow.hooks.table import Table
+    from cupid_airflow.operators.compare import CompareOperator
+
+    pair.add_source(*[(f"n{i:05d}", "x", None, None, None) for i in range(30_000)])  # six 5,000-row batches
+    before = set(threading.enumerate())
+    alive_at_close: list[list[str]] = []
+    close = Table.close
+
+    def recording_close(self: Table) -> None:
+        alive_at_close.append([t.name for t in threading.enumerate() if t not in before and t.is_alive()])
+        close(self)
+
+    def failing_compare(self: PairComparer, src_rows: Any, des_rows: Any) -> Any:
+        raise RuntimeError("the comparison failed")
+
+    monkeypatch.setattr(Table, "close", recording_close)
+    monkeypatch.setattr(PairComparer, "compare", failing_compare)
+    task = CompareOperator(task_id="compare", config_file=str(pair.config_path), partition=id_partition(0, 30_000))
+    with pytest.raises(RuntimeError, match="the comparison failed"):
+        task.execute({})  # type: ignore[arg-type]
+    assert len(alive_at_close) >= 2 and alive_at_close == [[]] * len(alive_at_close)
+
+
 def test_update_window_partitions_share_no_row(pair: Pair) -> None:
     pair.configure(chunkSize=3, src={"insert": False, "update": True, "updateColumn": "update_time"}, schedule=3600)
     stamps = ["2026-04-01 00:00:01"] * 5 + [f"2026-04-01 00:{m:02d}:00" for m in range(10, 20)]
@@ -288,7 +320,7 @@ def test_update_window_partitions_share_no_row(pair: Pair) -> None:
     result = pair.run(logical_date=datetime(2026, 4, 1, 1, tzinfo=UTC))
     numbers = [b["byValue"] for b in pair.callbacks()]
     assert sorted(numbers) == [f"n{i:02d}" for i in range(15)]  # every row once, none twice
-    windows = [(p["since"], p["until"]) for p in result.partitions]
+    windows = [(p["since"]["datetime"], p["until"]["datetime"]) for p in result.partitions]
     assert windows[0] == ("2026-03-31T23:59:55", "2026-04-01T00:10:00")  # the 5 rows sharing a stamp stay together
     assert windows[1:] == [
         ("2026-04-01T00:10:00", "2026-04-01T00:13:00"),
@@ -314,7 +346,9 @@ def test_continuous_schedule_keeps_its_own_high_water_mark(pair: Pair) -> None:
     pair.add_source(("ancient", "x", None, None, None, now - timedelta(days=1)))
     pair.run()
     assert sorted(pair.by_number()) == ["recent"]
-    mark = datetime.fromisoformat(Variable.get(f"cupid.{pair.dag_id}.update_hwm"))
+    saved = Variable.get(f"cupid.{pair.dag_id}.update_hwm", deserialize_json=True)
+    assert saved["version"] == 1
+    mark = datetime.fromisoformat(saved["until"])
     assert mark >= now.replace(tzinfo=UTC)
 
     # A row stamped after the mark (a run that was late, say) is found by the next run.
@@ -329,7 +363,7 @@ def test_backfill_runs_check_exactly_their_interval() -> None:
     from cupid_airflow.operators.scan_update import ScanUpdateOperator
 
     op = ScanUpdateOperator(task_id="scan_update", config_file="unused.json")
-    op.__dict__["config"] = SimpleNamespace(src=SimpleNamespace(update_scan_second=5))
+    op.__dict__["pair"] = SimpleNamespace(config=SimpleNamespace(src=SimpleNamespace(update_scan_second=5)))
     start, end = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, 1, tzinfo=UTC)
     context: Any = {
         "params": {},

@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from typing import Any
 
 import pytest
 from werkzeug import Request, Response
@@ -118,7 +119,7 @@ def test_a_reconcile_killed_mid_segment_resumes_on_its_next_try(pair: Pair, monk
     # Small chunks: the segment takes long enough to be killed after its first save.
     pair.configure(reconcile={"segmentRows": rows, "targetQuerySeconds": 0.000001})
     dag_id = f"{pair.dag_id}_reconcile"
-    save_often = "import cupid_airflow.operators.reconcile as r; r.SAVE_EVERY_SECONDS = 0\n"  # a save per chunk
+    save_often = "import cupid_airflow.core.reconcile as r; r.SAVE_EVERY_SECONDS = 0\n"  # a save per chunk
     child = subprocess.Popen(
         [sys.executable, "-c", save_often + CHILD, str(REPO / "dags" / "cupid_dags.py"), dag_id],
         env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
@@ -142,17 +143,16 @@ def test_a_reconcile_killed_mid_segment_resumes_on_its_next_try(pair: Pair, monk
     progress = saved()
     assert progress is not None and progress["position"] is not None
 
-    from cupid_airflow.operators.reconcile import ReconcileOperator
+    from cupid_airflow.core.reconcile import SegmentWalk
 
     lowers: list[object] = []
-    original = ReconcileOperator._compare_rows
+    original = SegmentWalk.read_chunk
 
-    def recording(self: object, source: object, target: object, pool: object, comparer: object, lower: object,
-                  upper: object) -> object:  # fmt: skip
+    def recording(self: SegmentWalk, pool: Any, lower: Any, upper: Any) -> Any:
         lowers.append(lower)
-        return original(self, source, target, pool, comparer, lower, upper)  # type: ignore[arg-type]
+        return original(self, pool, lower, upper)
 
-    monkeypatch.setattr(ReconcileOperator, "_compare_rows", recording)  # the retry runs in this process
+    monkeypatch.setattr(SegmentWalk, "read_chunk", recording)  # the retry runs in this process
     retry_killed_task(dag_id, "reconcile")
     with create_session() as session:
         run = session.scalars(select(DagRun).where(DagRun.dag_id == dag_id)).one()

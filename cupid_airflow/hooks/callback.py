@@ -4,16 +4,18 @@ A destination names either an Airflow HTTP connection (``httpConnId``: base URL,
 headers and TLS/proxy options in extras) or a plain URL. One aiohttp session with a bounded pool
 of keep-alive connections serves every POST of a task; an event loop keeps ``workerNumber``
 requests in flight with a fraction of the CPU that a thread per request costs (see
-``bench/callback_delivery.py``: about 8x the events/s of a requests.Session in threads).
+``bench/callback_delivery.py``: about 8x the events/s of a requests.Session in threads). What an
+answer means, and the loop itself, are :mod:`cupid_airflow.core.delivery`'s.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
+import ssl
 import time
-from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -21,42 +23,46 @@ import aiohttp
 from airflow.providers.http.hooks.http import HttpAsyncHook, SessionConfig
 from airflow.sdk.log import mask_secret
 
+from cupid_airflow.core.delivery import Answer, Sender, SendFailed
+from cupid_airflow.core.errors import PermanentError
+from cupid_airflow.core.state import Event
 from cupid_airflow.signing import signature_headers
 
-__all__ = ["CONTENT_TYPE", "CallbackHook", "Delivery", "event_body"]
+__all__ = ["CONTENT_TYPE", "CallbackConfigError", "CallbackHook", "event_body"]
 
 CONTENT_TYPE = "application/json;charset=UTF-8"
 #: Connection extra holding a Standard Webhooks secret; removed before extras become headers.
 SECRET_EXTRA = "webhook_secret"
-#: The longest Retry-After waited for inside one try; longer ones are left to the task retry.
-MAX_RETRY_AFTER_SECONDS = 60.0
-#: How many times one event is re-sent inside a try after a 429/503 with Retry-After.
-MAX_THROTTLED_ATTEMPTS = 5
+#: Connection extras HttpAsyncHook hands over as request options and that a callback honours.
+#: ``stream`` and ``check_response`` are refused: a callback reads its small answer whole, and a
+#: non-2xx answer is never raised but judged (retry, wait, or 410 gone).
+_HONOURED = frozenset({"timeout", "verify_ssl", "cert", "proxy", "allow_redirects", "max_redirects", "trust_env"})
+_REFUSED = {
+    "stream": "callbacks read the receiver's short answer whole",
+    "check_response": "cupid judges every answer itself (2xx delivered, 410 gone, 429/503 Retry-After, else retried)",
+}
 
 
-def event_body(event: dict[str, Any]) -> bytes:
+class CallbackConfigError(PermanentError):
+    """An HTTP connection setting a callback cannot honour: fix the connection, retrying won't."""
+
+
+def event_body(event: Event) -> bytes:
     """The JSON body of an event, as sent and as signed: compact, UTF-8, keys in event order."""
     return json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """What became of one event: ``delivered``, ``failed`` (try again later) or ``gone`` (410: never)."""
+@dataclass
+class _Settings:
+    """Everything one delivery session needs, resolved once."""
 
-    outcome: str
-    detail: str = ""
-    connection_problem: bool = False
-
-
-def _retry_after(value: str | None) -> float | None:
-    if value is None:
-        return None
-    if value.strip().isdigit():
-        return float(value)
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
+    url: str
+    headers: dict[str, str]
+    auth: aiohttp.BasicAuth | None
+    timeout: float
+    ssl: ssl.SSLContext | bool = True
+    trust_env: bool = False
+    request: dict[str, Any] = field(default_factory=dict)  # per-POST options: proxy, redirects
 
 
 class CallbackHook(HttpAsyncHook):
@@ -64,7 +70,10 @@ class CallbackHook(HttpAsyncHook):
 
     :param url: the full callback URL, when there is no connection; or, with ``http_conn_id``,
         the path on that connection.
-    :param http_conn_id: an Airflow HTTP connection; its extra ``webhook_secret`` signs requests.
+    :param http_conn_id: an Airflow HTTP connection; its extra ``webhook_secret`` signs requests,
+        ``timeout``, ``verify``/``verify_ssl`` (false, or a CA bundle path), ``cert`` (a PEM
+        path, or [cert, key]), ``proxy``/``proxies``, ``allow_redirects``, ``max_redirects`` and
+        ``trust_env`` are honoured; other extras are sent as headers, as HttpHook does.
     :param secret: a ``whsec_...`` secret that signs requests (the config's, which wins).
     :param concurrency: requests in flight at once, and keep-alive connections kept.
     :param timeout: seconds to wait for the receiver.
@@ -80,92 +89,108 @@ class CallbackHook(HttpAsyncHook):
         timeout: float = 3.0,
     ) -> None:
         super().__init__(method="POST", http_conn_id=http_conn_id or "")
-        self._url = url or ""
+        self.path_or_url = url or ""
         self.secret = secret
         self.concurrency = concurrency
         self.timeout = timeout
 
-    async def config(self) -> SessionConfig:
-        """The connection's settings, or the URL's; a ``webhook_secret`` extra is taken, never sent."""
+    async def settings(self) -> _Settings:
+        """The session's settings from the connection (through HttpAsyncHook's public ``config``) or the URL."""
         if not self.http_conn_id:
-            parts = urlsplit(self._url)
+            parts = urlsplit(self.path_or_url)
             auth = None
             if parts.username:
                 if parts.password:
                     mask_secret(parts.password)
                 auth = aiohttp.BasicAuth(parts.username, parts.password or "")
             netloc = parts.hostname + (f":{parts.port}" if parts.port else "") if parts.hostname else ""
-            self._config = SessionConfig(base_url=f"{parts.scheme}://{netloc}", headers={}, auth=auth, extra_options={})
-            return self._config
-        config = await super().config()
-        headers = dict(config.headers or {})
+            url = f"{parts.scheme}://{netloc}{parts.path}" + (f"?{parts.query}" if parts.query else "")
+            return _Settings(url=url, headers={}, auth=auth, timeout=self.timeout)
+        config: SessionConfig = await self.config()
+        headers = {str(k): str(v) for k, v in (config.headers or {}).items()}
         secret = headers.pop(SECRET_EXTRA, None)
         if secret:
             mask_secret(secret)
             self.secret = self.secret or secret
-        self._config = SessionConfig(
-            base_url=config.base_url, headers=headers, auth=config.auth, extra_options=config.extra_options
+        base, path = config.base_url.rstrip("/"), self.path_or_url
+        settings = _Settings(
+            url=f"{base}/{path.lstrip('/')}" if path else base, headers=headers, auth=config.auth, timeout=self.timeout
         )
-        return self._config
+        self._apply_extras(settings, dict(config.extra_options or {}))
+        return settings
 
-    def url(self, config: SessionConfig) -> str:
-        if not self.http_conn_id:
-            parts = urlsplit(self._url)
-            return config.base_url + parts.path + (f"?{parts.query}" if parts.query else "")
-        base, path = config.base_url.rstrip("/"), self._url
-        return f"{base}/{path.lstrip('/')}" if path else base
-
-    async def open(self) -> tuple[aiohttp.ClientSession, str, dict[str, Any]]:
-        """A pooled session, the URL to POST to, and per-request options (timeout, TLS, proxy)."""
-        config = await self.config()
-        extra = config.extra_options or {}
-        timeout = float(extra.get("timeout", self.timeout))
-        options: dict[str, Any] = {}
-        if extra.get("verify_ssl") is False or extra.get("verify") is False:
-            options["ssl"] = False
+    def _apply_extras(self, settings: _Settings, extra: dict[str, Any]) -> None:
+        where = f"HTTP connection {self.http_conn_id!r}, extra"
+        for key, why in _REFUSED.items():
+            if key in extra:
+                raise CallbackConfigError(f"{where} {key!r} is not supported for callbacks: {why}; remove it")
+        unknown = sorted(set(extra) - _HONOURED)
+        if unknown:  # a provider release that learnt a new option: refuse rather than ignore it
+            raise CallbackConfigError(f"{where} {', '.join(map(repr, unknown))} is not supported for callbacks")
+        if "timeout" in extra:
+            settings.timeout = float(extra["timeout"])
+        settings.ssl = _tls(where, extra.get("verify_ssl"), extra.get("cert"))
+        if extra.get("trust_env") is not None:
+            settings.trust_env = bool(extra["trust_env"])
         if extra.get("proxy"):
             proxy = extra["proxy"]
-            options["proxy"] = proxy.get("https") or proxy.get("http") if isinstance(proxy, dict) else proxy
-        session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=self.concurrency, limit_per_host=self.concurrency),
-            timeout=aiohttp.ClientTimeout(total=timeout),
-            headers={**(config.headers or {}), "Content-Type": CONTENT_TYPE},
-            auth=config.auth,
-        )
-        self.timeout = timeout
-        return session, self.url(config), options
+            scheme = urlsplit(settings.url).scheme
+            settings.request["proxy"] = proxy.get(scheme) or proxy.get("all") if isinstance(proxy, dict) else proxy
+        if extra.get("allow_redirects") is not None:
+            settings.request["allow_redirects"] = bool(extra["allow_redirects"])
+        if extra.get("max_redirects") is not None:
+            settings.request["max_redirects"] = int(extra["max_redirects"])
 
-    async def deliver(
-        self, session: aiohttp.ClientSession, url: str, event: dict[str, Any], options: dict[str, Any]
-    ) -> Delivery:
-        """POST one event; wait out a short Retry-After (429/503) and try again, a few times."""
-        body = event_body(event)
-        for _ in range(MAX_THROTTLED_ATTEMPTS):
+    @asynccontextmanager
+    async def sender(self) -> AsyncIterator[tuple[Sender, str]]:
+        """A pooled keep-alive session as a :data:`~cupid_airflow.core.delivery.Sender`, and the
+        URL it posts to."""
+        settings = await self.settings()
+        self.timeout = settings.timeout
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=self.concurrency, limit_per_host=self.concurrency, ssl=settings.ssl),
+            timeout=aiohttp.ClientTimeout(total=settings.timeout),
+            headers={**settings.headers, "Content-Type": CONTENT_TYPE},
+            auth=settings.auth,
+            trust_env=settings.trust_env,
+        )
+
+        async def send(event: Event) -> Answer:
+            body = event_body(event)
             headers = (
                 signature_headers(self.secret, event["eventId"], int(time.time()), body)
                 if self.secret
                 else {"webhook-id": event["eventId"]}
             )
             try:
-                async with session.post(url, data=body, headers=headers, **options) as response:
-                    status, text, retry_after = (
-                        response.status,
-                        await response.text(),
-                        response.headers.get("Retry-After"),
-                    )
+                async with session.post(settings.url, data=body, headers=headers, **settings.request) as response:
+                    return Answer(response.status, await response.text(), response.headers.get("Retry-After"))
             except TimeoutError:
-                return Delivery("failed", f"no answer within {self.timeout:g} s", connection_problem=True)
+                raise SendFailed(f"no answer within {settings.timeout:g} s") from None
             except aiohttp.ClientConnectionError as e:
-                return Delivery("failed", f"cannot connect: {type(e).__name__}", connection_problem=True)
+                raise SendFailed(f"cannot connect: {type(e).__name__}") from None
             except aiohttp.ClientError as e:
-                return Delivery("failed", f"{type(e).__name__}: {e}")
-            if 200 <= status < 300:
-                return Delivery("delivered")
-            if status == 410:
-                return Delivery("gone", f"HTTP 410 Gone: {text[:200]}")
-            wait = _retry_after(retry_after) if status in (429, 503) else None
-            if wait is None or wait > MAX_RETRY_AFTER_SECONDS:
-                suffix = f", Retry-After {wait:g} s" if wait is not None else ""
-                return Delivery("failed", f"HTTP {status}{suffix}: {text[:200]}")
-            await asyncio.sleep(wait)
-        return Delivery("failed", f"still throttled after {MAX_THROTTLED_ATTEMPTS} attempts")
+                raise SendFailed(f"{type(e).__name__}: {e}", connection_problem=False) from None
+
+        async with session:
+            yield send, settings.url
+
+
+def _tls(where: str, verify: Any, cert: Any) -> ssl.SSLContext | bool:
+    """aiohttp's ``ssl`` argument for ``verify``/``verify_ssl`` and ``cert`` (as in requests)."""
+    if verify in (None, True) and cert is None:
+        return True
+    if verify is False and cert is None:
+        return False
+    cafile = verify if isinstance(verify, str) else None
+    try:
+        context = ssl.create_default_context(cafile=cafile)
+        if verify is False:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        if cert is not None:
+            certfile, keyfile = (cert, None) if isinstance(cert, str) else (cert[0], cert[1])
+            context.load_cert_chain(certfile, keyfile)
+    except (OSError, ssl.SSLError, IndexError, TypeError) as e:
+        raise CallbackConfigError(f"{where} 'cert'/'verify': cannot load ({type(e).__name__}: {e})") from None
+    return context

@@ -16,12 +16,11 @@ from airflow.providers.mysql.hooks.mysql import MySqlHook
 from airflow.sdk import BaseHook
 
 from cupid_airflow.config import Destination, Source
+from cupid_airflow.core.compare import ID_COLUMN
+from cupid_airflow.core.reconcile import checksum_sql, fold_checksum, key_range
 from cupid_airflow.hooks.connections import connection_from_dsn
 
 __all__ = ["ID_COLUMN", "CupidMySqlHook", "Table", "db_hook"]
-
-#: cupid watches tables by their integer auto-increment id, as cupid-go does.
-ID_COLUMN = "id"
 
 
 class CupidMySqlHook(MySqlHook):
@@ -163,6 +162,18 @@ class Table:
         cols = ", ".join(self.quote(c) for c in columns)
         order = f" ORDER BY {self.quote(order_by)}" if order_by else ""
         return f"SELECT {cols} FROM {self.quoted} WHERE {where}{order}"
+
+    def checksum(self, key_column: str, columns: Sequence[str], lower: Any, upper: Any) -> tuple[int, int] | None:
+        """``(count, sum)`` over ``lower <= key < upper`` (reconcile's formula), or None when this
+        database has no hash function."""
+        where, params = key_range(self.quote(key_column), self.placeholder, lower, upper)
+        sql = checksum_sql(self.kind, self.quoted, [self.quote(c) for c in columns], where)
+        return None if sql is None else fold_checksum(self.fetch_all(sql, params)[0])
+
+    def rows_in_range(self, key_column: str, columns: Sequence[str], lower: Any, upper: Any) -> list[tuple[Any, ...]]:
+        """``columns`` of the rows with ``lower <= key < upper`` (None: unbounded, NULL keys never)."""
+        where, params = key_range(self.quote(key_column), self.placeholder, lower, upper)
+        return self.fetch_all(self.select_sql(columns, where), params)
 
     def rows_with_keys(self, key_column: str, columns: Sequence[str], keys: Sequence[Any]) -> list[tuple[Any, ...]]:
         """``(key, *columns)`` of the rows whose ``key_column`` is one of ``keys``: one ``IN`` query."""

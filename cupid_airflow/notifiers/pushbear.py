@@ -6,8 +6,10 @@ from functools import cached_property
 from typing import Any
 
 from airflow.sdk import BaseNotifier
+from airflow.sdk.exceptions import AirflowFailException
 
 from cupid_airflow.config import ConfigError, load_config
+from cupid_airflow.exceptions import CallbackDeliveryError, ReceiverGoneError
 from cupid_airflow.hooks.pushbear import PushBearHook
 
 __all__ = ["PushBearNotifier", "send_pushbear_notification"]
@@ -84,8 +86,10 @@ class PushBearNotifier(BaseNotifier):
         try_number = getattr(ti, "try_number", None)
         retries = getattr(task, "retries", None)
         error = context.get("exception")
-        waiting = getattr(task, "undelivered", None)
-        final = try_number is not None and retries is not None and try_number > retries
+        waiting = error.undelivered if isinstance(error, CallbackDeliveryError | ReceiverGoneError) else None
+        final = isinstance(error, AirflowFailException) or (
+            try_number is not None and retries is not None and try_number > retries
+        )
         title = f"cupid: {dag_id}.{task_id} {'失败 failed for good' if final else '失败 failed'}"
         lines = [
             f"- DAG: `{dag_id}`",

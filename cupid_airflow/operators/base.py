@@ -1,17 +1,45 @@
-"""What every cupid operator holds: the config file and which destination of it is its pair."""
+"""What every cupid operator holds: the config file, which destination of it is its pair, and the
+rule that turns failures no retry can fix into a failure at once."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from functools import cached_property
-from typing import Any
+from typing import Any, TypeVar
 
-from airflow.sdk import BaseOperator
+from airflow.sdk import BaseOperator, Context, Variable
 from airflow.sdk.log import mask_secret
 
-from cupid_airflow.config import CupidConfig, Destination, load_config
-from cupid_airflow.hooks.table import Table, db_hook
+from cupid_airflow.config import ConfigError, CupidConfig
+from cupid_airflow.core.errors import permanent_reason
+from cupid_airflow.core.state import StateError
+from cupid_airflow.exceptions import CupidFailure
+from cupid_airflow.pair import SyncPair
 
-__all__ = ["CupidOperator"]
+__all__ = ["CupidOperator", "VariableStore"]
+
+_T = TypeVar("_T")
+
+
+class VariableStore:
+    """Airflow Variables as a :class:`cupid_airflow.core.state.Store` (JSON values; a bare string
+    written before the state was versioned reads as that string)."""
+
+    def get(self, key: str, default: Any = None) -> Any:
+        raw = Variable.get(key, default=None)
+        if raw is None:
+            return default
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return raw
+
+    def set(self, key: str, value: Any) -> None:
+        Variable.set(key, value, serialize_json=True)
+
+    def delete(self, key: str) -> None:
+        Variable.delete(key)
 
 
 class CupidOperator(BaseOperator):
@@ -21,35 +49,55 @@ class CupidOperator(BaseOperator):
     in the metadata database, and a config holds passwords. The config is read again when the task
     runs, which is also when the worker re-parses the DAG file.
 
+    Subclasses implement :meth:`run`. An error that no retry can fix (see
+    :func:`cupid_airflow.core.errors.permanent_reason`) fails the task at once, with the alert,
+    instead of spending its retries.
+
     :param config_file: path of the cupid JSON config.
     :param destination: index of the destination in the config's ``des`` list.
+    :param pair_id: the pair's scan DAG id (default: this DAG's id), part of every event id.
     """
 
     template_fields = ()
     ui_color = "#f2e6ff"
 
-    def __init__(self, *, config_file: str, destination: int = 0, **kwargs: Any) -> None:
+    def __init__(self, *, config_file: str, destination: int = 0, pair_id: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.config_file = config_file
         self.destination = destination
+        self.pair_id = pair_id
 
     @cached_property
-    def config(self) -> CupidConfig:
-        config = load_config(self.config_file)
-        for secret in config.secrets():
+    def pair(self) -> SyncPair:
+        pair = SyncPair.load(self.config_file, self.destination, self.pair_id or self.dag_id)
+        for secret in pair.config.secrets():
             mask_secret(secret)
-        return config
+        return pair
 
     @property
-    def des(self) -> Destination:
-        return self.config.des[self.destination]
+    def config(self) -> CupidConfig:
+        return self.pair.config
 
-    def source_table(self) -> Table:
-        return Table(db_hook(self.config.src, f"cupid_{self.dag_id}_src"), self.config.src.table)
+    @cached_property
+    def variables(self) -> VariableStore:
+        return VariableStore()
 
-    def destination_table(self) -> Table:
-        return Table(db_hook(self.des, f"cupid_{self.dag_id}_des"), self.des.table)
+    def execute(self, context: Context) -> Any:
+        return self.guarded(self.run, context)
 
-    def state_key(self, name: str) -> str:
-        """The Airflow Variable that keeps this DAG's ``name`` state (insert cursor, update high-water mark)."""
-        return f"cupid.{self.dag_id}.{name}"
+    def run(self, context: Context) -> Any:
+        raise NotImplementedError
+
+    def guarded(self, method: Callable[[Context], _T], context: Context) -> _T:
+        """``method(context)``, with failures no retry can fix raised as :class:`CupidFailure`."""
+        try:
+            return method(context)
+        except CupidFailure:
+            raise
+        except (ConfigError, StateError) as e:
+            raise CupidFailure(str(e)) from None
+        except Exception as e:
+            reason = permanent_reason(e)
+            if reason is None:
+                raise
+            raise CupidFailure(f"{reason} (retrying cannot fix this: check the config and the tables)") from e

@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from airflow.sdk import Context, Variable
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk import Context
 
+from cupid_airflow.core.partitions import window_partitions
+from cupid_airflow.core.state import WindowPartition, read_insert_cursor, read_update_mark, write_update_mark
+from cupid_airflow.exceptions import CupidFailure
 from cupid_airflow.operators.base import CupidOperator
-from cupid_airflow.partitions import ColumnTime, time_kind, window_partitions
 
 __all__ = ["ScanUpdateOperator"]
 
@@ -20,7 +21,7 @@ def _instant(value: Any, name: str) -> datetime:
     try:
         parsed = datetime.fromisoformat(str(value))
     except ValueError:
-        raise AirflowFailException(f"{name}={value!r} is not an ISO 8601 date-time") from None
+        raise CupidFailure(f"{name}={value!r} is not an ISO 8601 date-time") from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
@@ -29,38 +30,34 @@ class ScanUpdateOperator(CupidOperator):
 
     The window is the run's data interval, reaching back ``updateScanSecond`` before its start so
     a row committed late is still seen. Scheduled and manual runs also reach back to where the
-    previous one ended (the high-water mark in the Variable ``cupid.<dag_id>.update_hwm``), so a
-    scheduler outage loses nothing even without catchup; ``@continuous`` runs, which have no
-    interval, use the mark alone. Backfill runs check exactly their interval. Run parameters
-    ``since``/``until`` (ISO date-times) re-check an arbitrary window.
+    previous one ended (the :class:`~cupid_airflow.core.state.UpdateMark` in the Variable
+    ``cupid.<dag_id>.update_hwm``), so a scheduler outage loses nothing even without catchup;
+    ``@continuous`` runs, which have no interval, use the mark alone. Backfill runs check exactly
+    their interval. Run parameters ``since``/``until`` (ISO date-times) re-check any window.
 
-    Window bounds are converted to ``src.timezone`` and written as the column stores time:
-    DATETIME/TIMESTAMP as typed values, strings in ``updateTimeFormate``, integers as epoch
-    seconds or milliseconds.
+    Window bounds are converted to ``src.timezone`` and written as the column stores time
+    (:meth:`cupid_airflow.pair.SyncPair.column_time`).
     """
 
     ui_color = "#d9ecf2"
 
-    def execute(self, context: Context) -> list[dict[str, Any]]:
-        src = self.config.src
-        assert src.update_column is not None
+    def run(self, context: Context) -> list[WindowPartition]:
+        pair = self.pair
+        assert pair.src.update_column is not None
         since, until, moves_mark = self._window(context)
-        with self.source_table() as table:
-            sample = table.first_not_null(src.update_column)
-            if sample is None:
-                self.log.info("%s has no rows with %s set: nothing to scan", src.table, src.update_column)
-                parts: list[dict[str, Any]] = []
+        with pair.source_table() as table:
+            writer = pair.column_time(table)
+            if writer is None:
+                self.log.info("%s has no rows with %s set: nothing to scan", pair.src.table, pair.src.update_column)
+                parts: list[WindowPartition] = []
             else:
-                try:
-                    writer = ColumnTime(time_kind(sample), src.timezone, src.time_format)
-                except (TypeError, ValueError) as e:
-                    raise AirflowFailException(f"src.updateColumn {src.update_column!r}: {e}") from None
                 low, high = writer.lower(since), writer.upper(until)
                 self.log.info(
                     "Window %s .. %s (UTC) is %r .. %r in %s (%s column)",
-                    since.isoformat(), until.isoformat(), low, high, src.timezone, writer.vtype,
+                    since.isoformat(), until.isoformat(), low, high, pair.src.timezone, writer.vtype,
                 )  # fmt: skip
-                parts = window_partitions(table, src.update_column, writer.vtype, low, high, self.config.chunk_size)
+                column, chunk = pair.src.update_column, self.config.chunk_size
+                parts = window_partitions(table, column, writer.vtype, low, high, chunk)
         claim = self._insert_claim(context["run_id"])
         if claim is not None:
             for part in parts:  # scan_insert's partitions of this run already compare these rows
@@ -76,18 +73,17 @@ class ScanUpdateOperator(CupidOperator):
         back = timedelta(seconds=self.config.src.update_scan_second)
         if params.get("since") is not None or params.get("until") is not None:
             if params.get("since") is None or params.get("until") is None:
-                raise AirflowFailException("give both 'since' and 'until' to re-check a window")
+                raise CupidFailure("give both 'since' and 'until' to re-check a window")
             since, until = _instant(params["since"], "since"), _instant(params["until"], "until")
             if until <= since:
-                raise AirflowFailException(f"until ({until}) must be after since ({since})")
+                raise CupidFailure(f"until ({until}) must be after since ({since})")
             return since, until, False
         start: datetime | None = context.get("data_interval_start")
         end: datetime | None = context.get("data_interval_end")
         dag_run = context["dag_run"]
         if str(dag_run.run_type).lower().endswith("backfill") and start is not None and end is not None:
             return start - back, end, False
-        mark_value = Variable.get(self.state_key("update_hwm"), default=None)
-        mark = _instant(mark_value, "update_hwm") if mark_value else None
+        mark = read_update_mark(self.variables, self.pair.pair_id)
         if start is None or end is None or end <= start:  # @continuous, or a run without an interval
             end = datetime.now(UTC)
             start = mark or end - timedelta(seconds=max(60, self.config.src.update_interval_millisecond / 1000))
@@ -99,12 +95,10 @@ class ScanUpdateOperator(CupidOperator):
     def _insert_claim(self, run_id: str) -> list[int] | None:
         if not self.config.src.insert:
             return None
-        state = Variable.get(self.state_key("insert_cursor"), default=None, deserialize_json=True) or {}
-        claim = state.get("claims", {}).get(run_id)
+        claim = read_insert_cursor(self.variables, self.pair.pair_id)["claims"].get(run_id)
         return claim if claim and claim[0] < claim[1] else None
 
     def _advance_mark(self, until: datetime) -> None:
-        key = self.state_key("update_hwm")
-        current = Variable.get(key, default=None)
-        if current is None or _instant(current, key) < until:
-            Variable.set(key, until.isoformat())
+        current = read_update_mark(self.variables, self.pair.pair_id)
+        if current is None or current < until:
+            write_update_mark(self.variables, self.pair.pair_id, until)

@@ -16,9 +16,29 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, cast
 
-__all__ = ["EVENT_DIFFERENT", "EVENT_GONE", "EVENT_MISSING", "PairComparer", "to_text", "values_equal"]
+from cupid_airflow.core.state import Event
+
+__all__ = [
+    "BATCH_SIZE",
+    "EVENT_DIFFERENT",
+    "EVENT_GONE",
+    "EVENT_MISSING",
+    "ID_COLUMN",
+    "LOOKUP_THREADS",
+    "PairComparer",
+    "to_text",
+    "values_equal",
+]
+
+#: cupid watches tables by their integer auto-increment id, as cupid-go does.
+ID_COLUMN = "id"
+#: Rows per source fetch and keys per destination ``IN`` lookup (and per minAgeSeconds re-check).
+BATCH_SIZE = 5000
+#: Destination lookups in flight at once, each on its own connection: while the server resolves
+#: one batch's keys, the client converts another's rows and compares a third.
+LOOKUP_THREADS = 3
 
 EVENT_MISSING = 1  # no destination row has the source row's key
 EVENT_DIFFERENT = 2  # a destination row exists, and a mapped column differs
@@ -154,13 +174,13 @@ class PairComparer:
     src_columns: tuple[str, ...]
     des_columns: tuple[str, ...]
 
-    def compare(self, src_rows: Sequence[Sequence[Any]], des_rows: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
+    def compare(self, src_rows: Sequence[Sequence[Any]], des_rows: Sequence[Sequence[Any]]) -> list[Event]:
         """One event per source row that is missing from or different in the destination."""
         keyf = _key_function([r[1] for r in src_rows[:64]], [r[0] for r in des_rows[:64]])
         by_key: dict[Hashable, list[tuple[Any, ...]]] = {}
         for row in des_rows:
             by_key.setdefault(keyf(row[0]), []).append(tuple(row[1:]))
-        events = []
+        events: list[Event] = []
         for row in src_rows:
             values = tuple(row[2:])
             candidates = by_key.get(keyf(row[1])) if row[1] is not None else None
@@ -181,7 +201,7 @@ class PairComparer:
                 events.append(self._event(EVENT_DIFFERENT, row, best[0], best[1]))
         return events
 
-    def diff(self, src_rows: Sequence[Sequence[Any]], des_rows: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
+    def diff(self, src_rows: Sequence[Sequence[Any]], des_rows: Sequence[Sequence[Any]]) -> list[Event]:
         """Types 1, 2 and 3 for two sides holding the same key range (reconcile's read path).
 
         One dict of the destination by key, one pass over the source popping from it, and what is
@@ -193,7 +213,7 @@ class PairComparer:
         repeated = len(des_map) != len(des_rows) or len({r[1] for r in src_rows}) != len(src_rows)
         if repeated or len(types) > 1 or None in des_map:
             return self.compare(src_rows, des_rows) + self.gone([r[1] for r in src_rows], des_rows)
-        events = []
+        events: list[Event] = []
         pop = des_map.pop
         for row in src_rows:
             des_values = pop(row[1], None)  # the values are tuples, never None
@@ -208,11 +228,11 @@ class PairComparer:
             events.extend(self.gone([], [(key, *values) for key, values in des_map.items()]))
         return events
 
-    def gone(self, src_keys: Sequence[Any], des_rows: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
+    def gone(self, src_keys: Sequence[Any], des_rows: Sequence[Sequence[Any]]) -> list[Event]:
         """One type-3 event per destination row ``(key, *columns)`` whose key is not among ``src_keys``."""
         keyf = _key_function(list(src_keys[:64]), [r[0] for r in des_rows[:64]])
         present = {keyf(k) for k in src_keys}
-        events = []
+        events: list[Event] = []
         for row in des_rows:
             if row[0] is None or keyf(row[0]) in present:
                 continue
@@ -230,9 +250,7 @@ class PairComparer:
             )
         return events
 
-    def _event(
-        self, kind: int, row: Sequence[Any], des_values: Sequence[Any] | None, differing: list[int]
-    ) -> dict[str, Any]:
+    def _event(self, kind: int, row: Sequence[Any], des_values: Sequence[Any] | None, differing: list[int]) -> Event:
         src_column = {"id": to_text(row[0]), self.src_by_column: to_text(row[1])}
         src_column.update(zip(self.src_columns, map(to_text, row[2:])))
         event: dict[str, Any] = {"type": kind, "srcColumn": src_column}
@@ -243,4 +261,4 @@ class PairComparer:
         if des_column is not None:
             event["desColumn"] = des_column
             event["diffColumns"] = [self.des_columns[i] for i in differing]
-        return event
+        return cast(Event, event)

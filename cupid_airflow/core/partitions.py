@@ -1,15 +1,15 @@
 """Cutting id ranges and update windows into partitions: the unit of work of one mapped ``compare``.
 
-A partition is a small JSON-able dict (it travels through XCom):
-
-* ``{"kind": "ids", "after": a, "upto": b}``: rows with ``a < id <= b``;
-* ``{"kind": "window", "column": c, "vtype": t, "since": x, "until": y}``: rows with
-  ``x <= c < y``, where ``x``/``y`` are written as the column stores time (``vtype``).
+A partition (:class:`~cupid_airflow.core.state.IdPartition` or
+:class:`~cupid_airflow.core.state.WindowPartition`) is a small JSON-able dict that travels through
+XCom: ids ``after < id <= upto``, or rows with ``since <= column < until`` where the bounds are
+written as the column stores time.
 
 Boundaries come from the database's index (``ORDER BY ... LIMIT 1 OFFSET n``), so each partition
 holds about ``chunk`` rows however sparse the ids are: a gap of millions of ids costs nothing.
 No Airflow import: the reader is anything with the two ``nth_*`` methods of
-:class:`cupid_airflow.hooks.table.Table`.
+:class:`BoundaryReader` (:class:`cupid_airflow.hooks.table.Table` in production, a list in the unit
+tests).
 """
 
 from __future__ import annotations
@@ -17,9 +17,11 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
+from cupid_airflow.core.errors import TimeColumnError
+from cupid_airflow.core.state import IdPartition, WindowPartition, id_partition, window_partition
 from cupid_airflow.timeformat import TimeFormat
 
 __all__ = [
@@ -42,36 +44,39 @@ class BoundaryReader(Protocol):
     def nth_in_window(self, column: str, since: Any, until: Any, offset: int) -> Any: ...
 
 
-def merge_to_limit(parts: list[dict[str, Any]], limit: int = MAX_PARTITIONS) -> list[dict[str, Any]]:
+_P = TypeVar("_P", IdPartition, WindowPartition)
+
+
+def merge_to_limit(parts: list[_P], limit: int = MAX_PARTITIONS) -> list[_P]:
     """Join neighbouring partitions until at most ``limit`` remain (bigger partitions, same rows)."""
     if len(parts) <= limit:
         return parts
     group = math.ceil(len(parts) / limit)
     lo_key, hi_key = ("after", "upto") if parts[0]["kind"] == "ids" else ("since", "until")
-    merged = []
+    merged: list[Any] = []
     for i in range(0, len(parts), group):
         chunk = parts[i : i + group]
-        merged.append({**chunk[0], hi_key: chunk[-1][hi_key], lo_key: chunk[0][lo_key]})
+        merged.append({**chunk[0], hi_key: chunk[-1][hi_key], lo_key: chunk[0][lo_key]})  # type: ignore[literal-required]
     return merged
 
 
-def id_partitions(reader: BoundaryReader, after: int, upto: int, chunk: int, column: str) -> list[dict[str, Any]]:
+def id_partitions(reader: BoundaryReader, after: int, upto: int, chunk: int, column: str) -> list[IdPartition]:
     """Partitions of about ``chunk`` rows covering ``after < id <= upto``."""
-    parts: list[dict[str, Any]] = []
+    parts: list[IdPartition] = []
     low = after
     while low < upto:
         high = reader.nth_after(column, low, None, chunk - 1)
         if high is None or high >= upto:
-            parts.append({"kind": "ids", "after": low, "upto": upto})
+            parts.append(id_partition(low, upto))
             break
-        parts.append({"kind": "ids", "after": low, "upto": int(high)})
+        parts.append(id_partition(low, int(high)))
         low = int(high)
     return merge_to_limit(parts)
 
 
 def window_partitions(
     reader: BoundaryReader, column: str, vtype: str, since: Any, until: Any, chunk: int
-) -> list[dict[str, Any]]:
+) -> list[WindowPartition]:
     """Partitions of about ``chunk`` rows covering ``since <= column < until``.
 
     Cuts fall between distinct values only, so rows sharing a timestamp stay together.
@@ -79,34 +84,18 @@ def window_partitions(
     low = reader.nth_in_window(column, since, until, 0)
     if low is None:
         return []  # no row in the window: no compare task at all
-    parts: list[dict[str, Any]] = []
+    parts: list[WindowPartition] = []
     start = since  # the first partition keeps the window's own start
     while True:
         cut = reader.nth_in_window(column, low, until, chunk)
         if cut is not None and cut == low:
             cut = reader.nth_after(column, low, until, 0)  # the next distinct value
         if cut is None:
-            parts.append(_window(column, vtype, start, until))
+            parts.append(window_partition(column, vtype, start, until))
             break
-        parts.append(_window(column, vtype, start, cut))
+        parts.append(window_partition(column, vtype, start, cut))
         start = low = cut
     return merge_to_limit(parts)
-
-
-def _window(column: str, vtype: str, since: Any, until: Any) -> dict[str, Any]:
-    return {"kind": "window", "column": column, "vtype": vtype, "since": to_json(since), "until": to_json(until)}
-
-
-def to_json(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, Decimal):
-        return int(value)
-    return value
-
-
-def from_json(vtype: str, value: Any) -> Any:
-    return datetime.fromisoformat(value) if vtype == "datetime" else value
 
 
 def time_kind(sample: Any) -> str:
@@ -117,7 +106,7 @@ def time_kind(sample: Any) -> str:
         return "text"
     if isinstance(sample, int | Decimal) and not isinstance(sample, bool):
         return "epoch_ms" if abs(int(sample)) >= 100_000_000_000 else "epoch_s"
-    raise TypeError(
+    raise TimeColumnError(
         f"update column values are {type(sample).__name__} ({sample!r}); expected DATETIME/TIMESTAMP, "
         "a string in updateTimeFormate, or epoch seconds/milliseconds"
     )
@@ -128,7 +117,7 @@ class ColumnTime:
 
     def __init__(self, vtype: str, zone: str, fmt: TimeFormat) -> None:
         if vtype == "text" and not fmt.sortable:
-            raise ValueError(
+            raise TimeColumnError(
                 f"updateTimeFormate {fmt.text!r} does not sort as text (it is not zero-padded year-month-day "
                 "hour:minute:second), so a string column in it cannot be range-scanned; store the column in "
                 "a format like 'Y-m-d H:i:s' / '2006-01-02 15:04:05', or as DATETIME"

@@ -1,0 +1,167 @@
+"""The callback delivery policy: how many POSTs are in flight, what an answer means, when to wait
+(Retry-After), when to stop trying for this try (circuit breaker). No Airflow, no HTTP client:
+the loop sends through a :class:`Sender` (``CallbackHook`` in production, a function in tests),
+the way http's ``AsyncHttpSession`` owns its retry policy apart from the request itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from typing import Literal
+
+from cupid_airflow.core.state import Event
+
+__all__ = [
+    "Answer",
+    "Delivery",
+    "DeliveryPolicy",
+    "DeliveryReport",
+    "SendFailed",
+    "deliver_all",
+    "retry_after_seconds",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What the receiver said to one POST."""
+
+    status: int
+    text: str = ""
+    retry_after: str | None = None
+
+
+class SendFailed(Exception):
+    """No answer at all: cannot connect, timed out, TLS or protocol error."""
+
+    def __init__(self, detail: str, connection_problem: bool = True) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.connection_problem = connection_problem
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """What became of one event: ``delivered``, ``failed`` (try again later) or ``gone`` (410: never)."""
+
+    outcome: Literal["delivered", "failed", "gone"]
+    detail: str = ""
+    connection_problem: bool = False
+
+
+Sender = Callable[[Event], Awaitable[Answer]]
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """``Retry-After`` as seconds from ``now``: delta-seconds or an HTTP date (RFC 9110 10.2.3);
+    None when absent or unreadable. A date in the past means "now" (0)."""
+    if value is None:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        moment = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(0.0, moment.timestamp() - (time.time() if now is None else now))
+
+
+@dataclass(frozen=True)
+class DeliveryPolicy:
+    """When an event counts as delivered, and how hard one try pushes."""
+
+    #: The longest Retry-After waited for inside one try; longer ones are left to the task retry.
+    max_retry_after: float = 60.0
+    #: How many times one event is sent inside a try while the receiver throttles (429/503).
+    max_throttled_attempts: int = 5
+    #: After this many connection failures or timeouts in a row the receiver is taken as down and
+    #: the rest of the try is skipped; the task retry sends everything not yet delivered.
+    circuit_breaker: int = 10
+
+    def judge(self, answer: Answer) -> Delivery | float:
+        """A final outcome, or the seconds to wait before sending the same event again."""
+        if 200 <= answer.status < 300:
+            return Delivery("delivered")
+        if answer.status == 410:
+            return Delivery("gone", f"HTTP 410 Gone: {answer.text[:200]}")
+        wait = retry_after_seconds(answer.retry_after) if answer.status in (429, 503) else None
+        if wait is None or wait > self.max_retry_after:
+            suffix = f", Retry-After {wait:g} s" if wait is not None else ""
+            return Delivery("failed", f"HTTP {answer.status}{suffix}: {answer.text[:200]}")
+        return wait
+
+
+@dataclass
+class DeliveryReport:
+    """The outcome of one delivery pass, sorted by kind."""
+
+    delivered: list[str] = field(default_factory=list)  # event ids
+    failed: list[tuple[Event, Delivery]] = field(default_factory=list)
+    gone: list[tuple[Event, Delivery]] = field(default_factory=list)
+    receiver_down: bool = False
+
+    @property
+    def undelivered(self) -> int:
+        return len(self.failed) + len(self.gone)
+
+
+async def deliver_one(send: Sender, event: Event, policy: DeliveryPolicy) -> Delivery:
+    """Send one event, waiting out short Retry-Afters, until the policy gives an outcome."""
+    for _ in range(policy.max_throttled_attempts):
+        try:
+            answer = await send(event)
+        except SendFailed as e:
+            return Delivery("failed", e.detail, connection_problem=e.connection_problem)
+        verdict = policy.judge(answer)
+        if isinstance(verdict, Delivery):
+            return verdict
+        await asyncio.sleep(verdict)
+    return Delivery("failed", f"still throttled after {policy.max_throttled_attempts} attempts")
+
+
+async def deliver_all(
+    events: Sequence[Event],
+    send: Sender,
+    concurrency: int,
+    policy: DeliveryPolicy | None = None,
+    checkpoint: Callable[[list[str]], None] | None = None,
+    checkpoint_every: float = 1.0,
+) -> DeliveryReport:
+    """Deliver ``events`` with ``concurrency`` in flight; ``checkpoint(delivered ids)`` is called at
+    most every ``checkpoint_every`` seconds so a killed worker resends little."""
+    policy = policy or DeliveryPolicy()
+    report = DeliveryReport()
+    todo = iter(events)
+    streak = 0
+    saved = time.monotonic()
+
+    def record(event: Event, result: Delivery) -> None:
+        nonlocal streak, saved
+        if result.outcome == "delivered":
+            report.delivered.append(event["eventId"])
+            streak = 0
+        elif result.outcome == "gone":
+            report.gone.append((event, result))
+        else:
+            report.failed.append((event, result))
+            streak = streak + 1 if result.connection_problem else 0
+            if streak >= policy.circuit_breaker:
+                report.receiver_down = True
+        if checkpoint is not None and time.monotonic() - saved >= checkpoint_every:
+            checkpoint(report.delivered)
+            saved = time.monotonic()
+
+    async def worker() -> None:  # ``concurrency`` of these share one iterator: no task per event
+        for event in todo:
+            if report.receiver_down:
+                record(event, Delivery("failed", "skipped: the receiver looked down", connection_problem=True))
+            else:
+                record(event, await deliver_one(send, event, policy))
+
+    await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
+    return report

@@ -1,0 +1,385 @@
+"""Every state cupid keeps or hands between tasks, defined once: its shape, its version, and the
+one codec for the database values inside it.
+
+Where each lives (the stores themselves are Airflow's; operators adapt them to :class:`Store`):
+
+=====================  ==========================================  ===============================
+state                  store, key                                  written by
+=====================  ==========================================  ===============================
+:class:`InsertCursor`  Variable ``cupid.<dag_id>.insert_cursor``   ``scan_insert``
+:class:`UpdateMark`    Variable ``cupid.<dag_id>.update_hwm``      ``scan_update``
+:class:`IdPartition`,  XCom of the scan tasks                      ``scan_*`` -> ``compare``
+:class:`WindowPartition`
+:class:`Event`         XCom of compare/reconcile                   -> ``callback``; the POST body
+:class:`Segment`       XCom of ``plan``                            -> ``reconcile``
+:class:`ReconcileProgress`  task state store ``reconcile_progress``  ``reconcile`` (resume)
+:class:`DeliveredIds`  task state store ``delivered_event_ids``    ``callback`` (resume)
+=====================  ==========================================  ===============================
+
+Each persisted shape carries ``version``; readers accept the current version and the unversioned
+shape written before versions existed, and reject anything newer with an error that says so
+(a downgrade must not misread a newer format). Events carry no version: their body is the
+callback contract, which only ever gains keys.
+
+Values (ids, keys, window bounds) go through :func:`encode_value`/:func:`decode_value`, so a
+DECIMAL, DATETIME, DATE or binary key comes back as the type the database compares it with.
+"""
+
+from __future__ import annotations
+
+import json
+import time as clock
+from collections.abc import Mapping
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+from typing import Any, Literal, NotRequired, Protocol, TypedDict, cast
+
+from cupid_airflow.core.errors import UnsupportedValueError
+
+__all__ = [
+    "DELIVERED_KEY",
+    "PROGRESS_KEY",
+    "STATE_VERSION",
+    "DeliveredIds",
+    "Event",
+    "IdPartition",
+    "InsertCursor",
+    "Partition",
+    "ReconcileProgress",
+    "ReconcileStats",
+    "Segment",
+    "StateError",
+    "Store",
+    "UpdateMark",
+    "WindowPartition",
+    "decode_value",
+    "encode_value",
+    "insert_cursor_key",
+    "update_mark_key",
+]
+
+STATE_VERSION = 1
+#: task state store keys (one task instance's own store).
+PROGRESS_KEY = "reconcile_progress"
+DELIVERED_KEY = "delivered_event_ids"
+
+
+class StateError(ValueError):
+    """A stored state this version of cupid cannot read."""
+
+
+class Store(Protocol):
+    """What cupid needs of a key-value store: Airflow's task state store has this shape, and
+    operators adapt Variables to it."""
+
+    def get(self, key: str, default: Any = None) -> Any: ...
+
+    def set(self, key: str, value: Any) -> None: ...
+
+    def delete(self, key: str) -> None: ...
+
+
+# ---------------------------------------------------------------------------- values
+
+
+def encode_value(value: Any) -> Any:
+    """A database value as JSON that :func:`decode_value` turns back into the same type.
+
+    ``int``, ``str``, ``float`` and ``None`` stay as they are (readable in XCom and logs); the
+    types JSON has no word for are tagged: ``{"decimal": "10.50"}``, ``{"datetime": "..."}``,
+    ``{"date": "..."}``, ``{"time": "..."}``, ``{"hex": "..."}`` (binary keys such as UUIDs).
+    """
+    if value is None or isinstance(value, bool | int | str | float):
+        return value
+    if isinstance(value, Decimal):
+        return {"decimal": str(value)}
+    if isinstance(value, datetime):
+        return {"datetime": value.isoformat()}
+    if isinstance(value, date):
+        return {"date": value.isoformat()}
+    if isinstance(value, time):
+        return {"time": value.isoformat()}
+    if isinstance(value, timedelta):  # MySQL TIME columns read as timedelta
+        return {"seconds": str(Decimal(value.days * 86400 + value.seconds) + Decimal(value.microseconds) / 10**6)}
+    if isinstance(value, bytes | bytearray | memoryview):
+        return {"hex": bytes(value).hex()}
+    raise UnsupportedValueError(
+        f"a {type(value).__name__} value cannot be used as a key or boundary; expected a number, string, "
+        "DECIMAL, DATE/DATETIME/TIME or binary column"
+    )
+
+
+_DECODERS: dict[str, Any] = {
+    "decimal": Decimal,
+    "datetime": datetime.fromisoformat,
+    "date": date.fromisoformat,
+    "time": time.fromisoformat,
+    "seconds": lambda s: timedelta(seconds=float(Decimal(s))),
+    "hex": bytes.fromhex,
+}
+
+
+def decode_value(value: Any) -> Any:
+    """The database value :func:`encode_value` wrote."""
+    if isinstance(value, dict):
+        if len(value) != 1 or next(iter(value)) not in _DECODERS:
+            raise StateError(f"{value!r} is not an encoded value; expected one of the tags {sorted(_DECODERS)}")
+        tag, text = next(iter(value.items()))
+        return _DECODERS[tag](text)
+    return value
+
+
+def _check_version(kind: str, data: Mapping[str, Any]) -> None:
+    version = data.get("version", STATE_VERSION)
+    if version != STATE_VERSION:
+        raise StateError(
+            f"{kind} has version {version!r}; this cupid-airflow reads version {STATE_VERSION} "
+            "(was it written by a newer release?)"
+        )
+
+
+# ---------------------------------------------------------------------------- scan state
+
+
+def insert_cursor_key(dag_id: str) -> str:
+    return f"cupid.{dag_id}.insert_cursor"
+
+
+def update_mark_key(dag_id: str) -> str:
+    return f"cupid.{dag_id}.update_hwm"
+
+
+class InsertCursor(TypedDict):
+    """The last claimed source id, and recent claims by run id (a retried scan gets its range back)."""
+
+    version: int
+    cursor: int | None  # None: nothing claimed yet, start at src.startId
+    claims: dict[str, list[int]]  # run_id -> [after, upto]: ids after < id <= upto
+
+
+def read_insert_cursor(store: Store, dag_id: str) -> InsertCursor:
+    data = store.get(insert_cursor_key(dag_id), None) or {}
+    if not isinstance(data, dict):
+        raise StateError(f"Variable {insert_cursor_key(dag_id)} holds {type(data).__name__}, not an insert cursor")
+    _check_version("insert cursor", data)
+    claims = {str(k): [int(v[0]), int(v[1])] for k, v in (data.get("claims") or {}).items()}
+    cursor = data.get("cursor")
+    return InsertCursor(version=STATE_VERSION, cursor=None if cursor is None else int(cursor), claims=claims)
+
+
+def write_insert_cursor(store: Store, dag_id: str, state: InsertCursor) -> None:
+    store.set(insert_cursor_key(dag_id), {**state, "version": STATE_VERSION})
+
+
+class UpdateMark(TypedDict):
+    """Where the last scheduled update scan's window ended (UTC, ISO 8601)."""
+
+    version: int
+    until: str
+
+
+def read_update_mark(store: Store, dag_id: str) -> datetime | None:
+    data = store.get(update_mark_key(dag_id), None)
+    if data is None:
+        return None
+    if isinstance(data, str):  # before versions: the bare ISO string
+        data = {"until": data}
+    if not isinstance(data, dict) or "until" not in data:
+        raise StateError(f"Variable {update_mark_key(dag_id)} holds {data!r}, not an update high-water mark")
+    _check_version("update high-water mark", data)
+    return _aware(datetime.fromisoformat(str(data["until"])))
+
+
+def write_update_mark(store: Store, dag_id: str, until: datetime) -> None:
+    store.set(update_mark_key(dag_id), UpdateMark(version=STATE_VERSION, until=_aware(until).isoformat()))
+
+
+def _aware(moment: datetime) -> datetime:
+    from datetime import UTC
+
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+# ---------------------------------------------------------------------------- partitions
+
+
+class IdPartition(TypedDict):
+    """Source rows with ``after < id <= upto``."""
+
+    version: int
+    kind: Literal["ids"]
+    after: int
+    upto: int
+
+
+class WindowPartition(TypedDict):
+    """Source rows with ``since <= column < until``, bounds written as the column stores time."""
+
+    version: int
+    kind: Literal["window"]
+    column: str
+    vtype: str  # datetime | text | epoch_s | epoch_ms (see partitions.time_kind)
+    since: Any  # encode_value of the bound
+    until: Any
+    exclude_ids: NotRequired[list[int]]  # [after, upto]: this run's insert claim, compared by its own partitions
+
+
+Partition = IdPartition | WindowPartition
+
+
+def id_partition(after: int, upto: int) -> IdPartition:
+    return IdPartition(version=STATE_VERSION, kind="ids", after=int(after), upto=int(upto))
+
+
+def window_partition(column: str, vtype: str, since: Any, until: Any) -> WindowPartition:
+    return WindowPartition(
+        version=STATE_VERSION,
+        kind="window",
+        column=column,
+        vtype=vtype,
+        since=encode_value(since),
+        until=encode_value(until),
+    )
+
+
+def read_partition(data: Any) -> Partition:
+    """A partition from XCom, checked: a wrong shape fails here with what it holds, not in SQL."""
+    if not isinstance(data, dict) or data.get("kind") not in ("ids", "window"):
+        raise StateError(f"{data!r} is not a partition; expected an object with kind 'ids' or 'window'")
+    _check_version("partition", data)
+    if data["kind"] == "ids":
+        return id_partition(data["after"], data["upto"])
+    part = window_partition(data["column"], data["vtype"], None, None)
+    # Before versions, datetime bounds were bare ISO strings with vtype "datetime".
+    legacy = "version" not in data and data["vtype"] == "datetime"
+    part["since"], part["until"] = (
+        ({"datetime": data["since"]}, {"datetime": data["until"]}) if legacy else (data["since"], data["until"])
+    )
+    if data.get("exclude_ids"):
+        part["exclude_ids"] = [int(i) for i in data["exclude_ids"]]
+    return part
+
+
+# ---------------------------------------------------------------------------- events
+
+
+class _EventRequired(TypedDict):
+    type: int  # 1 missing, 2 different, 3 gone from the source (reconcile)
+    srcColumn: dict[str, str | None] | None  # None for type 3
+    eventId: str  # stable: the webhook-id, the receiver's dedupe key
+
+
+class Event(_EventRequired, total=False):
+    """One divergence, exactly as POSTed (cupid's body plus additions; README "The callback body")."""
+
+    desTable: str
+    byValue: str | None
+    desColumn: dict[str, str | None]
+    diffColumns: list[str]
+
+
+# ---------------------------------------------------------------------------- reconcile
+
+
+class Segment(TypedDict):
+    """``lower <= key < upper`` of the source key (None: unbounded), encoded values."""
+
+    lower: Any
+    upper: Any
+
+
+class ReconcileStats(TypedDict):
+    chunks: int
+    checksummed: int
+    read: int
+    rows: int
+
+
+class ReconcileProgress(TypedDict):
+    """How far one segment's walk got and what it found: a retry resumes from here."""
+
+    version: int
+    segment: Segment
+    position: Any  # encoded key: the walk continues from here (inclusive lower bound)
+    events: list[Event]
+    stats: ReconcileStats
+    found_at: float  # wall clock of the last chunk that held differences
+    done: bool  # the walk finished; only the minAgeSeconds re-check is left
+
+
+def new_progress(segment: Segment) -> ReconcileProgress:
+    return ReconcileProgress(
+        version=STATE_VERSION,
+        segment=segment,
+        position=segment["lower"],
+        events=[],
+        stats=ReconcileStats(chunks=0, checksummed=0, read=0, rows=0),
+        found_at=0.0,
+        done=False,
+    )
+
+
+def read_progress(store: Store | None, segment: Segment) -> ReconcileProgress | None:
+    """The saved progress of *this* segment, or None (after a clear, plan may cut other segments)."""
+    data = store.get(PROGRESS_KEY, None) if store is not None else None
+    if not isinstance(data, dict) or data.get("segment") != segment:
+        return None
+    _check_version("reconcile progress", data)
+    return ReconcileProgress(
+        version=STATE_VERSION,
+        segment=segment,
+        position=data["position"],
+        events=data["events"],
+        stats=data["stats"],
+        found_at=float(data["found_at"]) if data.get("found_at") is not None else clock.time(),
+        done=bool(data.get("done", False)),
+    )
+
+
+def write_progress(store: Store, progress: ReconcileProgress) -> None:
+    store.set(PROGRESS_KEY, progress)
+
+
+def clear_progress(store: Store) -> None:
+    """The segment is finished: a later clear runs a full pass again."""
+    store.delete(PROGRESS_KEY)
+
+
+def progress_size(progress: ReconcileProgress) -> int:
+    return len(json.dumps(progress, default=str))
+
+
+# ---------------------------------------------------------------------------- callback
+
+
+class DeliveredIds(TypedDict):
+    """Event ids an earlier try of a callback task delivered: not sent again."""
+
+    version: int
+    ids: list[str]
+
+
+def read_delivered(store: Store | None) -> set[str]:
+    data = store.get(DELIVERED_KEY, None) if store is not None else None
+    if data is None:
+        return set()
+    if isinstance(data, list):  # before versions: the bare list
+        data = {"ids": data}
+    if not isinstance(data, dict):
+        raise StateError(f"task state {DELIVERED_KEY} holds {type(data).__name__}, not delivered ids")
+    _check_version("delivered ids", data)
+    return {str(i) for i in data.get("ids", [])}
+
+
+def write_delivered(store: Store, ids: list[str]) -> None:
+    store.set(DELIVERED_KEY, DeliveredIds(version=STATE_VERSION, ids=ids))
+
+
+def clear_delivered(store: Store) -> None:
+    """All delivered: clearing the task later means "send them all again"."""
+    store.delete(DELIVERED_KEY)
+
+
+def as_events(data: Any) -> list[Event]:
+    """Events from XCom (a compare or reconcile task's output; None when it returned nothing)."""
+    return cast(list[Event], data or [])

@@ -1,0 +1,220 @@
+"""One sync pair: a config's source and one of its destinations, with every fact derived from them
+built once (column lists, the comparer, the time-column rules, the callback settings).
+
+The chain is config -> :class:`SyncPair` -> core algorithms -> operators -> DAG factory. The
+scan, compare, reconcile and callback operators, the CLI and the watch trigger all start from a
+``SyncPair`` instead of re-deriving these facts. Building one does no I/O; tables open on demand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from cupid_airflow.config import CupidConfig, Destination, Reconcile, Source, load_config
+from cupid_airflow.core.compare import BATCH_SIZE, ID_COLUMN, LOOKUP_THREADS, PairComparer
+from cupid_airflow.core.errors import PermanentError
+from cupid_airflow.core.partitions import ColumnTime, time_kind
+from cupid_airflow.core.state import Event, Partition, decode_value
+from cupid_airflow.core.threads import LookupPool, prefetched
+
+if TYPE_CHECKING:
+    from cupid_airflow.hooks.table import Table
+
+__all__ = ["ID_COLUMN", "CompareResult", "SyncPair", "TableSide"]
+
+
+@dataclass
+class CompareResult:
+    events: list[Event]
+    rows: int
+
+
+@dataclass(frozen=True)
+class SyncPair:
+    """The source and destination ``index`` of ``config``, known by ``pair_id`` (the scan DAG's
+    id, part of every event id: the scan and reconcile DAGs report a divergence under one id)."""
+
+    config: CupidConfig
+    index: int
+    pair_id: str
+    config_file: str | None = field(default=None, compare=False)
+
+    @classmethod
+    def load(cls, config_file: str, index: int, pair_id: str) -> SyncPair:
+        return cls(load_config(config_file), index, pair_id, config_file)
+
+    # ------------------------------------------------------------------ facts
+
+    @property
+    def src(self) -> Source:
+        return self.config.src
+
+    @property
+    def des(self) -> Destination:
+        return self.config.des[self.index]
+
+    @cached_property
+    def src_columns(self) -> tuple[str, ...]:
+        """The mapped source columns, in config order."""
+        return tuple(self.des.columns)
+
+    @cached_property
+    def des_columns(self) -> tuple[str, ...]:
+        """The destination columns they map to, in the same order."""
+        return tuple(self.des.columns.values())
+
+    @cached_property
+    def src_select(self) -> tuple[str, ...]:
+        """What the comparer reads of a source row: ``(id, key, *mapped columns)``."""
+        return (ID_COLUMN, self.src.by_column, *self.src_columns)
+
+    @cached_property
+    def des_select(self) -> tuple[str, ...]:
+        """What it reads of a destination row: ``(key, *mapped columns)``."""
+        return (self.des.by_column, *self.des_columns)
+
+    @cached_property
+    def comparer(self) -> PairComparer:
+        return PairComparer(
+            pair_id=self.pair_id,
+            table=self.des.table,
+            src_by_column=self.src.by_column,
+            src_columns=self.src_columns,
+            des_columns=self.des_columns,
+        )
+
+    @property
+    def reconcile(self) -> Reconcile | None:
+        """The destination's own ``reconcile`` object, else the top-level one."""
+        return self.config.reconcile_for(self.index)
+
+    @property
+    def label(self) -> str:
+        """``src_table -> des_table``, for logs and alerts (never a DSN)."""
+        return f"{self.src.table} -> {self.des.table}"
+
+    # ------------------------------------------------------------------ tables
+
+    def source_table(self) -> Table:
+        from cupid_airflow.hooks.table import Table, db_hook
+
+        return Table(db_hook(self.src, f"cupid_{self.pair_id}_src"), self.src.table)
+
+    def destination_table(self) -> Table:
+        from cupid_airflow.hooks.table import Table, db_hook
+
+        return Table(db_hook(self.des, f"cupid_{self.pair_id}_des"), self.des.table)
+
+    def source_side(self, table: Table) -> TableSide:
+        """The source as the reconcile walk sees it; the key is hashed with the columns so values
+        moved between keys change the checksum."""
+        return TableSide(table, self.src.by_column, self.src_select, (self.src.by_column, *self.src_columns))
+
+    def destination_side(self, table: Table) -> TableSide:
+        return TableSide(table, self.des.by_column, self.des_select, self.des_select)
+
+    # ------------------------------------------------------------------ time column
+
+    def column_time(self, table: Table) -> ColumnTime | None:
+        """How ``src.updateColumn`` stores time (read from one value), or None when the column is
+        unset or empty. A type or format cupid cannot range-scan is a :class:`TimeColumnError`."""
+        column = self.src.update_column
+        if column is None:
+            return None
+        sample = table.first_not_null(column)
+        if sample is None:
+            return None
+        try:
+            return ColumnTime(time_kind(sample), self.src.timezone, self.src.time_format)
+        except PermanentError as e:
+            raise type(e)(f"src.updateColumn {column!r}: {e}") from None
+
+    # ------------------------------------------------------------------ compare
+
+    def partition_batches(self, source: Table, part: Partition) -> Iterator[list[tuple[Any, ...]]]:
+        """The partition's source rows ``(id, key, *columns)``, streamed in batches."""
+        ph, id_col = source.placeholder, source.quote(ID_COLUMN)
+        if part["kind"] == "ids":
+            where, params = f"{id_col} > {ph} AND {id_col} <= {ph}", [part["after"], part["upto"]]
+        else:
+            column = source.quote(part["column"])
+            where = f"{column} >= {ph} AND {column} < {ph}"
+            params = [decode_value(part["since"]), decode_value(part["until"])]
+            if part.get("exclude_ids"):
+                where += f" AND NOT ({id_col} > {ph} AND {id_col} <= {ph})"
+                params += part["exclude_ids"]
+        return source.stream(source.select_sql(self.src_select, where), params, BATCH_SIZE)
+
+    def lookup(self, table: Table, batch: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:
+        """The destination rows ``(key, *columns)`` whose keys a batch of source rows has."""
+        keys = list(dict.fromkeys(row[1] for row in batch if row[1] is not None))
+        return table.rows_with_keys(self.des.by_column, self.des_columns, keys)
+
+    def compare_partition(self, part: Partition) -> CompareResult:
+        """Stream the partition's source rows, look their keys up in the destination in batches,
+        compare: source reads, destination lookups (on :data:`LOOKUP_THREADS` connections) and the
+        comparison overlap. Every thread stops before its connection closes."""
+        events: list[Event] = []
+        rows = 0
+        with ExitStack() as stack:
+            source = stack.enter_context(self.source_table())
+            pool = stack.enter_context(LookupPool(self.destination_table, LOOKUP_THREADS, _close))
+            batches = self.partition_batches(source, part)
+            if source.thread_safe:
+                batches = stack.enter_context(prefetched(batches))  # exits first: before the source closes
+            for batch, matches in pool.map(self.lookup, batches):
+                events.extend(self.comparer.compare(batch, matches))
+                rows += len(batch)
+        return CompareResult(events, rows)
+
+    # ------------------------------------------------------------------ reconcile re-check
+
+    def recheck_rows(
+        self, source: Table, target: Table, by_values: Sequence[Any], stamp: bool
+    ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[Any]]:
+        """Both sides' rows for these keys, for a re-check: source rows as ``(id, key, *columns)``,
+        destination rows as ``(key, *columns)``, and the source rows' update times when ``stamp``."""
+        extra = [self.src.update_column] if stamp and self.src.update_column else []
+        src_rows: list[tuple[Any, ...]] = []
+        des_rows: list[tuple[Any, ...]] = []
+        for start in range(0, len(by_values), BATCH_SIZE):
+            batch = by_values[start : start + BATCH_SIZE]
+            src_rows += source.rows_with_keys(self.src.by_column, [ID_COLUMN, *self.src_columns, *extra], batch)
+            des_rows += target.rows_with_keys(self.des.by_column, self.des_columns, batch)
+        stamps = [r[-1] for r in src_rows] if extra else []
+        # rows_with_keys gives (key, id, *columns[, stamp]); the comparer wants (id, key, *columns)
+        width = 2 + len(self.src_columns)
+        ordered = [(r[1], r[0], *r[2:width]) for r in src_rows]
+        return ordered, des_rows, stamps
+
+
+def _close(table: Table) -> None:
+    table.close()
+
+
+@dataclass(frozen=True)
+class TableSide:
+    """A table bound to a match key and the columns the reconcile walk reads and hashes
+    (:class:`cupid_airflow.core.reconcile.KeyRangeSide`)."""
+
+    table: Table
+    key: str
+    read: tuple[str, ...]
+    hashed: tuple[str, ...]
+
+    @property
+    def thread_safe(self) -> bool:
+        return self.table.thread_safe
+
+    def nth_key(self, after: Any, before: Any, offset: int) -> Any:
+        return self.table.nth_after(self.key, after, before, offset)
+
+    def checksum(self, lower: Any, upper: Any) -> tuple[int, int] | None:
+        return self.table.checksum(self.key, self.hashed, lower, upper)
+
+    def rows(self, lower: Any, upper: Any) -> list[tuple[Any, ...]]:
+        return self.table.rows_in_range(self.key, self.read, lower, upper)

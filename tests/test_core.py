@@ -1,0 +1,415 @@
+"""Fast unit tests of the pure core: partitions, chunk sizing, mismatch tracking, key ranges, the
+segment walk, Retry-After, the delivery loop, the state codec. No database, no Airflow: the
+real-database tests beside these cover the same code against MariaDB, PostgreSQL and SQLite."""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import hashlib
+import itertools
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as clock
+from decimal import Decimal
+from email.utils import format_datetime
+from typing import Any
+
+import pytest
+
+from cupid_airflow.core.compare import PairComparer
+from cupid_airflow.core.delivery import Answer, Delivery, DeliveryPolicy, SendFailed, deliver_all, retry_after_seconds
+from cupid_airflow.core.errors import PermanentError, TimeColumnError, UnsupportedValueError, permanent_reason
+from cupid_airflow.core.partitions import id_partitions, merge_to_limit, time_kind, window_partitions
+from cupid_airflow.core.reconcile import ChunkSizer, MismatchTracker, SegmentWalk, key_range, settled
+from cupid_airflow.core.state import (
+    Event,
+    Segment,
+    StateError,
+    decode_value,
+    encode_value,
+    id_partition,
+    new_progress,
+    read_delivered,
+    read_insert_cursor,
+    read_partition,
+    read_progress,
+    read_update_mark,
+    write_delivered,
+    write_insert_cursor,
+    write_progress,
+    write_update_mark,
+)
+from cupid_airflow.core.threads import prefetched
+
+# ---------------------------------------------------------------------------- partitions
+
+
+class SortedColumn:
+    """A column's values in index order: what ``ORDER BY c LIMIT 1 OFFSET n`` sees."""
+
+    def __init__(self, values: list[Any]) -> None:
+        self.values = sorted(values)
+
+    def nth_after(self, column: str, after: Any, before: Any, offset: int) -> Any:
+        start = 0 if after is None else bisect.bisect_right(self.values, after)
+        end = len(self.values) if before is None else bisect.bisect_left(self.values, before)
+        return self.values[start + offset] if start + offset < end else None
+
+    def nth_in_window(self, column: str, since: Any, until: Any, offset: int) -> Any:
+        start, end = bisect.bisect_left(self.values, since), bisect.bisect_left(self.values, until)
+        return self.values[start + offset] if start + offset < end else None
+
+
+def covered_ids(parts: list[Any], ids: list[int]) -> list[int]:
+    return [i for p in parts for i in ids if p["after"] < i <= p["upto"]]
+
+
+def test_id_partitions_cover_the_range_once_whatever_the_gaps() -> None:
+    ids = [*range(1, 1001), *range(5_000_000, 5_000_500)]  # a gap of millions of ids costs nothing
+    parts = id_partitions(SortedColumn(ids), 0, 5_000_499, 300, "id")
+    assert covered_ids(parts, ids) == ids  # each id in exactly one partition
+    assert [p["upto"] for p in parts][:3] == [300, 600, 900]
+    assert all(p["version"] == 1 and p["kind"] == "ids" for p in parts)
+
+
+def test_id_partitions_of_an_empty_claim() -> None:
+    assert id_partitions(SortedColumn([1, 2, 3]), 3, 3, 100, "id") == []
+
+
+def test_merge_to_limit_keeps_every_row_in_fewer_parts() -> None:
+    parts = [id_partition(i, i + 1) for i in range(1001)]
+    merged = merge_to_limit(parts, 500)
+    assert len(merged) <= 500
+    assert merged[0]["after"] == 0 and merged[-1]["upto"] == 1001
+    assert all(a["upto"] == b["after"] for a, b in itertools.pairwise(merged))
+
+
+def test_window_partitions_never_split_rows_sharing_a_timestamp() -> None:
+    t0 = datetime(2026, 1, 1)
+    stamps = [t0] * 50 + [t0 + timedelta(seconds=s) for s in range(1, 100)]
+    parts = window_partitions(
+        SortedColumn(stamps), "u", "datetime", t0 - timedelta(hours=1), t0 + timedelta(days=1), 10
+    )
+    bounds = [(decode_value(p["since"]), decode_value(p["until"])) for p in parts]
+    assert bounds[0][0] == t0 - timedelta(hours=1) and bounds[-1][1] == t0 + timedelta(days=1)
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(bounds))  # contiguous
+    assert (
+        sum(1 for s in stamps if bounds[0][0] <= s < bounds[0][1]) == 50
+    )  # every row of t0 in one part, whatever the chunk
+    assert (
+        window_partitions(SortedColumn(stamps), "u", "datetime", t0 + timedelta(days=2), t0 + timedelta(days=3), 10)
+        == []
+    )
+
+
+def test_time_kind_rejects_what_cannot_be_range_scanned() -> None:
+    assert time_kind(datetime(2026, 1, 1)) == "datetime"
+    assert time_kind(1_700_000_000) == "epoch_s" and time_kind(1_700_000_000_000) == "epoch_ms"
+    with pytest.raises(TimeColumnError, match="expected DATETIME/TIMESTAMP"):
+        time_kind(3.5)
+
+
+# ---------------------------------------------------------------------------- reconcile
+
+
+def test_chunk_sizer_steers_to_the_target_but_moves_at_most_4x() -> None:
+    sizer = ChunkSizer(target=1.0)
+    sizer.observe(10_000, 0.01)  # 1,000,000 rows/s: wants 1,000,000, capped at 4x
+    assert sizer.rows == 40_000
+    sizer.observe(40_000, 0.01)
+    assert sizer.rows == 160_000
+    sizer.observe(160_000, 0.01)
+    assert sizer.rows == 200_000  # the maximum
+    sizer.observe(200_000, 100.0)  # one very slow query: a quarter, not a collapse
+    assert sizer.rows == 50_000
+    for _ in range(10):
+        sizer.observe(sizer.rows, 100.0)
+    assert sizer.rows == 1_000  # the minimum
+    sizer.observe(0, 1.0)
+    assert sizer.rows == 1_000
+
+
+def test_mismatch_tracker_skips_checksums_when_most_chunks_differ_and_probes_again() -> None:
+    tracker = MismatchTracker()
+    decisions = []
+    for _ in range(3):
+        decisions.append(tracker.use_checksum())
+        tracker.record(True)
+    assert decisions == [True, True, True]
+    skipped = [tracker.use_checksum() for _ in range(10)]
+    assert skipped == [False, False, False, False, True] * 2  # a probe every 5th chunk
+    for _ in range(3):
+        tracker.record(False)
+    assert tracker.use_checksum()  # differences thinned out: checksums again
+
+
+def test_key_range_is_half_open_and_never_matches_null_keys() -> None:
+    assert key_range("`k`", "%s", 1, 9) == ("`k` >= %s AND `k` < %s", [1, 9])
+    assert key_range("`k`", "%s", None, 9) == ("`k` < %s", [9])
+    assert key_range("`k`", "%s", 1, None) == ("`k` >= %s", [1])
+    assert key_range("`k`", "?", None, None) == ("`k` IS NOT NULL", [])
+
+
+class ListSide:
+    """A table as a sorted list of rows, with a checksum in Python (or none, as SQLite)."""
+
+    def __init__(self, rows: list[tuple[Any, ...]], key_at: int, hashes: bool = True) -> None:
+        self.data = sorted(rows, key=lambda r: r[key_at])
+        self.keys = [r[key_at] for r in self.data]
+        self.key_at, self.hashes = key_at, hashes
+        self.checksums = self.reads = 0
+
+    thread_safe = True
+
+    def _slice(self, lower: Any, upper: Any) -> list[tuple[Any, ...]]:
+        start = 0 if lower is None else bisect.bisect_left(self.keys, lower)
+        end = len(self.keys) if upper is None else bisect.bisect_left(self.keys, upper)
+        return self.data[start:end]
+
+    def nth_key(self, after: Any, before: Any, offset: int) -> Any:
+        start = 0 if after is None else bisect.bisect_right(self.keys, after)
+        end = len(self.keys) if before is None else bisect.bisect_left(self.keys, before)
+        return self.keys[start + offset] if start + offset < end else None
+
+    def checksum(self, lower: Any, upper: Any) -> tuple[int, int] | None:
+        if not self.hashes:
+            return None
+        self.checksums += 1
+        rows = [r[self.key_at :] for r in self._slice(lower, upper)]  # the key and the columns, not the id
+        digest = sum(int.from_bytes(hashlib.sha256(repr(r).encode()).digest()[:8], "big") for r in rows)
+        return len(rows), digest % 2**64
+
+    def rows(self, lower: Any, upper: Any) -> list[tuple[Any, ...]]:
+        self.reads += 1
+        return self._slice(lower, upper)
+
+
+def walk_pair(n: int, hashes: bool = True) -> tuple[ListSide, ListSide, PairComparer]:
+    src = [(i, f"k{i:05d}", f"name {i}") for i in range(1, n + 1)]
+    des = [(f"k{i:05d}", f"name {i}") for i in range(1, n + 1) if i != 500]  # 500 missing
+    des = [(k, "stale" if k == "k12345" else v) for k, v in des]  # 12345 different
+    des += [("k99999", "only in the copy")]  # gone from the source
+    comparer = PairComparer("p", "user", "number", ("name",), ("name",))
+    return ListSide(src, 1, hashes), ListSide(des, 0, hashes), comparer
+
+
+@pytest.mark.parametrize("hashes", [True, False], ids=["checksums", "no-hash-function"])
+def test_segment_walk_finds_every_kind_of_difference_and_reads_little(hashes: bool) -> None:
+    source, target, comparer = walk_pair(20_000, hashes)
+    walk = SegmentWalk(source, target, comparer, target_seconds=1e-9)  # minimum-size chunks
+    progress = walk.run(new_progress(Segment(lower=None, upper=None)))
+    found = sorted((e["type"], e["byValue"]) for e in progress["events"])
+    assert found == [(1, "k00500"), (2, "k12345"), (3, "k99999")]
+    assert progress["done"] and progress["stats"]["rows"] == 20_000
+    if hashes:  # the three chunks that differ, and one read without a checksum after two differing in a row
+        assert source.reads == progress["stats"]["read"] == 4 and progress["stats"]["chunks"] == 10
+
+
+def test_segment_walk_resumes_from_saved_progress_without_losing_or_doubling() -> None:
+    source, target, comparer = walk_pair(20_000)
+    saves: list[Any] = []
+    walk = SegmentWalk(source, target, comparer, 1e-9, save=lambda p: saves.append(dict(p, events=list(p["events"]))))
+    walk.save_every = 0
+    full = walk.run(new_progress(Segment(lower=None, upper=None)))
+    middle = next(s for s in saves if s["events"] and not s["done"])
+    resumed = SegmentWalk(source, target, comparer, 1e-9).run(dict(middle, stats=dict(middle["stats"])))  # type: ignore[arg-type]
+    assert sorted(e["eventId"] for e in resumed["events"]) == sorted(e["eventId"] for e in full["events"])
+
+
+def test_settled_keeps_only_what_is_still_the_same_kind_and_not_recent() -> None:
+    def event(kind: int, key: str) -> Event:
+        return {"type": kind, "srcColumn": None, "eventId": key + str(kind), "byValue": key}
+
+    before = [event(2, "a"), event(2, "b"), event(3, "c"), event(2, "d")]
+    still = [event(2, "a"), event(2, "b"), event(1, "c"), event(2, "e")]  # c changed kind, e is new
+    assert [e["byValue"] for e in settled(before, still, recent={"b"})] == ["a"]
+
+
+# ---------------------------------------------------------------------------- delivery
+
+
+def test_retry_after_seconds_reads_delta_seconds_and_http_dates() -> None:
+    now = time.time()
+    assert retry_after_seconds("120") == 120.0
+    assert retry_after_seconds(" 7 ") == 7.0
+    assert retry_after_seconds(None) is None and retry_after_seconds("soon") is None
+    later = format_datetime(datetime.fromtimestamp(now + 30, UTC), usegmt=True)  # IMF-fixdate
+    assert retry_after_seconds(later, now=now) == pytest.approx(30, abs=1)
+    assert retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT", now=now) == 0.0  # the past means now
+    assert retry_after_seconds("Sunday, 06-Nov-94 08:49:37 GMT", now=now) == 0.0  # RFC 850 form
+
+
+def test_policy_judges_answers() -> None:
+    policy = DeliveryPolicy()
+    assert policy.judge(Answer(204)) == Delivery("delivered")
+    assert policy.judge(Answer(410, "bye")).outcome == "gone"  # type: ignore[union-attr]
+    assert policy.judge(Answer(429, "", "2")) == 2.0
+    assert policy.judge(Answer(503, "", "3600")) == Delivery("failed", "HTTP 503, Retry-After 3600 s: ")
+    assert policy.judge(Answer(500, "oops")) == Delivery("failed", "HTTP 500: oops")
+    assert policy.judge(Answer(429, "")) == Delivery("failed", "HTTP 429: ")  # no Retry-After: the task retry
+
+
+def events(n: int) -> list[Event]:
+    return [{"type": 1, "srcColumn": {"id": str(i)}, "eventId": f"e{i}"} for i in range(n)]
+
+
+def test_deliver_all_keeps_concurrency_in_flight_and_checkpoints() -> None:
+    in_flight = peak = 0
+    checkpoints: list[int] = []
+
+    async def send(event: Event) -> Answer:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await asyncio.sleep(0.001)
+        in_flight -= 1
+        return Answer(200)
+
+    report = asyncio.run(deliver_all(events(100), send, 4, checkpoint=lambda ids: checkpoints.append(len(ids)),
+                                     checkpoint_every=0))  # fmt: skip
+    assert sorted(report.delivered) == sorted(e["eventId"] for e in events(100))
+    assert peak == 4 and checkpoints == list(range(1, 101))
+
+
+def test_deliver_all_waits_out_a_short_retry_after() -> None:
+    seen: dict[str, int] = {}
+
+    async def send(event: Event) -> Answer:
+        seen[event["eventId"]] = seen.get(event["eventId"], 0) + 1
+        return Answer(429, "", "0") if seen[event["eventId"]] == 1 else Answer(200)
+
+    report = asyncio.run(deliver_all(events(5), send, 2))
+    assert len(report.delivered) == 5 and set(seen.values()) == {2}
+
+
+def test_circuit_breaker_skips_the_rest_after_connection_failures_in_a_row() -> None:
+    sent = 0
+
+    async def send(event: Event) -> Answer:
+        nonlocal sent
+        sent += 1
+        raise SendFailed("cannot connect: ClientConnectorError")
+
+    report = asyncio.run(deliver_all(events(100), send, 1, DeliveryPolicy(circuit_breaker=10)))
+    assert sent == 10 and report.receiver_down
+    assert len(report.failed) == 100 and report.undelivered == 100  # none dropped: all left for the retry
+    assert report.failed[-1][1].detail == "skipped: the receiver looked down"
+
+
+def test_answers_in_between_reset_the_breaker() -> None:
+    async def send(event: Event) -> Answer:
+        if int(event["eventId"][1:]) % 5 == 4:
+            return Answer(500)
+        raise SendFailed("timeout")
+
+    report = asyncio.run(deliver_all(events(100), send, 1))
+    assert not report.receiver_down
+
+
+# ---------------------------------------------------------------------------- state
+
+
+@pytest.mark.parametrize(
+    "value",
+    [None, 7, "k1", 2.5, Decimal("10.50"), datetime(2026, 1, 2, 3, 4, 5, 6), date(2026, 1, 2), clock(3, 4, 5),
+     timedelta(hours=-1, microseconds=5), bytes(range(16))],
+)  # fmt: skip
+def test_values_round_trip_through_json_with_their_type(value: Any) -> None:
+    import json
+
+    back = decode_value(json.loads(json.dumps(encode_value(value))))
+    assert back == value and type(back) is type(value)
+
+
+def test_unsupported_values_fail_for_good() -> None:
+    with pytest.raises(UnsupportedValueError, match="a dict value cannot be used as a key") as info:
+        encode_value({"a": 1})  # a PostgreSQL json key
+    assert isinstance(info.value, PermanentError)
+    with pytest.raises(StateError, match="not an encoded value"):
+        decode_value({"nope": 1})
+
+
+class MemoryStore:
+    def __init__(self, **data: Any) -> None:
+        self.data = dict(data)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.data.get(key, default)
+
+    def set(self, key: str, value: Any) -> None:
+        self.data[key] = value
+
+    def delete(self, key: str) -> None:
+        self.data.pop(key, None)
+
+
+def test_scan_state_reads_its_unversioned_form_and_refuses_a_newer_one() -> None:
+    store = MemoryStore(**{"cupid.d.insert_cursor": {"cursor": 5, "claims": {"r1": [0, 5]}}})
+    assert read_insert_cursor(store, "d") == {"version": 1, "cursor": 5, "claims": {"r1": [0, 5]}}
+    assert read_insert_cursor(MemoryStore(), "d")["cursor"] is None
+    write_insert_cursor(store, "d", {"version": 1, "cursor": 9, "claims": {}})
+    assert store.data["cupid.d.insert_cursor"]["version"] == 1
+    store.data["cupid.d.insert_cursor"]["version"] = 2
+    with pytest.raises(StateError, match="version 2"):
+        read_insert_cursor(store, "d")
+
+    legacy = MemoryStore(**{"cupid.d.update_hwm": "2026-01-01T00:00:00+00:00"})
+    assert read_update_mark(legacy, "d") == datetime(2026, 1, 1, tzinfo=UTC)
+    write_update_mark(legacy, "d", datetime(2026, 2, 1))
+    assert legacy.data["cupid.d.update_hwm"] == {"version": 1, "until": "2026-02-01T00:00:00+00:00"}
+
+
+def test_partitions_and_progress_and_delivered_ids() -> None:
+    old_window = {"kind": "window", "column": "u", "vtype": "datetime", "since": "2026-01-01T00:00:00",
+                  "until": "2026-01-02T00:00:00", "exclude_ids": [1, 9]}  # fmt: skip
+    part = read_partition(old_window)
+    assert decode_value(part["since"]) == datetime(2026, 1, 1) and part.get("exclude_ids") == [1, 9]
+    with pytest.raises(StateError, match="not a partition"):
+        read_partition({"kind": "rows"})
+
+    store = MemoryStore()
+    segment = Segment(lower=encode_value(Decimal("1.5")), upper=None)
+    progress = new_progress(segment)
+    write_progress(store, progress)
+    assert read_progress(store, segment) == progress
+    assert read_progress(store, Segment(lower=None, upper=None)) is None  # another segment's pass
+
+    assert read_delivered(MemoryStore(delivered_event_ids=["a", "b"])) == {"a", "b"}  # the unversioned list
+    write_delivered(store, ["x"])
+    assert read_delivered(store) == {"x"}
+
+
+# ---------------------------------------------------------------------------- errors and threads
+
+
+def test_permanent_reasons_are_recognised_by_driver() -> None:
+    import sqlite3
+
+    import MySQLdb
+
+    assert "1054" in (permanent_reason(MySQLdb.OperationalError(1054, "Unknown column 'x'")) or "")
+    assert permanent_reason(MySQLdb.OperationalError(2013, "Lost connection to MySQL server")) is None
+    assert permanent_reason(sqlite3.OperationalError("no such column: x")) is not None
+    assert permanent_reason(sqlite3.OperationalError("database is locked")) is None
+    assert permanent_reason(TimeColumnError("bad format")) == "bad format"
+    assert permanent_reason(ConnectionError("reset")) is None
+
+
+def test_prefetched_stops_its_reader_before_the_block_ends() -> None:
+    started = threading.Event()
+
+    def endless() -> Iterator[int]:
+        started.set()
+        n = 0
+        while True:
+            n += 1
+            yield n
+
+    with pytest.raises(RuntimeError), prefetched(endless()) as items:
+        assert next(items) == 1
+        raise RuntimeError("the consumer failed")
+    assert started.is_set()
+    assert not [t for t in threading.enumerate() if t.name == "cupid-prefetch"]  # the reader is gone
