@@ -56,6 +56,24 @@ def test_redirects_are_followed_or_not_as_the_connection_says(
         post(capped)
 
 
+def test_extras_from_a_connection_uri_are_text_and_still_mean_what_they_say(
+    httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``http://host/?allow_redirects=false&verify=false``: every extra arrives as a string."""
+    httpserver.expect_request("/cb", method="POST").respond_with_response(
+        Response(status=307, headers={"Location": "/x"})
+    )
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_FROM_URI",
+        f"http://localhost:{httpserver.port}/?allow_redirects=false&verify=false&trust_env=false&timeout=5",
+    )
+    hook = CallbackHook(url="/cb", http_conn_id="from_uri")
+    assert post(hook).status == 307 and hook.timeout == 5.0
+    monkeypatch.setenv("AIRFLOW_CONN_BAD_FLAG", f"http://localhost:{httpserver.port}/?allow_redirects=sometimes")
+    with pytest.raises(CallbackConfigError, match="'allow_redirects' is 'sometimes'; expected true or false"):
+        post(CallbackHook(url="/cb", http_conn_id="bad_flag"))
+
+
 def test_trust_env_sends_through_the_environments_proxy(
     httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -87,13 +105,15 @@ def test_trust_env_sends_through_the_environments_proxy(
     [
         ({"stream": True}, "extra 'stream' is not supported for callbacks"),
         ({"check_response": False}, "extra 'check_response' is not supported"),
-        ({"cert": "/nonexistent/client.pem"}, "'cert'/'verify': cannot load"),
+        ({"cert": "/nonexistent/client.pem"}, "'cert' is set but the callback URL is not https"),
+        ({"cert": "/nonexistent/client.pem", "schema": "https"}, "'cert'/'verify': cannot load"),
     ],
 )
 def test_options_a_callback_cannot_honour_are_refused(
     monkeypatch: pytest.MonkeyPatch, extra: dict[str, Any], message: str
 ) -> None:
-    hook = connection(monkeypatch, "refused", host="localhost", port=9, extra=extra)
+    schema = extra.pop("schema", "http")
+    hook = connection(monkeypatch, "refused", host="localhost", port=9, schema=schema, extra=extra)
     with pytest.raises(CallbackConfigError, match=message):
         post(hook)
 

@@ -234,3 +234,31 @@ def test_a_dag_id_may_not_take_another_files_reconcile_dag(write_config: WriteCo
     assert "reconcile dag id 'cupid_user_reconcile' is already used by" in (user.doc_md or "")
     assert set(bag.dags["cupid_b_reconcile"].task_dict) == {"plan", "reconcile", "callback"}
     assert "dag id 'cupid_b_reconcile' is already used by" in (bag.dags["cupid_c"].doc_md or "")
+
+
+def test_reconcile_tasks_report_under_the_scan_dags_pair_id(tmp_path: Path) -> None:
+    """Event ids include the pair id: a reconcile task built anywhere must use the scan DAG's."""
+    from airflow.sdk import DAG
+
+    from cupid_airflow.operators.reconcile import ReconcileOperator
+
+    path = tmp_path / "user.json"
+    path.write_text(json.dumps(sample_config(reconcile={})))
+    with DAG("cupid_user_reconcile", schedule=None):
+        task = ReconcileOperator(task_id="reconcile", config_file=str(path), segment={"lower": None, "upper": None})
+    assert task.pair.pair_id == "cupid_user"
+
+
+def test_a_config_that_cannot_be_read_at_run_time_stays_retryable(tmp_path: Path) -> None:
+    """The DAG parsed, so the file was valid; while a deploy rewrites it a try may not read it. That
+    must cost a retry, not fail a callback task (cupid's failure queue) for good."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from cupid_airflow.config import ConfigError
+    from cupid_airflow.operators.callback import CallbackOperator
+
+    event = {"type": 1, "srcColumn": {"id": "1"}, "eventId": "e1"}
+    task = CallbackOperator(task_id="callback", config_file=str(tmp_path / "being-rewritten.json"), events=[event])
+    with pytest.raises(ConfigError) as error:
+        task.execute({})  # type: ignore[arg-type]
+    assert not isinstance(error.value, AirflowFailException)

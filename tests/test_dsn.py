@@ -110,3 +110,26 @@ def test_dsn_password_is_masked_in_logs() -> None:
 
     connection_from_dsn("cupid:Very-Secret-42@tcp(127.0.0.1:3306)/db", "cupid_test_mask")
     assert "Very-Secret-42" not in str(redact("connecting with Very-Secret-42"))
+
+
+@pytest.mark.timeout(60)
+def test_dsn_timeouts_reach_the_client_so_a_silent_server_fails_the_connect() -> None:
+    """A server that accepts and never answers (a hung proxy, a half-open route): the DSN's
+    timeout must bound the connect. providers-mysql passes no timeout to mysqlclient itself;
+    CupidMySqlHook adds them, and this pins that the provider still builds its config the way the
+    override expects."""
+    import socket
+
+    import MySQLdb
+
+    from cupid_airflow.hooks.connections import connection_from_dsn
+    from cupid_airflow.hooks.table import CupidMySqlHook
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        hook = CupidMySqlHook(connection=connection_from_dsn(f"root:@tcp(127.0.0.1:{port})/db?timeout=1s", "silent"))
+        with pytest.raises(MySQLdb.OperationalError) as error:
+            hook.get_conn()
+    assert error.value.args[0] in (2013, 2002, 2003, 2006)  # lost / cannot connect: a retryable error

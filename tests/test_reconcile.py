@@ -365,3 +365,19 @@ def test_datetime_and_binary_keys_survive_saved_progress(pair: Pair, monkeypatch
 
     uuid = bytes(range(16))
     assert decode_value(json.loads(json.dumps(encode_value(uuid)))) == uuid
+
+
+def test_a_recheck_whose_saved_pass_is_gone_walks_the_segment_again(pair: Pair) -> None:
+    """The pass saved for the minAgeSeconds wait expired or was deleted: redo it, do not fail for good."""
+    from cupid_airflow.operators.reconcile import ReconcileOperator
+
+    seed(pair, 100)
+    pair.src.execute("DELETE FROM user WHERE number = 'n00005'")
+    pair.configure(reconcile={"minAgeSeconds": 1})
+    task = ReconcileOperator(
+        task_id="reconcile", config_file=str(pair.config_path), segment={"lower": None, "upper": None}
+    )
+    with pytest.raises(TaskDeferred):  # walked again, found the delete, and waits for it once more
+        task.recheck({"task_state_store": _Store()})  # type: ignore[arg-type]  # nothing saved
+    events = task.recheck({})  # type: ignore[arg-type]  # no store at all: walks and waits in the task
+    assert [(e["byValue"], e["type"]) for e in events] == [("n00005", 3)]

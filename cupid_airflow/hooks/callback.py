@@ -129,15 +129,21 @@ class CallbackHook(HttpAsyncHook):
             raise CallbackConfigError(f"{where} {', '.join(map(repr, unknown))} is not supported for callbacks")
         if "timeout" in extra:
             settings.timeout = float(extra["timeout"])
-        settings.ssl = _tls(where, extra.get("verify_ssl"), extra.get("cert"))
+        if urlsplit(settings.url).scheme == "https":
+            settings.ssl = _tls(where, _flag_or_text(where, "verify", extra.get("verify_ssl")), extra.get("cert"))
+        elif extra.get("cert") is not None:
+            raise CallbackConfigError(
+                f"{where} 'cert' is set but the callback URL is not https; give the connection the schema "
+                "'https' (a URI connection written https://... becomes http in Airflow: use the JSON form)"
+            )
         if extra.get("trust_env") is not None:
-            settings.trust_env = bool(extra["trust_env"])
+            settings.trust_env = _flag(where, "trust_env", extra["trust_env"])
         if extra.get("proxy"):
             proxy = extra["proxy"]
             scheme = urlsplit(settings.url).scheme
             settings.request["proxy"] = proxy.get(scheme) or proxy.get("all") if isinstance(proxy, dict) else proxy
         if extra.get("allow_redirects") is not None:
-            settings.request["allow_redirects"] = bool(extra["allow_redirects"])
+            settings.request["allow_redirects"] = _flag(where, "allow_redirects", extra["allow_redirects"])
         if extra.get("max_redirects") is not None:
             settings.request["max_redirects"] = int(extra["max_redirects"])
 
@@ -174,6 +180,25 @@ class CallbackHook(HttpAsyncHook):
 
         async with session:
             yield send, settings.url
+
+
+_TRUE, _FALSE = frozenset({"true", "yes", "on", "1"}), frozenset({"false", "no", "off", "0"})
+
+
+def _flag_or_text(where: str, key: str, value: Any) -> bool | str | None:
+    """A boolean extra, which a connection URI delivers as text (``?verify=false``), or other text."""
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    if value is None or isinstance(value, bool | str):
+        return value
+    raise CallbackConfigError(f"{where} {key!r} is {type(value).__name__}; expected true, false or a path")
+
+
+def _flag(where: str, key: str, value: Any) -> bool:
+    flag = _flag_or_text(where, key, value)
+    if not isinstance(flag, bool):
+        raise CallbackConfigError(f"{where} {key!r} is {value!r}; expected true or false")
+    return flag
 
 
 def _tls(where: str, verify: Any, cert: Any) -> ssl.SSLContext | bool:

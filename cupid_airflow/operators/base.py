@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 from airflow.sdk import BaseOperator, Context, Variable
 from airflow.sdk.log import mask_secret
 
-from cupid_airflow.config import ConfigError, CupidConfig
+from cupid_airflow.config import CupidConfig
 from cupid_airflow.core.errors import permanent_reason
 from cupid_airflow.core.state import StateError
 from cupid_airflow.exceptions import CupidFailure
@@ -67,9 +67,14 @@ class CupidOperator(BaseOperator):
         self.destination = destination
         self.pair_id = pair_id
 
+    def default_pair_id(self) -> str:
+        return self.dag_id
+
     @cached_property
     def pair(self) -> SyncPair:
-        pair = SyncPair.load(self.config_file, self.destination, self.pair_id or self.dag_id)
+        """The pair, read from the config file when the task runs. A config that no longer loads
+        (being rewritten by a deploy, say) stays a retryable error: the DAG was valid when parsed."""
+        pair = SyncPair.load(self.config_file, self.destination, self.pair_id or self.default_pair_id())
         for secret in pair.config.secrets():
             mask_secret(secret)
         return pair
@@ -94,7 +99,7 @@ class CupidOperator(BaseOperator):
             return method(context)
         except CupidFailure:
             raise
-        except (ConfigError, StateError) as e:
+        except StateError as e:
             raise CupidFailure(str(e)) from None
         except Exception as e:
             reason = permanent_reason(e)

@@ -53,6 +53,10 @@ def _lookup_keys(by_value: str | None) -> list[Any]:
 
 
 class _ReconcileBase(CupidOperator):
+    def default_pair_id(self) -> str:
+        """The scan DAG's id: a divergence found by either DAG has the same event id."""
+        return self.dag_id.removesuffix("_reconcile")
+
     @property
     def settings(self) -> Reconcile:
         settings = self.pair.reconcile
@@ -130,7 +134,10 @@ class ReconcileOperator(_ReconcileBase):
     def _recheck(self, context: Context) -> Any:
         progress = read_progress(context.get("task_state_store"), self.segment)
         if progress is None or not progress["done"]:
-            raise CupidFailure(f"segment {self.segment}: the saved pass to re-check is gone; clear the task to redo it")
+            self.log.warning(
+                "The saved pass of segment %s is gone (expired or deleted): walking it again", self.segment
+            )
+            return self.run(context)
         return self._finish(context, progress)
 
     def walk(self, store: Store | None, progress: ReconcileProgress) -> ReconcileProgress:
