@@ -182,9 +182,14 @@ def _made_by_demo(home: Path) -> bool:
     return dag_file.is_file() and dag_file.read_text() == DAG_FILE
 
 
+#: What a demo run writes into its folder; a rebuild deletes these and nothing else.
+_BUILT = ("dags", "airflow", "source.sqlite3", "replica.sqlite3", "run.log")
+
+
 def prepare_workdir(home: Path) -> None:
-    """Empty ``home`` for a new demo run: delete it only if a demo built it (it holds
-    :data:`MARKER`), create it if it does not exist, and refuse anything else."""
+    """Make ``home`` ready for a new demo run: create it (or take it when empty), or, when a demo
+    built it (it holds :data:`MARKER`), delete what the demo wrote there and nothing else; refuse
+    any other folder."""
     if home.exists():
         if not home.is_dir():
             raise WorkdirError(f"--workdir {home} is a file, not a folder; give a new folder's path")
@@ -195,9 +200,16 @@ def prepare_workdir(home: Path) -> None:
                     "left alone; give a new or empty folder, such as .cupid-demo"
                 )
         else:
-            shutil.rmtree(home)  # only ever a folder the demo built
+            for name in _BUILT:  # a file the user put beside them stays
+                path = home / name
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                elif path.exists() or path.is_symlink():
+                    path.unlink()
     home.mkdir(parents=True, exist_ok=True)
-    (home / MARKER).write_text("made by `python -m cupid_airflow demo`; deleted and rebuilt by its next run\n")
+    (home / MARKER).write_text(
+        "made by `python -m cupid_airflow demo`; its next run deletes and rebuilds what it wrote here\n"
+    )
 
 
 def main(workdir: str | Path = ".cupid-demo") -> int:

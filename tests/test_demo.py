@@ -85,6 +85,8 @@ def test_demo_never_deletes_a_folder_it_did_not_make(tmp_path: Path) -> None:
         prepare_workdir(precious / "notes.txt")
     made = tmp_path / "made"
     prepare_workdir(made)  # a new folder: created and marked
-    (made / "old-run.log").write_text("x")
-    prepare_workdir(made)  # marked: emptied and rebuilt
-    assert sorted(p.name for p in made.iterdir()) == [MARKER]
+    (made / "dags").mkdir()
+    (made / "run.log").write_text("the last run")
+    (made / "mine.txt").write_text("put here by the user")
+    prepare_workdir(made)  # marked: what the demo wrote goes, nothing else
+    assert sorted(p.name for p in made.iterdir()) == [MARKER, "mine.txt"]
