@@ -139,22 +139,23 @@ def _build_pair(entry: ConfigEntry, config: CupidConfig, index: int, dag_id: str
         is_paused_upon_creation=config.paused_at_creation,
         deadline=_deadline(config_file, config),
         default_args={"on_failure_callback": [alert]},
-        max_active_runs=1 if config.schedule == "@continuous" else 16,
+        max_active_runs=1,  # a run's scans start from where the last one ended, or take over its ranges
         params=_run_params(),
         doc_md=_doc(entry, config, index),
         tags=["cupid", f"src:{config.src.table}", f"des:{des.table}"],
     ) as dag:
         common: dict[str, Any] = {"config_file": config_file, "destination": index}
         database = _database_tasks(config, common)
+        retried = {**database, **_database_retries(config)}
         scans: list[CupidOperator] = []
         if config.src.insert:
-            scans.append(ScanInsertOperator(task_id="scan_insert", max_active_tis_per_dag=1, **database))
+            scans.append(ScanInsertOperator(task_id="scan_insert", max_active_tis_per_dag=1, **retried))
         if config.src.update:
-            scans.append(ScanUpdateOperator(task_id="scan_update", max_active_tis_per_dag=1, **database))
+            scans.append(ScanUpdateOperator(task_id="scan_update", max_active_tis_per_dag=1, **retried))
         if len(scans) == 2:
             scans[0] >> scans[1]  # scan_update leaves the ids scan_insert claimed in this run to it
         partitions = scans[0].output if len(scans) == 1 else scans[0].output.concat(scans[1].output)
-        compare = CompareOperator.partial(task_id="compare", **database).expand(partition=partitions)
+        compare = CompareOperator.partial(task_id="compare", **retried).expand(partition=partitions)
         _callbacks(config, config_file, common, compare.output)
     return dag
 
@@ -163,6 +164,20 @@ def _database_tasks(config: CupidConfig, common: dict[str, Any]) -> dict[str, An
     """Arguments of the tasks that query the databases: an Airflow pool, when the config names
     one, caps them across every DAG that names it (callbacks are not counted)."""
     return {**common, "pool": config.pool} if config.pool else common
+
+
+#: Tries of a scan or compare task: a lost connection or a restarting server costs a retry, not the
+#: run; errors no retry can fix fail at the first try anyway (CupidFailure).
+DATABASE_RETRIES = 2
+
+
+def _database_retries(config: CupidConfig) -> dict[str, Any]:
+    return {
+        "retries": DATABASE_RETRIES,
+        "retry_delay": timedelta(seconds=config.failure_job_retry_second),
+        "retry_exponential_backoff": 2.0,
+        "max_retry_delay": timedelta(minutes=5),
+    }
 
 
 def _callbacks(config: CupidConfig, config_file: str, common: dict[str, Any], events: Any) -> None:

@@ -413,3 +413,19 @@ def test_prefetched_stops_its_reader_before_the_block_ends() -> None:
         raise RuntimeError("the consumer failed")
     assert started.is_set()
     assert not [t for t in threading.enumerate() if t.name == "cupid-prefetch"]  # the reader is gone
+
+
+# ---------------------------------------------------------------------------- claims
+
+
+def test_take_over_settles_succeeded_runs_and_inherits_the_rest() -> None:
+    from cupid_airflow.core.claims import take_over
+
+    open_runs = {"r1": [[0, 10]], "r2": [[10, 20]], "r3": [[20, 30]], "r4": [[30, 40]]}
+    outcome = take_over(open_runs, "r5", {"r1": True, "r2": False, "r4": None})  # r3: gone, no answer
+    assert outcome.settled == ["r1"]
+    assert outcome.inherited == [[10, 20], [20, 30]]
+    assert outcome.open == {"r4": [[30, 40]], "r5": [[10, 20], [20, 30]]}  # a running run keeps its own
+
+    retried = take_over(outcome.open, "r5", {"r4": None})  # the same run's scan, retried
+    assert retried.inherited == [] and retried.open == outcome.open

@@ -372,3 +372,57 @@ def test_backfill_runs_check_exactly_their_interval() -> None:
         "dag_run": SimpleNamespace(run_type="backfill"),
     }
     assert op._window(context) == (start - timedelta(seconds=5), end, False)
+
+
+def test_a_failed_run_loses_none_of_its_claimed_ids(pair: Pair) -> None:
+    """Issue 14's sequence: scan_insert claims (0, 50] and moves the cursor, then scan_update fails
+    (a wrong updateColumn). Once the config is fixed, the next run compares those 50 ids too."""
+    pair.add_source(*[(f"n{i:02d}", f"name {i}", None, None, None) for i in range(1, 51)])
+    pair.add_destination(*[(f"n{i:02d}", f"name {i}", None, None, None) for i in range(1, 51) if i % 7])
+    pair.configure(src={"update": True, "updateColumn": "updated_at"})  # the column is update_time
+
+    failed = run_dag(pair.dag_id)
+    assert failed.state == "failed" and failed.task_states[("scan_update", -1)] == "failed"
+    assert failed.tries[("scan_update", -1)] == 1  # an unknown column: no retry can fix it
+    assert insert_cursor(pair)["cursor"] == 50 and pair.callbacks() == []
+
+    pair.configure(src={"updateColumn": "update_time"})
+    second = pair.run()
+    assert sorted(pair.by_number()) == [f"n{i:02d}" for i in range(7, 51, 7)]  # the failed run's divergences
+    assert (0, 50) in [(p["after"], p["upto"]) for p in second.partitions]
+
+    third = pair.run()  # the second run's compares all succeeded: nothing is open any more
+    assert pair.callbacks() == [] and insert_cursor(pair)["open"] == {}
+    assert third.partitions == []
+
+
+def test_a_compare_failing_on_one_partition_hands_its_claim_to_the_next_run(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three partitions; one fails for good (a permanent database error), two succeed. The run is
+    red and delivers nothing (the mapped callback waits for every compare), and the next run checks
+    the claim again: every divergence of it is reported."""
+    import MySQLdb
+
+    from cupid_airflow.pair import SyncPair
+
+    pair.configure(chunkSize=10)
+    pair.add_source(*[(f"n{i:02d}", f"name {i}", None, None, None) for i in range(1, 31)])
+    pair.add_destination(*[(f"n{i:02d}", f"name {i}", None, None, None) for i in range(1, 31) if i % 5])
+    lookup = SyncPair.lookup
+
+    def broken_for_the_middle_partition(self: SyncPair, table: Any, batch: Any) -> Any:
+        if any(row[1] == "n15" for row in batch):
+            raise MySQLdb.OperationalError(1054, "Unknown column 'name' in 'field list'")
+        return lookup(self, table, batch)
+
+    monkeypatch.setattr(SyncPair, "lookup", broken_for_the_middle_partition)
+    first = run_dag(pair.dag_id)
+    states = {k: v for k, v in first.task_states.items() if k[0] == "compare"}
+    assert sorted(states.values()) == ["failed", "success", "success"]
+    assert first.tries[("compare", 1)] == 1 and pair.callbacks() == []
+    assert insert_cursor(pair)["cursor"] == 30
+
+    monkeypatch.setattr(SyncPair, "lookup", lookup)  # the table is fixed
+    pair.run()
+    assert sorted(pair.by_number()) == ["n05", "n10", "n15", "n20", "n25", "n30"]  # once each

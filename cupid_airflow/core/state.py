@@ -150,21 +150,36 @@ def update_mark_key(dag_id: str) -> str:
 
 
 class InsertCursor(TypedDict):
-    """The last claimed source id, and recent claims by run id (a retried scan gets its range back)."""
+    """The last claimed source id, recent claims by run id (a retried scan gets its range back),
+    and the open ranges: claimed, but not yet compared by a run whose compares all succeeded
+    (see :mod:`cupid_airflow.core.claims`)."""
 
     version: int
     cursor: int | None  # None: nothing claimed yet, start at src.startId
     claims: dict[str, list[int]]  # run_id -> [after, upto]: ids after < id <= upto
+    open: dict[str, list[list[int]]]  # run_id -> the [after, upto] ranges that run must still confirm
 
 
 def read_insert_cursor(store: Store, dag_id: str) -> InsertCursor:
-    data = store.get(insert_cursor_key(dag_id), None) or {}
-    if not isinstance(data, dict):
-        raise StateError(f"Variable {insert_cursor_key(dag_id)} holds {type(data).__name__}, not an insert cursor")
-    _check_version("insert cursor", data)
-    claims = {str(k): [int(v[0]), int(v[1])] for k, v in (data.get("claims") or {}).items()}
-    cursor = data.get("cursor")
-    return InsertCursor(version=STATE_VERSION, cursor=None if cursor is None else int(cursor), claims=claims)
+    key = insert_cursor_key(dag_id)
+    data = store.get(key, None) or {}
+    try:
+        if not isinstance(data, dict):
+            raise TypeError(f"holds {type(data).__name__}")
+        _check_version("insert cursor", data)
+        claims = {str(k): [int(v[0]), int(v[1])] for k, v in (data.get("claims") or {}).items()}
+        open_ranges = {str(k): [[int(a), int(b)] for a, b in v] for k, v in (data.get("open") or {}).items()}
+        cursor = data.get("cursor")
+        cursor = None if cursor is None else int(cursor)
+    except StateError:
+        raise
+    except (TypeError, ValueError, IndexError, AttributeError) as e:
+        raise StateError(
+            f'Variable {key} is not an insert cursor ({e}); expected {{"version": 1, "cursor": <last checked '
+            'id>, "claims": {}, "open": {}}. Fix it in Admin -> Variables, or delete it to start again at '
+            "src.startId"
+        ) from None
+    return InsertCursor(version=STATE_VERSION, cursor=cursor, claims=claims, open=open_ranges)
 
 
 def write_insert_cursor(store: Store, dag_id: str, state: InsertCursor) -> None:
@@ -172,26 +187,53 @@ def write_insert_cursor(store: Store, dag_id: str, state: InsertCursor) -> None:
 
 
 class UpdateMark(TypedDict):
-    """Where the last scheduled update scan's window ended (UTC, ISO 8601)."""
+    """Where the last scheduled update scan's window ended (UTC, ISO 8601), and the windows of runs
+    that have not confirmed them yet (run_id -> [[since, until], ...], ISO 8601)."""
 
     version: int
-    until: str
+    until: str | None
+    open: dict[str, list[list[str]]]
+
+
+def read_update_state(store: Store, dag_id: str) -> UpdateMark:
+    key = update_mark_key(dag_id)
+    data = store.get(key, None)
+    if data is None:
+        return UpdateMark(version=STATE_VERSION, until=None, open={})
+    if isinstance(data, str):  # before versions: the bare ISO string
+        data = {"until": data}
+    try:
+        if not isinstance(data, dict):
+            raise TypeError(f"holds {type(data).__name__}")
+        _check_version("update high-water mark", data)
+        until = data.get("until")
+        if until is not None:
+            until = _aware(datetime.fromisoformat(str(until))).isoformat()
+        windows = {str(k): [[str(a), str(b)] for a, b in v] for k, v in (data.get("open") or {}).items()}
+    except StateError:
+        raise
+    except (TypeError, ValueError, IndexError, AttributeError) as e:
+        raise StateError(
+            f'Variable {key} is not an update high-water mark ({e}); expected {{"version": 1, "until": '
+            '<ISO 8601 time>, "open": {}}. Fix it in Admin -> Variables, or delete it (the next run then '
+            "checks one schedule interval back)"
+        ) from None
+    return UpdateMark(version=STATE_VERSION, until=until, open=windows)
 
 
 def read_update_mark(store: Store, dag_id: str) -> datetime | None:
-    data = store.get(update_mark_key(dag_id), None)
-    if data is None:
-        return None
-    if isinstance(data, str):  # before versions: the bare ISO string
-        data = {"until": data}
-    if not isinstance(data, dict) or "until" not in data:
-        raise StateError(f"Variable {update_mark_key(dag_id)} holds {data!r}, not an update high-water mark")
-    _check_version("update high-water mark", data)
-    return _aware(datetime.fromisoformat(str(data["until"])))
+    until = read_update_state(store, dag_id)["until"]
+    return None if until is None else datetime.fromisoformat(until)
+
+
+def write_update_state(store: Store, dag_id: str, state: UpdateMark) -> None:
+    store.set(update_mark_key(dag_id), {**state, "version": STATE_VERSION})
 
 
 def write_update_mark(store: Store, dag_id: str, until: datetime) -> None:
-    store.set(update_mark_key(dag_id), UpdateMark(version=STATE_VERSION, until=_aware(until).isoformat()))
+    state = read_update_state(store, dag_id)
+    state["until"] = _aware(until).isoformat()
+    write_update_state(store, dag_id, state)
 
 
 def _aware(moment: datetime) -> datetime:

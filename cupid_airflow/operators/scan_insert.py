@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from airflow.sdk import Context
 
+from cupid_airflow.core.claims import take_over
 from cupid_airflow.core.compare import ID_COLUMN
-from cupid_airflow.core.partitions import id_partitions
+from cupid_airflow.core.partitions import id_partitions, merge_to_limit
 from cupid_airflow.core.state import IdPartition, read_insert_cursor, write_insert_cursor
 from cupid_airflow.exceptions import CupidFailure
 from cupid_airflow.hooks.table import Table
@@ -24,7 +25,9 @@ class ScanInsertOperator(CupidOperator):
     recent claims by run id) lives in the Airflow Variable ``cupid.<dag_id>.insert_cursor``: a
     retried scan of the same run gets the same range back, and runs never overlap because the scan
     tasks of a DAG run one at a time (``max_active_tis_per_dag=1``). A claim holds at most
-    ``maxRowsPerRun`` rows, so a backlog drains over several runs.
+    ``maxRowsPerRun`` rows, so a backlog drains over several runs. A claimed range stays *open*
+    until every compare of its run succeeded; the next run checks the open ranges of runs that
+    failed before claiming new ids (:mod:`cupid_airflow.core.claims`), so a failed run loses nothing.
 
     Run parameters (``airflow dags trigger --conf``): ``start_id`` restarts the cursor there, like
     cupid's ``-s``; ``start_id`` with ``end_id`` re-checks that range and leaves the cursor alone.
@@ -41,16 +44,23 @@ class ScanInsertOperator(CupidOperator):
                     raise CupidFailure(f"end_id={end_id} needs a start_id <= end_id; got start_id={start_id}")
                 self.log.info("Re-checking ids %s..%s; the insert cursor is not moved", start_id, end_id)
                 return self._partitions(table, start_id - 1, end_id)
-            after, upto = self._claim(table, context["run_id"], start_id)
-            return self._partitions(table, after, upto)
+            ranges = self._claim(table, context, start_id)
+            parts = [p for after, upto in ranges for p in self._partitions(table, after, upto)]
+            return merge_to_limit(parts)
 
-    def _claim(self, table: Table, run_id: str, start_id: int | None) -> tuple[int, int]:
-        dag_id = self.pair.pair_id
+    def _claim(self, table: Table, context: Context, start_id: int | None) -> list[list[int]]:
+        """This run's ranges: the open ranges it took over from failed runs, then its new claim."""
+        dag_id, run_id = self.pair.pair_id, context["run_id"]
         state = read_insert_cursor(self.variables, dag_id)
         if run_id in state["claims"]:
             after, upto = state["claims"][run_id]
             self.log.info("Run %s already claimed ids (%s, %s]: reusing that claim", run_id, after, upto)
-            return after, upto
+            return state["open"].get(run_id) or [[after, upto]]
+        takeover = take_over(state["open"], run_id, self.compare_outcomes(context, list(state["open"])))
+        for entry in takeover.inherited:
+            self.log.warning("Ids (%s, %s] were claimed by a run whose compares did not all succeed: "
+                             "checking them again", *entry)  # fmt: skip
+        state["open"] = takeover.open
         if start_id is not None:
             after = start_id - 1
             self.log.info("start_id=%s: the insert cursor restarts at %s", start_id, after)
@@ -65,9 +75,11 @@ class ScanInsertOperator(CupidOperator):
         state["claims"][run_id] = [after, upto]
         state["claims"] = dict(list(state["claims"].items())[-KEEP_CLAIMS:])
         state["cursor"] = upto
+        if after < upto:
+            state["open"].setdefault(run_id, []).append([after, upto])
         write_insert_cursor(self.variables, dag_id, state)
         self.log.info("Claimed ids (%s, %s] (source max id %s); cursor now %s", after, upto, max_id, upto)
-        return after, upto
+        return state["open"].get(run_id, [])
 
     def _partitions(self, table: Table, after: int, upto: int) -> list[IdPartition]:
         chunk = self.config.chunk_size

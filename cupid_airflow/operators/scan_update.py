@@ -7,8 +7,15 @@ from typing import Any
 
 from airflow.sdk import Context
 
-from cupid_airflow.core.partitions import window_partitions
-from cupid_airflow.core.state import WindowPartition, read_insert_cursor, read_update_mark, write_update_mark
+from cupid_airflow.core.claims import take_over
+from cupid_airflow.core.partitions import merge_to_limit, window_partitions
+from cupid_airflow.core.state import (
+    WindowPartition,
+    read_insert_cursor,
+    read_update_mark,
+    read_update_state,
+    write_update_state,
+)
 from cupid_airflow.exceptions import CupidFailure
 from cupid_airflow.operators.base import CupidOperator
 
@@ -33,7 +40,9 @@ class ScanUpdateOperator(CupidOperator):
     previous one ended (the :class:`~cupid_airflow.core.state.UpdateMark` in the Variable
     ``cupid.<dag_id>.update_hwm``), so a scheduler outage loses nothing even without catchup;
     ``@continuous`` runs, which have no interval, use the mark alone. Backfill runs check exactly
-    their interval. Run parameters ``since``/``until`` (ISO date-times) re-check any window.
+    their interval. Run parameters ``since``/``until`` (ISO date-times) re-check any window. A
+    window stays open until every compare of its run succeeded, and the next run scans the open
+    windows of failed runs again (:mod:`cupid_airflow.core.claims`).
 
     Window bounds are converted to ``src.timezone`` and written as the column stores time
     (:meth:`cupid_airflow.pair.SyncPair.column_time`).
@@ -45,27 +54,46 @@ class ScanUpdateOperator(CupidOperator):
         pair = self.pair
         assert pair.src.update_column is not None
         since, until, moves_mark = self._window(context)
+        windows = self._claim(context, since, until) if moves_mark else [(since, until)]
+        parts: list[WindowPartition] = []
         with pair.source_table() as table:
             writer = pair.column_time(table)
             if writer is None:
                 self.log.info("%s has no rows with %s set: nothing to scan", pair.src.table, pair.src.update_column)
-                parts: list[WindowPartition] = []
-            else:
-                low, high = writer.lower(since), writer.upper(until)
+            for low_at, high_at in windows if writer is not None else []:
+                assert writer is not None
+                low, high = writer.lower(low_at), writer.upper(high_at)
                 self.log.info(
                     "Window %s .. %s (UTC) is %r .. %r in %s (%s column)",
-                    since.isoformat(), until.isoformat(), low, high, pair.src.timezone, writer.vtype,
+                    low_at.isoformat(), high_at.isoformat(), low, high, pair.src.timezone, writer.vtype,
                 )  # fmt: skip
                 column, chunk = pair.src.update_column, self.config.chunk_size
-                parts = window_partitions(table, column, writer.vtype, low, high, chunk)
+                parts += window_partitions(table, column, writer.vtype, low, high, chunk)
         claim = self._insert_claim(context["run_id"])
         if claim is not None:
             for part in parts:  # scan_insert's partitions of this run already compare these rows
                 part["exclude_ids"] = claim
-        if moves_mark:
-            self._advance_mark(until)
         self.log.info("%d partition(s)", len(parts))
-        return parts
+        return merge_to_limit(parts)
+
+    def _claim(self, context: Context, since: datetime, until: datetime) -> list[tuple[datetime, datetime]]:
+        """This run's windows: those it took over from runs whose compares did not all succeed,
+        then its own; the high-water mark moves to ``until``."""
+        dag_id, run_id = self.pair.pair_id, context["run_id"]
+        state = read_update_state(self.variables, dag_id)
+        takeover = take_over(state["open"], run_id, self.compare_outcomes(context, list(state["open"])))
+        for entry in takeover.inherited:
+            self.log.warning("The window %s .. %s was scanned by a run whose compares did not all succeed: "
+                             "checking it again", *entry)  # fmt: skip
+        mine = takeover.open.setdefault(run_id, [])
+        if [since.isoformat(), until.isoformat()] not in mine:
+            mine.append([since.isoformat(), until.isoformat()])
+        state["open"] = takeover.open
+        current = state["until"]
+        if current is None or datetime.fromisoformat(current) < until:
+            state["until"] = until.isoformat()
+        write_update_state(self.variables, dag_id, state)
+        return [(datetime.fromisoformat(a), datetime.fromisoformat(b)) for a, b in mine]
 
     def _window(self, context: Context) -> tuple[datetime, datetime, bool]:
         """(since, until, whether this run moves the high-water mark)."""
@@ -97,8 +125,3 @@ class ScanUpdateOperator(CupidOperator):
             return None
         claim = read_insert_cursor(self.variables, self.pair.pair_id)["claims"].get(run_id)
         return claim if claim and claim[0] < claim[1] else None
-
-    def _advance_mark(self, until: datetime) -> None:
-        current = read_update_mark(self.variables, self.pair.pair_id)
-        if current is None or current < until:
-            write_update_mark(self.variables, self.pair.pair_id, until)

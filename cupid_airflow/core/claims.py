@@ -1,0 +1,56 @@
+"""Claims that are safe against failed runs: a range of ids (or an update window) counts as checked
+only when every compare of the run that claimed it succeeded. Until then it stays *open* under
+that run's id, and the next run takes it over before claiming anything new. No Airflow: the
+operator asks Airflow how each open run's compares ended and passes the answer in.
+
+A run that fails after claiming (a wrong ``updateColumn`` failing ``scan_update``, a compare that
+fails for good on one partition) therefore loses nothing: the next run, or the same run's retry,
+compares its ranges again. Re-comparing a partition that had succeeded reports its divergences
+again under the same event ids (delivery is at-least-once; receivers drop duplicates by id).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+__all__ = ["Takeover", "take_over"]
+
+_E = TypeVar("_E")  # one entry: an id range [after, upto] or a window [since, until]
+
+
+@dataclass(frozen=True)
+class Takeover(Generic[_E]):
+    """What a run must check besides its own new claim, and the open set it leaves."""
+
+    inherited: list[_E]  # entries of earlier runs whose compares did not all succeed
+    settled: list[str]  # run ids whose compares all succeeded: their entries are dropped
+    open: dict[str, list[_E]]  # the open set after this run took over
+
+
+def take_over(open_runs: Mapping[str, Sequence[_E]], run_id: str, finished: Mapping[str, bool | None]) -> Takeover[_E]:
+    """Settle the open entries of earlier runs and move the unsettled ones to ``run_id``.
+
+    ``finished[r]`` is True when every compare of run ``r`` succeeded (or there was nothing to
+    compare), False when some failed or never ran, None when run ``r`` is still going (its
+    entries stay its own). The run's own earlier entries (a retried scan) stay its own too.
+    """
+    inherited: list[_E] = []
+    settled: list[str] = []
+    remaining: dict[str, list[_E]] = {}
+    for other, entries in open_runs.items():
+        if other == run_id:
+            continue
+        outcome = finished.get(other)
+        if outcome is True:
+            settled.append(other)
+        elif outcome is None and other in finished:
+            remaining[other] = list(entries)
+        else:
+            inherited.extend(entries)
+    own = list(open_runs.get(run_id, []))
+    mine = [*own, *[e for e in inherited if e not in own]]
+    if mine:
+        remaining[run_id] = mine
+    return Takeover(inherited=inherited, settled=settled, open=remaining)
