@@ -1,6 +1,6 @@
 """Scan + compare throughput on MariaDB against cupid-go's algorithm and the database floor (issue #3).
 
-    python bench/scan_compare.py [--rows 1000000] [--sample 20000] [--skip-e2e]
+    python bench/scan_compare.py [--rows 1000000] [--sample 20000] [--skip-e2e] [--gap-every 100]
 
 Builds a source table of ``--rows`` rows and a destination with 1% divergence (0.5% missing,
 0.5% changed, spread evenly), then times, in one run:
@@ -13,8 +13,10 @@ Builds a source table of ``--rows`` rows and a destination with 1% divergence (0
       issues, with the driver and no processing, serially.
 
 Prints rows/s for each and the ratios the issue asks for; peak memory of a compare task is
-measured in a separate process. Needs MariaDB on 127.0.0.1:3306 (root, no password) for its
-SEQUENCE engine. Databases are created fresh and dropped at the end.
+measured in a separate process. ``--gap-every N`` deletes every N-th source id first (1% id gaps
+with 100) and times the claim's gap detection (late commits, issue #14) against the compare path.
+Needs MariaDB on 127.0.0.1:3306 (root, no password) for its SEQUENCE engine. Databases are
+created fresh and dropped at the end.
 """
 
 from __future__ import annotations
@@ -67,6 +69,24 @@ def build(name: str, rows: int) -> None:
     cur.execute(f"ANALYZE TABLE `{src}`.`user`, `{des}`.`user`")
     cur.fetchall()
     conn.close()
+
+
+def punch_gaps(name: str, every: int) -> None:
+    conn = connect()
+    conn.cursor().execute(f"DELETE FROM `{name}_src`.`user` WHERE id % {every} = {every // 2}")
+    conn.close()
+
+
+def gap_detection(config_path: Path, total: int) -> tuple[float, int]:
+    """The claim's late-commit bookkeeping: one LAG() pass over the claimed ids, as scan_insert runs it."""
+    from cupid_airflow.core.claims import GAP_LIMIT
+    from cupid_airflow.pair import SyncPair
+
+    pair = SyncPair.load(str(config_path), 0, "bench")
+    with pair.source_table() as table:
+        t0 = time.perf_counter()
+        gaps = table.id_gaps(0, total, GAP_LIMIT + 1)
+        return time.perf_counter() - t0, len(gaps)
 
 
 def drop(name: str) -> None:
@@ -233,6 +253,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--sample", type=int, default=20_000)
     parser.add_argument("--skip-e2e", action="store_true", help="skip (a) end to end through dag.test()")
+    parser.add_argument("--gap-every", type=int, default=0, help="delete every N-th source id (100: 1%% gaps)")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)  # config_path total chunk: memory probe
     args = parser.parse_args()
 
@@ -253,6 +274,9 @@ def main() -> None:
         t = time.perf_counter()
         build(name, args.rows)
         print(f"built {args.rows:,} source rows and the 1%-divergent destination in {time.perf_counter() - t:.1f} s")
+        if args.gap_every:
+            punch_gaps(name, args.gap_every)
+            print(f"deleted every {args.gap_every}th source id: {100 / args.gap_every:g}% id gaps")
 
         b = cupid_go(name, args.sample, args.rows)
         print(f"(b) cupid-go algorithm, {args.sample:,}-row sample: {b:,.0f} rows/s "
@@ -269,6 +293,10 @@ def main() -> None:
         child = json.loads(probe.stdout.strip().splitlines()[-1])
         print(f"(a) compare path alone: {child['rate']:,.0f} rows/s, {child['events']:,} events "
               f"-> {child['rate'] / c:.2f}x the floor (target >= 0.9x)")  # fmt: skip
+        gap_s, gaps = gap_detection(config_path, args.rows)
+        path_s = args.rows / child["rate"]
+        print(f"    gap detection of the claim (late commits): {gap_s:.2f} s, {gaps:,} gaps kept "
+              f"-> {gap_s / path_s:.1%} of the compare path's {path_s:.1f} s")  # fmt: skip
         big = subprocess.run(
             [sys.executable, __file__, "--child", str(config_path), str(args.rows), str(args.rows)],
             capture_output=True, text=True, check=True, env=os.environ,

@@ -194,6 +194,8 @@ class Source(_Model):
     by_column: Identifier
     insert: bool = True
     insert_interval_millisecond: Annotated[int, Field(ge=1)] = 2000
+    # How long an id missing inside a claimed range is watched for a late commit (0: not at all).
+    insert_settle_seconds: Annotated[int, Field(ge=0, le=86_400)] = 300
     update: bool = True
     update_column: Identifier | None = None
     update_interval_millisecond: Annotated[int, Field(ge=1)] = 2000

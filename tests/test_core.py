@@ -429,3 +429,21 @@ def test_take_over_settles_succeeded_runs_and_inherits_the_rest() -> None:
 
     retried = take_over(outcome.open, "r5", {"r4": None})  # the same run's scan, retried
     assert retried.inherited == [] and retried.open == outcome.open
+
+
+def test_settle_gaps_compares_where_rows_appeared_and_watches_the_rest() -> None:
+    from cupid_airflow.core.claims import settle_gaps
+
+    gaps = [[5, 5, 100.0], [10, 20, 100.0], [30, 31, 0.0]]
+    compare, watched, expired = settle_gaps(gaps, present=[5, 12, 13], now=150.0, settle_seconds=60)
+    assert compare == [[4, 5], [9, 20]]  # the late rows' ranges, compared as ids after < id <= upto
+    assert watched == [[10, 11, 100.0], [14, 20, 100.0]]  # still missing, still watched
+    assert expired == 1  # [30, 31] was first seen 150 s ago: forgotten
+
+
+def test_cap_gaps_keeps_the_highest() -> None:
+    from cupid_airflow.core.claims import cap_gaps
+
+    gaps = [[i, i, 0.0] for i in range(10, 0, -1)]
+    kept, dropped = cap_gaps(gaps, 3)
+    assert [g[0] for g in kept] == [8, 9, 10] and dropped == 7

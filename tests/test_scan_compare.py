@@ -6,6 +6,7 @@ A config file in, callbacks on a real HTTP server and Airflow state out.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -426,3 +427,52 @@ def test_a_compare_failing_on_one_partition_hands_its_claim_to_the_next_run(
     monkeypatch.setattr(SyncPair, "lookup", lookup)  # the table is fixed
     pair.run()
     assert sorted(pair.by_number()) == ["n05", "n10", "n15", "n20", "n25", "n30"]  # once each
+
+
+@pytest.mark.parametrize("update", [False, True], ids=["insert-only", "with-update"])
+def test_a_row_committed_after_a_higher_id_was_claimed_is_still_compared(pair: Pair, update: bool) -> None:
+    """Issue 14's sequence, with two real connections: a transaction inserts a row (its id is
+    allocated now) and stays open; another inserts the next id and commits; a run claims up to it;
+    then the first commits. The late row is compared by a later run, within insertSettleSeconds."""
+    import MySQLdb
+
+    from tests.conftest import MYSQL
+
+    if update:  # the row's update time is stamped at INSERT, long before it commits: outside any window
+        pair.configure(src={"update": True, "updateColumn": "update_time", "updateScanSecond": 0})
+    pair.add_source(("first", "x", None, None, None))
+    pair.add_destination(("first", "x", None, None, None))
+    pair.run()
+
+    slow = MySQLdb.connect(**MYSQL, db=pair.src.name, charset="utf8mb4", autocommit=False)
+    try:
+        with slow.cursor() as cursor:
+            cursor.execute("INSERT INTO `user` (number, name, update_time) VALUES ('late', 'x', '2000-01-01 00:00:00')")
+            late_id = cursor.lastrowid
+        pair.add_source(("quick", "y", None, None, None))  # the next id, committed at once
+        pair.run()
+        assert sorted(pair.by_number()) == ["quick"]  # 'late' is not visible yet
+        slow.commit()
+    finally:
+        slow.close()
+
+    gaps = insert_cursor(pair)["gaps"]
+    assert [g[:2] for g in gaps] == [[late_id, late_id]]  # watched while it was missing
+    pair.run()
+    assert sorted(pair.by_number()) == ["late"]
+    assert insert_cursor(pair)["gaps"] == []  # found: no longer watched
+    pair.run()
+    assert pair.callbacks() == []
+
+
+def test_id_gaps_stop_being_watched_after_the_settle_window(pair: Pair) -> None:
+    pair.configure(src={"insertSettleSeconds": 1})
+    pair.add_source(*[(f"n{i}", "x", None, None, None) for i in range(1, 6)])
+    pair.src.execute("DELETE FROM `user` WHERE number IN ('n2', 'n4')")  # gaps that will never fill
+    pair.run()
+    assert [g[:2] for g in insert_cursor(pair)["gaps"]] == [[4, 4], [2, 2]] or sorted(
+        g[:2] for g in insert_cursor(pair)["gaps"]
+    ) == [[2, 2], [4, 4]]
+    time.sleep(1.1)
+    pair.run()
+    assert insert_cursor(pair)["gaps"] == []

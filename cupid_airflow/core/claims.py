@@ -11,11 +11,17 @@ again under the same event ids (delivery is at-least-once; receivers drop duplic
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-__all__ = ["Takeover", "take_over"]
+__all__ = ["GAP_LIMIT", "Takeover", "cap_gaps", "settle_gaps", "take_over"]
+
+#: Id gaps watched per DAG. Late commits sit at the top of the id space (an id is allocated when
+#: the INSERT runs, so a transaction still open holds one of the newest ids); beyond this many, the
+#: lowest gaps (rollbacks and deletes, almost always) are not watched.
+GAP_LIMIT = 1000
 
 _E = TypeVar("_E")  # one entry: an id range [after, upto] or a window [since, until]
 
@@ -54,3 +60,41 @@ def take_over(open_runs: Mapping[str, Sequence[_E]], run_id: str, finished: Mapp
     if mine:
         remaining[run_id] = mine
     return Takeover(inherited=inherited, settled=settled, open=remaining)
+
+
+def settle_gaps(
+    gaps: Sequence[Sequence[float]], present: Sequence[int], now: float, settle_seconds: float
+) -> tuple[list[list[int]], list[list[float]], int]:
+    """Re-check watched gaps ``[lo, hi, first_seen]`` (ids ``lo..hi`` were missing) against the ids
+    ``present`` in them now.
+
+    Returns the id ranges ``[after, upto]`` to compare (each gap in which a row appeared: only late
+    rows can be there), the gaps still watched (what is still missing, with its first-seen time),
+    and how many expired (watched longer than ``settle_seconds``: forgotten).
+    """
+    ids = sorted(present)
+    compare: list[list[int]] = []
+    watched: list[list[float]] = []
+    expired = 0
+    for lo_f, hi_f, seen in gaps:
+        lo, hi = int(lo_f), int(hi_f)
+        inside = ids[bisect.bisect_left(ids, lo) : bisect.bisect_right(ids, hi)]
+        if inside:
+            compare.append([lo - 1, hi])
+        if now - seen >= settle_seconds:
+            expired += 1
+            continue
+        start = lo
+        for found in inside:
+            if found > start:
+                watched.append([start, found - 1, seen])
+            start = found + 1
+        if start <= hi:
+            watched.append([start, hi, seen])
+    return compare, watched, expired
+
+
+def cap_gaps(gaps: list[list[float]], limit: int = GAP_LIMIT) -> tuple[list[list[float]], int]:
+    """The ``limit`` highest gaps, and how many lower ones were dropped."""
+    ordered = sorted(gaps, key=lambda g: g[0])
+    return ordered[-limit:] if limit else [], max(0, len(ordered) - limit)

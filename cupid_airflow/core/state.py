@@ -158,6 +158,7 @@ class InsertCursor(TypedDict):
     cursor: int | None  # None: nothing claimed yet, start at src.startId
     claims: dict[str, list[int]]  # run_id -> [after, upto]: ids after < id <= upto
     open: dict[str, list[list[int]]]  # run_id -> the [after, upto] ranges that run must still confirm
+    gaps: list[list[float]]  # [lo, hi, first seen (epoch s)]: ids missing in a claim, watched for late commits
 
 
 def read_insert_cursor(store: Store, dag_id: str) -> InsertCursor:
@@ -171,6 +172,7 @@ def read_insert_cursor(store: Store, dag_id: str) -> InsertCursor:
         open_ranges = {str(k): [[int(a), int(b)] for a, b in v] for k, v in (data.get("open") or {}).items()}
         cursor = data.get("cursor")
         cursor = None if cursor is None else int(cursor)
+        gaps = [[int(lo), int(hi), float(seen)] for lo, hi, seen in data.get("gaps") or []]
     except StateError:
         raise
     except (TypeError, ValueError, IndexError, AttributeError) as e:
@@ -179,7 +181,7 @@ def read_insert_cursor(store: Store, dag_id: str) -> InsertCursor:
             'id>, "claims": {}, "open": {}}. Fix it in Admin -> Variables, or delete it to start again at '
             "src.startId"
         ) from None
-    return InsertCursor(version=STATE_VERSION, cursor=cursor, claims=claims, open=open_ranges)
+    return InsertCursor(version=STATE_VERSION, cursor=cursor, claims=claims, open=open_ranges, gaps=gaps)
 
 
 def write_insert_cursor(store: Store, dag_id: str, state: InsertCursor) -> None:

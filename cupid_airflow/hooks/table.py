@@ -127,6 +127,34 @@ class Table:
     def max_id(self) -> int | None:
         return self.scalar(f"SELECT MAX({self.quote(ID_COLUMN)}) FROM {self.quoted}")
 
+    def id_gaps(self, after: int, upto: int, limit: int) -> list[tuple[int, int]]:
+        """The runs of ids missing in ``after < id <= upto`` as ``(lo, hi)``, the highest ``limit``.
+
+        One index-only pass on the server (``LAG`` over the primary key); only the gaps are sent.
+        A missing tail (``upto`` itself absent) is not a gap: ``upto`` is always an existing id.
+        """
+        col, ph = self.quote(ID_COLUMN), self.placeholder
+        sql = (
+            f"SELECT prev + 1, {col} - 1 FROM (SELECT {col}, COALESCE(LAG({col}) OVER (ORDER BY {col}), {ph}) AS prev "
+            f"FROM {self.quoted} WHERE {col} > {ph} AND {col} <= {ph}) g WHERE {col} > prev + 1 "
+            f"ORDER BY {col} DESC LIMIT {int(limit)}"
+        )
+        return [(int(lo), int(hi)) for lo, hi in self.fetch_all(sql, [after, after, upto])]
+
+    def ids_in_ranges(self, ranges: Sequence[Sequence[int]], limit: int) -> list[int]:
+        """Ids present in any of the inclusive ``[lo, hi]`` ranges, at most ``limit`` of them."""
+        col, ph = self.quote(ID_COLUMN), self.placeholder
+        found: list[int] = []
+        for start in range(0, len(ranges), 500):
+            part = ranges[start : start + 500]
+            where = " OR ".join([f"({col} >= {ph} AND {col} <= {ph})"] * len(part))
+            params = [int(v) for lo, hi in part for v in (lo, hi)]
+            sql = f"SELECT {col} FROM {self.quoted} WHERE {where} LIMIT {int(limit) - len(found)}"
+            found += [int(r[0]) for r in self.fetch_all(sql, params)]
+            if len(found) >= limit:
+                break
+        return found
+
     def nth_after(self, column: str, after: Any | None, before: Any | None, offset: int) -> Any:
         """The value of ``column`` ``offset`` rows past ``after`` (exclusive; None: from the first
         non-NULL value), in ``column`` order and before ``before`` (None: no end).

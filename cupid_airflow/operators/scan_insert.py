@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 from airflow.sdk import Context
 
-from cupid_airflow.core.claims import take_over
+from cupid_airflow.core.claims import GAP_LIMIT, cap_gaps, settle_gaps, take_over
 from cupid_airflow.core.compare import ID_COLUMN
 from cupid_airflow.core.partitions import id_partitions, merge_to_limit
-from cupid_airflow.core.state import IdPartition, read_insert_cursor, write_insert_cursor
+from cupid_airflow.core.state import IdPartition, InsertCursor, read_insert_cursor, write_insert_cursor
 from cupid_airflow.exceptions import CupidFailure
 from cupid_airflow.hooks.table import Table
 from cupid_airflow.operators.base import CupidOperator
@@ -75,11 +77,37 @@ class ScanInsertOperator(CupidOperator):
         state["claims"][run_id] = [after, upto]
         state["claims"] = dict(list(state["claims"].items())[-KEEP_CLAIMS:])
         state["cursor"] = upto
-        if after < upto:
-            state["open"].setdefault(run_id, []).append([after, upto])
+        late = self._watch_gaps(table, state, after, upto)
+        for entry in [*late, [after, upto]] if after < upto else late:
+            state["open"].setdefault(run_id, []).append(entry)
         write_insert_cursor(self.variables, dag_id, state)
         self.log.info("Claimed ids (%s, %s] (source max id %s); cursor now %s", after, upto, max_id, upto)
         return state["open"].get(run_id, [])
+
+    def _watch_gaps(self, table: Table, state: InsertCursor, after: int, upto: int) -> list[list[int]]:
+        """Late commits: an id is allocated when its INSERT runs, so a transaction that commits
+        after a higher id was claimed leaves a gap in the claim that fills later. Gaps are watched
+        for ``insertSettleSeconds``; the ranges where rows appeared are returned for comparing."""
+        settle = self.config.src.insert_settle_seconds
+        if not settle:
+            state["gaps"] = []
+            return []
+        now = time.time()
+        ranges = [[int(lo), int(hi)] for lo, hi, _ in state["gaps"]]
+        present = table.ids_in_ranges(ranges, limit=100_000) if ranges else []
+        late, watched, expired = settle_gaps(state["gaps"], present, now, settle)
+        for lo, hi in late:
+            self.log.warning("Ids committed late appeared in (%s, %s]: comparing them", lo, hi)
+        if after < upto:
+            watched += [[lo, hi, now] for lo, hi in table.id_gaps(after, upto, GAP_LIMIT + 1)]
+        state["gaps"], dropped = cap_gaps(watched)
+        if dropped:
+            self.log.warning("More than %d id gaps: the %d lowest are not watched for late commits "
+                             "(reconcile or the update scan catch those rows)", GAP_LIMIT, dropped)  # fmt: skip
+        if state["gaps"] or expired:
+            self.log.info("Watching %d id gap(s) for late commits; %d settled after %d s",
+                          len(state["gaps"]), expired, settle)  # fmt: skip
+        return late
 
     def _partitions(self, table: Table, after: int, upto: int) -> list[IdPartition]:
         chunk = self.config.chunk_size
