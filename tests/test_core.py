@@ -348,7 +348,9 @@ class MemoryStore:
 
 def test_scan_state_reads_its_unversioned_form_and_refuses_a_newer_one() -> None:
     store = MemoryStore(**{"cupid.d.insert_cursor": {"cursor": 5, "claims": {"r1": [0, 5]}}})
-    assert read_insert_cursor(store, "d") == {"version": 1, "cursor": 5, "claims": {"r1": [0, 5]}}
+    assert read_insert_cursor(store, "d") == {
+        "version": 1, "cursor": 5, "claims": {"r1": [0, 5]}, "open": {}, "gaps": []
+    }  # fmt: skip
     assert read_insert_cursor(MemoryStore(), "d")["cursor"] is None
     write_insert_cursor(store, "d", {"version": 1, "cursor": 9, "claims": {}})
     assert store.data["cupid.d.insert_cursor"]["version"] == 1
@@ -359,7 +361,7 @@ def test_scan_state_reads_its_unversioned_form_and_refuses_a_newer_one() -> None
     legacy = MemoryStore(**{"cupid.d.update_hwm": "2026-01-01T00:00:00+00:00"})
     assert read_update_mark(legacy, "d") == datetime(2026, 1, 1, tzinfo=UTC)
     write_update_mark(legacy, "d", datetime(2026, 2, 1))
-    assert legacy.data["cupid.d.update_hwm"] == {"version": 1, "until": "2026-02-01T00:00:00+00:00"}
+    assert legacy.data["cupid.d.update_hwm"] == {"version": 1, "until": "2026-02-01T00:00:00+00:00", "open": {}}
 
 
 def test_partitions_and_progress_and_delivered_ids() -> None:
@@ -447,3 +449,11 @@ def test_cap_gaps_keeps_the_highest() -> None:
     gaps = [[i, i, 0.0] for i in range(10, 0, -1)]
     kept, dropped = cap_gaps(gaps, 3)
     assert [g[0] for g in kept] == [8, 9, 10] and dropped == 7
+
+
+def test_a_hand_edited_cursor_fails_with_what_to_do() -> None:
+    for broken in ("not json", {"cursor": "ten"}, {"cursor": 5, "claims": {"r1": 7}}):
+        with pytest.raises(StateError, match=r"Variable cupid.d.insert_cursor is not an insert cursor .*delete it"):
+            read_insert_cursor(MemoryStore(**{"cupid.d.insert_cursor": broken}), "d")
+    with pytest.raises(StateError, match=r"Variable cupid.d.update_hwm is not an update high-water mark"):
+        read_update_mark(MemoryStore(**{"cupid.d.update_hwm": "yesterday"}), "d")
