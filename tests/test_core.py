@@ -379,9 +379,19 @@ def test_partitions_and_progress_and_delivered_ids() -> None:
     assert read_progress(store, segment) == progress
     assert read_progress(store, Segment(lower=None, upper=None)) is None  # another segment's pass
 
-    assert read_delivered(MemoryStore(delivered_event_ids=["a", "b"])) == {"a", "b"}  # the unversioned list
-    write_delivered(store, ["x"])
-    assert read_delivered(store) == {"x"}
+    assert read_delivered(MemoryStore(delivered_event_ids=["a", "b"]), []) == {"a", "b"}  # the unversioned list
+
+
+def test_delivered_ids_stay_small_and_never_misread() -> None:
+    import json
+
+    many = events(100_000)
+    store = MemoryStore()
+    delivered = {e["eventId"] for e in many[::3]}
+    write_delivered(store, many, delivered)
+    assert read_delivered(store, many) == delivered
+    assert len(json.dumps(store.data)) < 20_000  # 17 KB for 100,000 events, rewritten every second
+    assert read_delivered(store, many[:-1]) == set()  # another event list: nothing counts as delivered
 
 
 # ---------------------------------------------------------------------------- errors and threads

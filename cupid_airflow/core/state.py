@@ -27,9 +27,11 @@ DECIMAL, DATETIME, DATE or binary key comes back as the type the database compar
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import time as clock
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any, Literal, NotRequired, Protocol, TypedDict, cast
@@ -397,26 +399,46 @@ def progress_size(progress: ReconcileProgress) -> int:
 
 
 class DeliveredIds(TypedDict):
-    """Event ids an earlier try of a callback task delivered: not sent again."""
+    """Which of a callback task's events earlier tries delivered: one bit an event, over the task's
+    event list (its XCom, the same list on every try), with a digest of that list so a changed list
+    is never misread (then everything is sent again). Rewritten every second while delivering, so
+    it must stay small: n/8 bytes, 17 KB of base64 for 100,000 events."""
 
     version: int
-    ids: list[str]
+    events: str  # sha256 of the event ids in list order
+    bitmap: str  # base64; bit i (byte i // 8, bit i % 8) = event i was delivered
 
 
-def read_delivered(store: Store | None) -> set[str]:
+def _digest(events: Sequence[Event]) -> str:
+    return hashlib.sha256("\n".join(e["eventId"] for e in events).encode()).hexdigest()
+
+
+def read_delivered(store: Store | None, events: Sequence[Event]) -> set[str]:
+    """The ids of ``events`` that earlier tries delivered."""
     data = store.get(DELIVERED_KEY, None) if store is not None else None
     if data is None:
         return set()
-    if isinstance(data, list):  # before versions: the bare list
-        data = {"ids": data}
+    if isinstance(data, list):  # before versions: the bare list of ids
+        return {str(i) for i in data}
     if not isinstance(data, dict):
         raise StateError(f"task state {DELIVERED_KEY} holds {type(data).__name__}, not delivered ids")
     _check_version("delivered ids", data)
-    return {str(i) for i in data.get("ids", [])}
+    if data.get("events") != _digest(events):
+        return set()  # another event list (the upstream compare ran again): nothing is known delivered
+    bits = base64.b64decode(data["bitmap"])
+    return {e["eventId"] for i, e in enumerate(events) if i // 8 < len(bits) and bits[i // 8] >> (i % 8) & 1}
 
 
-def write_delivered(store: Store, ids: list[str]) -> None:
-    store.set(DELIVERED_KEY, DeliveredIds(version=STATE_VERSION, ids=ids))
+def write_delivered(store: Store, events: Sequence[Event], delivered: Iterable[str]) -> None:
+    done = set(delivered)
+    bits = bytearray((len(events) + 7) // 8)
+    for i, event in enumerate(events):
+        if event["eventId"] in done:
+            bits[i // 8] |= 1 << (i % 8)
+    store.set(
+        DELIVERED_KEY,
+        DeliveredIds(version=STATE_VERSION, events=_digest(events), bitmap=base64.b64encode(bits).decode()),
+    )
 
 
 def clear_delivered(store: Store) -> None:

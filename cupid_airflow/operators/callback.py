@@ -48,7 +48,7 @@ class CallbackOperator(CupidOperator):
     def run(self, context: Context) -> dict[str, int]:
         events = as_events(self.events)
         store: Store | None = context.get("task_state_store")
-        already = read_delivered(store)
+        already = read_delivered(store, events)
         pending = [e for e in events if e["eventId"] not in already]
         if already:
             self.log.info(
@@ -60,11 +60,11 @@ class CallbackOperator(CupidOperator):
                 clear_delivered(store)
             return {"events": len(events), "delivered": len(events) - len(pending), "sent": 0}
 
-        report, url = asyncio.run(self._deliver(pending, store, sorted(already)))
+        report, url = asyncio.run(self._deliver(events, pending, store, already))
         shown = redact_url(url)
         sent = len(report.delivered)
         if store is not None and sent:
-            write_delivered(store, [*sorted(already), *report.delivered])
+            write_delivered(store, events, [*already, *report.delivered])
         self.log.info("Delivered %d of %d pending events (%d in all)", sent, len(pending), len(events))
         for event, result in (report.gone + report.failed)[:20]:
             self.log.error("Event %s (%s = %s) not delivered: %s", event["eventId"], self.config.src.by_column,
@@ -87,7 +87,7 @@ class CallbackOperator(CupidOperator):
         return {"events": len(events), "delivered": len(already) + sent, "sent": sent}
 
     async def _deliver(
-        self, pending: list[Event], store: Store | None, already: list[str]
+        self, events: list[Event], pending: list[Event], store: Store | None, already: set[str]
     ) -> tuple[DeliveryReport, str]:
         pair = self.pair
         notification = pair.des.callback_notification
@@ -101,7 +101,7 @@ class CallbackOperator(CupidOperator):
 
         def checkpoint(delivered: list[str]) -> None:
             if store is not None:
-                write_delivered(store, [*already, *delivered])
+                write_delivered(store, events, [*already, *delivered])
 
         async with hook.sender() as (send, url):
             self.log.info(
