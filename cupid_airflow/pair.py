@@ -102,12 +102,15 @@ class SyncPair:
     def source_table(self) -> Table:
         from cupid_airflow.hooks.table import Table, db_hook
 
-        return Table(db_hook(self.src, f"cupid_{self.pair_id}_src"), self.src.table)
+        return Table(db_hook(self.src, f"cupid_{self.pair_id}_src"), self.src.table, self._side("src"))
 
     def destination_table(self) -> Table:
         from cupid_airflow.hooks.table import Table, db_hook
 
-        return Table(db_hook(self.des, f"cupid_{self.pair_id}_des"), self.des.table)
+        return Table(db_hook(self.des, f"cupid_{self.pair_id}_des"), self.des.table, self._side(f"des[{self.index}]"))
+
+    def _side(self, path: str) -> str:
+        return f"{self.config_file}: {path}" if self.config_file else path
 
     def source_side(self, table: Table) -> TableSide:
         """The source as the reconcile walk sees it; the key is hashed with the columns so values

@@ -160,3 +160,31 @@ def test_an_http_connection_option_callbacks_cannot_honour_fails_at_once(
     assert result.task_states[("callback", 0)] == "failed" and result.tries[("callback", 0)] == 1
     assert "HTTP connection 'cupid_receiver', extra 'stream' is not supported for callbacks" in pushbear[-1]["desp"]
     assert not pair.receiver.log  # nothing was sent with options cupid would have ignored
+
+
+def test_a_database_error_names_the_side_file_and_server_never_the_password(
+    pair: Pair, pushbear: list[dict[str, str]], capfd: pytest.CaptureFixture[str]
+) -> None:
+    import uuid
+
+    user, password = f"cupid_{uuid.uuid4().hex[:8]}", "Pw-" + uuid.uuid4().hex
+    pair.des.execute(f"CREATE USER '{user}'@'%' IDENTIFIED BY '{password}'")
+    try:
+        pair.des.execute(f"GRANT ALL ON `{pair.des.name}`.* TO '{user}'@'%'")
+        config = json.loads(pair.config_path.read_text())
+        config["des"][0]["dsn"] = f"{user}:{password}@tcp(127.0.0.1:3306)/{pair.des.name}?charset=utf8mb4"
+        pair.config_path.write_text(json.dumps(config))
+        with_sendkey(pair)
+        pair.add_source(("a", "x", None, None, None))
+        pair.des.execute("ALTER TABLE `user` DROP COLUMN bio")
+
+        result = run_dag(pair.dag_id)
+    finally:
+        pair.des.execute(f"DROP USER '{user}'@'%'")
+
+    assert result.task_states[("compare", 0)] == "failed"
+    desp = pushbear[-1]["desp"]
+    assert f"{pair.config_path}: des[0] table user on 127.0.0.1:3306/{pair.des.name}" in desp
+    assert "Unknown column" in desp
+    output = "".join(capfd.readouterr()) + json.dumps(pushbear)
+    assert password not in output and password[3:9] not in output

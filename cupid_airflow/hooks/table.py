@@ -57,9 +57,10 @@ def db_hook(endpoint: Source | Destination, conn_id: str) -> DbApiHook:
 class Table:
     """A table reached through a DbApiHook, with one open connection reused for every query."""
 
-    def __init__(self, hook: DbApiHook, name: str) -> None:
+    def __init__(self, hook: DbApiHook, name: str, side: str = "") -> None:
         self.hook = hook
         self.name = name
+        self.side = side
         self.kind: str = hook.conn_type
         self._quote_format = hook.escape_word_format
         self.placeholder = hook.placeholder
@@ -78,9 +79,35 @@ class Table:
         return ", ".join([self.placeholder] * count)
 
     @property
+    def where(self) -> str:
+        """``side table on host:port/database``, for error messages: never the credentials."""
+        connection: Any = getattr(self.hook, "connection", None)
+        if connection is None:
+            try:
+                connection = self.hook.get_connection(self.hook.get_conn_id())
+            except Exception:
+                connection = None
+        place = ""
+        if connection is not None:
+            host = connection.host or ""
+            port = f":{connection.port}" if connection.port else ""
+            place = f" on {host}{port}/{connection.schema or ''}"
+        return f"{self.side + ' ' if self.side else ''}table {self.name}{place}"
+
+    def _noted(self, error: BaseException) -> None:
+        """Say which side, table and server a driver error came from (drivers name none of them)."""
+        note = f"cupid: {self.where}"
+        if note not in getattr(error, "__notes__", []):
+            error.add_note(note)
+
+    @property
     def conn(self) -> Any:
         if self._conn is None:
-            self._conn = self.hook.get_conn()
+            try:
+                self._conn = self.hook.get_conn()
+            except Exception as e:
+                self._noted(e)
+                raise
             if self.kind == "mysql":
                 # Each read sees the latest committed rows, and no snapshot is held open for hours.
                 self._conn.autocommit(True)
@@ -98,9 +125,13 @@ class Table:
         self.close()
 
     def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        with closing(self.conn.cursor()) as cursor:
-            cursor.execute(sql, tuple(params))
-            return [tuple(row) for row in cursor.fetchall()]
+        try:
+            with closing(self.conn.cursor()) as cursor:
+                cursor.execute(sql, tuple(params))
+                return [tuple(row) for row in cursor.fetchall()]
+        except Exception as e:
+            self._noted(e)
+            raise
 
     def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
         rows = self.fetch_all(sql, params)
@@ -118,9 +149,13 @@ class Table:
         else:
             cursor = self.conn.cursor()
         with closing(cursor):
-            cursor.execute(sql, tuple(params))
-            while rows := cursor.fetchmany(batch_size):
-                yield rows
+            try:
+                cursor.execute(sql, tuple(params))
+                while rows := cursor.fetchmany(batch_size):
+                    yield rows
+            except Exception as e:
+                self._noted(e)
+                raise
 
     # ------------------------------------------------------------------ queries cupid needs
 

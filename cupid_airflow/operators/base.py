@@ -126,4 +126,7 @@ class CupidOperator(BaseOperator):
             reason = permanent_reason(e)
             if reason is None:
                 raise
-            raise CupidFailure(f"{reason} (retrying cannot fix this: check the config and the tables)") from e
+            where = "; ".join(getattr(e, "__notes__", []))
+            raise CupidFailure(
+                f"{reason}{f' ({where})' if where else ''}; retrying cannot fix this: check the config and the tables"
+            ) from e
