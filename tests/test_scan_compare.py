@@ -476,3 +476,61 @@ def test_id_gaps_stop_being_watched_after_the_settle_window(pair: Pair) -> None:
     time.sleep(1.1)
     pair.run()
     assert insert_cursor(pair)["gaps"] == []
+
+
+def test_a_cursor_beyond_the_source_end_fails_with_what_to_do(pair: Pair) -> None:
+    """A server restart that reset AUTO_INCREMENT (or a truncate) would make new rows reuse ids the
+    cursor already passed: never skip them silently."""
+    pair.add_source(*[(f"n{i}", "x", None, None, None) for i in range(1, 6)])
+    pair.run()
+    pair.src.execute("DELETE FROM `user` WHERE id > 3")
+
+    result = run_dag(pair.dag_id)
+    assert result.task_states[("scan_insert", -1)] == "failed" and result.tries[("scan_insert", -1)] == 1
+    pair.run(conf={"start_id": 4})  # what the message says to do
+    assert insert_cursor(pair)["cursor"] == 3
+
+
+@pytest.mark.parametrize(
+    ("ddl", "message"),
+    [
+        ("CREATE TABLE nid (uid BIGINT PRIMARY KEY, number VARCHAR(32), name VARCHAR(255))", "has no `id` column"),
+        ("CREATE TABLE nid (id VARCHAR(36) PRIMARY KEY, number VARCHAR(32), name VARCHAR(255))", "holds str values"),
+    ],
+    ids=["no-id", "varchar-id"],
+)
+def test_a_source_without_an_integer_id_is_a_clear_error(pair: Pair, ddl: str, message: str) -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from cupid_airflow.operators.scan_insert import ScanInsertOperator
+
+    pair.src.execute(ddl)
+    pair.src.execute("INSERT INTO nid (" + ("uid" if "uid" in ddl else "id") + ", number) VALUES ('7', 'a')")
+    config = json.loads(pair.config_path.read_text())
+    config["src"]["table"] = "nid"
+    config["des"][0]["columns"] = {"number": "number", "name": "name"}
+    pair.config_path.write_text(json.dumps(config))
+    task = ScanInsertOperator(task_id="scan_insert", config_file=str(pair.config_path))
+    with pytest.raises(AirflowFailException, match=message) as error:
+        task.execute({"params": {}, "run_id": "manual_1"})  # type: ignore[arg-type]
+    assert "src.insert to false" in str(error.value)
+
+
+def test_null_keys_and_repeated_destination_keys_have_a_documented_outcome(pair: Pair) -> None:
+    """README "What counts as different": a NULL key matches nothing (reported missing, byValue
+    null); a key repeated in the destination is in sync when any of its rows matches, else one
+    type 2 event against the first row read."""
+    for db in (pair.src, pair.des):
+        db.execute("CREATE TABLE k (id BIGINT PRIMARY KEY AUTO_INCREMENT, number VARCHAR(32) NULL, name VARCHAR(9))")
+    pair.src.execute("INSERT INTO k (number, name) VALUES (NULL, 'nokey'), ('dup-ok', 'b'), ('dup-bad', 'c')")
+    pair.des.execute("INSERT INTO k (number, name) VALUES (NULL, 'nokey'), ('dup-ok', 'x'), ('dup-ok', 'b')")
+    pair.des.execute("INSERT INTO k (number, name) VALUES ('dup-bad', 'x'), ('dup-bad', 'y')")
+    config = json.loads(pair.config_path.read_text())
+    config["src"]["table"] = "k"
+    config["des"][0].update(table="k", columns={"number": "number", "name": "name"})
+    pair.config_path.write_text(json.dumps(config))
+
+    pair.run()
+    found = {(b["byValue"], b["type"]): b for b in pair.callbacks()}
+    assert set(found) == {(None, 1), ("dup-bad", 2)}
+    assert found[("dup-bad", 2)]["desColumn"] == {"number": "dup-bad", "name": "x"}

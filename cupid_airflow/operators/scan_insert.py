@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import re
 import time
+from decimal import Decimal
 
 from airflow.sdk import Context
 
 from cupid_airflow.core.claims import GAP_LIMIT, cap_gaps, settle_gaps, take_over
 from cupid_airflow.core.compare import ID_COLUMN
+from cupid_airflow.core.errors import permanent_reason
 from cupid_airflow.core.partitions import id_partitions, merge_to_limit
-from cupid_airflow.core.state import IdPartition, InsertCursor, read_insert_cursor, write_insert_cursor
+from cupid_airflow.core.state import (
+    IdPartition,
+    InsertCursor,
+    insert_cursor_key,
+    read_insert_cursor,
+    write_insert_cursor,
+)
 from cupid_airflow.exceptions import CupidFailure
 from cupid_airflow.hooks.table import Table
 from cupid_airflow.operators.base import CupidOperator
@@ -68,7 +77,16 @@ class ScanInsertOperator(CupidOperator):
             self.log.info("start_id=%s: the insert cursor restarts at %s", start_id, after)
         else:
             after = state["cursor"] if state["cursor"] is not None else self.config.src.start_id - 1
-        max_id = table.max_id()
+        max_id = self._max_id(table)
+        if start_id is None and state["cursor"] is not None and (max_id or 0) < state["cursor"]:
+            raise CupidFailure(
+                f"Variable {insert_cursor_key(dag_id)} says ids up to {state['cursor']} were checked, but "
+                f"{self.pair.src.table}'s highest id is {max_id}: rows at the top were deleted, the table was "
+                "emptied, or a server restart reset its AUTO_INCREMENT (then new rows reuse ids at or below the "
+                "cursor and would never be compared). Trigger a run with "
+                f"--conf '{{\"start_id\": {(max_id or 0) + 1}}}' to go on from the table's end (or a lower "
+                "start_id to re-check), or delete the Variable to start again at src.startId"
+            )
         if max_id is None or max_id <= after:
             upto = after
         else:
@@ -83,6 +101,27 @@ class ScanInsertOperator(CupidOperator):
         write_insert_cursor(self.variables, dag_id, state)
         self.log.info("Claimed ids (%s, %s] (source max id %s); cursor now %s", after, upto, max_id, upto)
         return state["open"].get(run_id, [])
+
+    def _max_id(self, table: Table) -> int | None:
+        try:
+            value = table.max_id()
+        except Exception as e:
+            if permanent_reason(e) is not None and re.search(rf"\b{ID_COLUMN}\b", str(e)):
+                raise CupidFailure(
+                    f"{self.pair.src.table} has no `{ID_COLUMN}` column: cupid finds new rows by an integer "
+                    "auto-increment id, as cupid-go does; add one, or set src.insert to false and watch the "
+                    "table by src.updateColumn only"
+                ) from e
+            raise
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | Decimal) or value != int(value):
+            raise CupidFailure(
+                f"{self.pair.src.table}.{ID_COLUMN} holds {type(value).__name__} values ({value!r}): cupid finds "
+                "new rows by an integer auto-increment id; set src.insert to false to watch the table by "
+                "src.updateColumn only"
+            )
+        return int(value)
 
     def _watch_gaps(self, table: Table, state: InsertCursor, after: int, upto: int) -> list[list[int]]:
         """Late commits: an id is allocated when its INSERT runs, so a transaction that commits
