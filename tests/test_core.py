@@ -467,3 +467,17 @@ def test_a_hand_edited_cursor_fails_with_what_to_do() -> None:
             read_insert_cursor(MemoryStore(**{"cupid.d.insert_cursor": broken}), "d")
     with pytest.raises(StateError, match=r"Variable cupid.d.update_hwm is not an update high-water mark"):
         read_update_mark(MemoryStore(**{"cupid.d.update_hwm": "yesterday"}), "d")
+
+
+def test_windows_across_a_clock_change_cover_the_repeated_hour() -> None:
+    from cupid_airflow.core.partitions import ColumnTime
+    from cupid_airflow.timeformat import parse_time_format
+
+    text = ColumnTime("text", "America/New_York", parse_time_format("Y-m-d H:i:s"))
+    at = lambda h, m: datetime(2026, 11, 1, h, m, tzinfo=UTC)  # noqa: E731
+    # 05:30Z is 01:30 EDT and 06:30Z is 01:30 EST: unwidened, this window would be empty in text.
+    low, high = text.window(at(5, 30), at(6, 30))
+    assert low <= "2026-11-01 01:00:00" and high >= "2026-11-01 01:59:59"
+    assert text.window(at(3, 0), at(4, 0)) == ("2026-10-31 23:00:00", "2026-11-01 00:00:00")  # no change inside
+    epoch = ColumnTime("epoch_s", "America/New_York", parse_time_format("Y-m-d H:i:s"))
+    assert epoch.window(at(5, 30), at(6, 30)) == (int(at(5, 30).timestamp()), int(at(6, 30).timestamp()))

@@ -534,3 +534,23 @@ def test_null_keys_and_repeated_destination_keys_have_a_documented_outcome(pair:
     found = {(b["byValue"], b["type"]): b for b in pair.callbacks()}
     assert set(found) == {(None, 1), ("dup-bad", 2)}
     assert found[("dup-bad", 2)]["desColumn"] == {"number": "dup-bad", "name": "x"}
+
+
+def test_update_windows_across_the_autumn_clock_change_miss_no_row(pair: Pair) -> None:
+    """New York, VARCHAR 'Y-m-d H:i:s' in local time, rows stamped in the hour that happens twice on
+    2026-11-01 (01:00-02:00 EDT, then again EST). Text cannot tell the two apart; a window that
+    crosses the change is widened so every such row is compared by it."""
+    pair.src.execute("ALTER TABLE `user` MODIFY update_time VARCHAR(19) NOT NULL")
+    local = {"updateTimeFormate": "Y-m-d H:i:s", "timezone": "America/New_York", "updateScanSecond": 0}
+    pair.configure(src={"insert": False, "update": True, "updateColumn": "update_time", **local})
+    pair.add_source(
+        ("edt-0115", "x", None, None, None, "2026-11-01 01:15:00"),  # 05:15Z, or 06:15Z: text cannot say
+        ("edt-0145", "x", None, None, None, "2026-11-01 01:45:00"),
+        ("before", "x", None, None, None, "2026-11-01 00:30:00"),
+        ("after", "x", None, None, None, "2026-11-01 02:30:00"),
+    )
+    pair.run(conf={"since": "2026-11-01T05:00:00Z", "until": "2026-11-01T07:00:00Z"})  # the issue's re-check
+    assert {"edt-0115", "edt-0145"} <= set(pair.by_number())  # widened by the hour: neighbours may come too
+
+    pair.run(conf={"since": "2026-11-01T05:30:00Z", "until": "2026-11-01T06:30:00Z"})  # 01:30 EDT .. 01:30 EST
+    assert {"edt-0115", "edt-0145"} <= set(pair.by_number())

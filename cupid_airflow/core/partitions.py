@@ -15,7 +15,7 @@ tests).
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Protocol, TypeVar
 from zoneinfo import ZoneInfo
@@ -125,6 +125,24 @@ class ColumnTime:
         self.vtype = vtype
         self.zone = ZoneInfo(zone)
         self.fmt = fmt
+
+    def window(self, since: datetime, until: datetime) -> tuple[Any, Any]:
+        """``[since, until)`` as column values that cover every instant in it.
+
+        Local wall-clock values (DATETIME or text in ``src.timezone``) repeat an hour when clocks go
+        back: 01:30 EST comes after 01:45 EDT. A window that crosses the change is widened by the
+        offset change on both sides, so no row stamped in the repeated hour falls between two
+        windows; rows near it may be compared twice (same event ids). Epoch columns need nothing.
+        """
+        if self.vtype in ("datetime", "text"):
+            shift = abs(self._offset(since) - self._offset(until))
+            if shift:
+                since, until = since - shift, until + shift
+        return self.lower(since), self.upper(until)
+
+    def _offset(self, instant: datetime) -> timedelta:
+        instant = instant if instant.tzinfo else instant.replace(tzinfo=UTC)
+        return instant.astimezone(self.zone).utcoffset() or timedelta(0)
 
     def lower(self, instant: datetime) -> Any:
         return self._write(instant, math.floor)

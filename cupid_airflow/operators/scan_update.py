@@ -62,7 +62,7 @@ class ScanUpdateOperator(CupidOperator):
                 self.log.info("%s has no rows with %s set: nothing to scan", pair.src.table, pair.src.update_column)
             for low_at, high_at in windows if writer is not None else []:
                 assert writer is not None
-                low, high = writer.lower(low_at), writer.upper(high_at)
+                low, high = writer.window(low_at, high_at)
                 self.log.info(
                     "Window %s .. %s (UTC) is %r .. %r in %s (%s column)",
                     low_at.isoformat(), high_at.isoformat(), low, high, pair.src.timezone, writer.vtype,
