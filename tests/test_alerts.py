@@ -188,3 +188,20 @@ def test_a_database_error_names_the_side_file_and_server_never_the_password(
     assert "Unknown column" in desp
     output = "".join(capfd.readouterr()) + json.dumps(pushbear)
     assert password not in output and password[3:9] not in output
+
+
+def test_a_dag_failing_every_run_the_same_way_alerts_once(pair: Pair, pushbear: list[dict[str, str]]) -> None:
+    """A config dropped in with wrong credentials or a missing column fails every scheduled run:
+    page once (an hour), not every minute; a different failure alerts at once."""
+    with_sendkey(pair)
+    pair.add_source(("a", "x", None, None, None))
+    pair.des.execute("ALTER TABLE `user` DROP COLUMN bio")
+
+    for _ in range(2):
+        failed = run_dag(pair.dag_id)
+        assert failed.task_states[("compare", 0)] == "failed"  # the next run takes the claim over: same failure
+    assert len(pushbear) == 1
+
+    pair.des.execute("ALTER TABLE `user` DROP COLUMN name")  # another failure
+    run_dag(pair.dag_id)
+    assert len(pushbear) == 2 and "name" in pushbear[1]["desp"]

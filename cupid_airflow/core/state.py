@@ -246,6 +246,35 @@ def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+# ---------------------------------------------------------------------------- alerts
+
+
+def alert_mark_key(dag_id: str) -> str:
+    return f"cupid.{dag_id}.last_alert"
+
+
+class AlertMark(TypedDict):
+    """The last failure alert a DAG sent: the same failure is not sent again for a while."""
+
+    version: int
+    signature: str  # the task, the kind of alert and the error with its numbers blanked
+    at: float  # epoch seconds
+
+
+def read_alert_mark(store: Store, dag_id: str) -> AlertMark | None:
+    data = store.get(alert_mark_key(dag_id), None)
+    if not isinstance(data, dict) or data.get("version", STATE_VERSION) != STATE_VERSION:
+        return None  # unreadable: better one alert too many than one too few
+    try:
+        return AlertMark(version=STATE_VERSION, signature=str(data["signature"]), at=float(data["at"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def write_alert_mark(store: Store, dag_id: str, signature: str, at: float) -> None:
+    store.set(alert_mark_key(dag_id), AlertMark(version=STATE_VERSION, signature=signature, at=at))
+
+
 # ---------------------------------------------------------------------------- partitions
 
 

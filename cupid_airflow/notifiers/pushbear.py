@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
+import time
 from functools import cached_property
 from typing import Any
 
@@ -9,10 +13,17 @@ from airflow.sdk import BaseNotifier
 from airflow.sdk.exceptions import AirflowFailException
 
 from cupid_airflow.config import ConfigError, load_config
+from cupid_airflow.core.state import read_alert_mark, write_alert_mark
 from cupid_airflow.exceptions import CallbackDeliveryError, ReceiverGoneError
 from cupid_airflow.hooks.pushbear import PushBearHook
+from cupid_airflow.hooks.variables import VariableStore
 
 __all__ = ["PushBearNotifier", "send_pushbear_notification"]
+
+
+#: The same failure of a DAG (task, kind of alert, error with its numbers blanked) is alerted once
+#: in this many seconds: a config that fails every run pages once an hour, not every minute.
+REPEAT_SECONDS = 3600
 
 
 class PushBearNotifier(BaseNotifier):
@@ -108,8 +119,37 @@ class PushBearNotifier(BaseNotifier):
         return getattr(context.get("ti"), "try_number", None) == self.only_on_try
 
     def notify(self, context: Any) -> None:
-        if self._wanted(context):
-            self.hook.send(*self.message(context))
+        if not self._wanted(context):
+            return
+        ti, error = context.get("ti"), context.get("exception")
+        dag_id = getattr(ti, "dag_id", None)
+        signature = hashlib.sha256(
+            json.dumps(
+                [
+                    getattr(ti, "task_id", ""),
+                    self.only_on_try,
+                    type(error).__name__,
+                    re.sub(r"\d+", "#", str(error))[:500],
+                ]
+            ).encode()
+        ).hexdigest()[:16]
+        store, now = VariableStore(), time.time()
+        if dag_id is not None:
+            try:
+                last = read_alert_mark(store, dag_id)
+            except Exception:  # the metadata database is unreachable: alert rather than stay silent
+                last = None
+            if last is not None and last["signature"] == signature and now - last["at"] < REPEAT_SECONDS:
+                self.log.info(
+                    "PushBear: the same failure was alerted %d s ago; not sent again before %d s have passed",
+                    now - last["at"], REPEAT_SECONDS,
+                )  # fmt: skip
+                return
+        if self.hook.send(*self.message(context)) and dag_id is not None:
+            try:
+                write_alert_mark(store, dag_id, signature, now)
+            except Exception as e:
+                self.log.warning("PushBear: could not record the alert (%s): the next failure alerts again", e)
 
     async def async_notify(self, context: Any) -> None:
         if self._wanted(context):

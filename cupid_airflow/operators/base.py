@@ -3,43 +3,23 @@ rule that turns failures no retry can fix into a failure at once."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from functools import cached_property
 from typing import Any, TypeVar
 
-from airflow.sdk import BaseOperator, Context, Variable
+from airflow.sdk import BaseOperator, Context
 from airflow.sdk.log import mask_secret
 
 from cupid_airflow.config import CupidConfig
 from cupid_airflow.core.errors import permanent_reason
 from cupid_airflow.core.state import StateError
 from cupid_airflow.exceptions import CupidFailure
+from cupid_airflow.hooks.variables import VariableStore
 from cupid_airflow.pair import SyncPair
 
-__all__ = ["CupidOperator", "VariableStore"]
+__all__ = ["CupidOperator"]
 
 _T = TypeVar("_T")
-
-
-class VariableStore:
-    """Airflow Variables as a :class:`cupid_airflow.core.state.Store` (JSON values; a bare string
-    written before the state was versioned reads as that string)."""
-
-    def get(self, key: str, default: Any = None) -> Any:
-        raw = Variable.get(key, default=None)
-        if raw is None:
-            return default
-        try:
-            return json.loads(raw)
-        except ValueError:
-            return raw
-
-    def set(self, key: str, value: Any) -> None:
-        Variable.set(key, value, serialize_json=True)
-
-    def delete(self, key: str) -> None:
-        Variable.delete(key)
 
 
 class CupidOperator(BaseOperator):
