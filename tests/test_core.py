@@ -37,10 +37,11 @@ from cupid_airflow.core.state import (
     read_partition,
     read_progress,
     read_update_mark,
+    read_update_state,
     write_delivered,
     write_insert_cursor,
     write_progress,
-    write_update_mark,
+    write_update_state,
 )
 from cupid_airflow.core.threads import prefetched
 
@@ -360,7 +361,9 @@ def test_scan_state_reads_its_unversioned_form_and_refuses_a_newer_one() -> None
 
     legacy = MemoryStore(**{"cupid.d.update_hwm": "2026-01-01T00:00:00+00:00"})
     assert read_update_mark(legacy, "d") == datetime(2026, 1, 1, tzinfo=UTC)
-    write_update_mark(legacy, "d", datetime(2026, 2, 1))
+    state = read_update_state(legacy, "d")
+    state["until"] = datetime(2026, 2, 1, tzinfo=UTC).isoformat()
+    write_update_state(legacy, "d", state)
     assert legacy.data["cupid.d.update_hwm"] == {"version": 1, "until": "2026-02-01T00:00:00+00:00", "open": {}}
 
 

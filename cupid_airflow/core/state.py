@@ -234,12 +234,6 @@ def write_update_state(store: Store, dag_id: str, state: UpdateMark) -> None:
     store.set(update_mark_key(dag_id), {**state, "version": STATE_VERSION})
 
 
-def write_update_mark(store: Store, dag_id: str, until: datetime) -> None:
-    state = read_update_state(store, dag_id)
-    state["until"] = _aware(until).isoformat()
-    write_update_state(store, dag_id, state)
-
-
 def _aware(moment: datetime) -> datetime:
     from datetime import UTC
 

@@ -10,9 +10,9 @@ from airflow.sdk import Context
 from cupid_airflow.core.claims import take_over
 from cupid_airflow.core.partitions import merge_to_limit, window_partitions
 from cupid_airflow.core.state import (
+    UpdateMark,
     WindowPartition,
     read_insert_cursor,
-    read_update_mark,
     read_update_state,
     write_update_state,
 )
@@ -53,14 +53,17 @@ class ScanUpdateOperator(CupidOperator):
     def run(self, context: Context) -> list[WindowPartition]:
         pair = self.pair
         assert pair.src.update_column is not None
-        since, until, moves_mark = self._window(context)
-        windows = self._claim(context, since, until) if moves_mark else [(since, until)]
+        state = read_update_state(self.variables, pair.pair_id)
+        mark = None if state["until"] is None else datetime.fromisoformat(state["until"])
+        since, until, moves_mark = self._window(context, mark)
+        windows = self._claim(context, state, since, until) if moves_mark else [(since, until)]
         parts: list[WindowPartition] = []
         with pair.source_table() as table:
             writer = pair.column_time(table)
             if writer is None:
                 self.log.info("%s has no rows with %s set: nothing to scan", pair.src.table, pair.src.update_column)
-            for low_at, high_at in windows if writer is not None else []:
+                windows = []
+            for low_at, high_at in windows:
                 assert writer is not None
                 low, high = writer.window(low_at, high_at)
                 self.log.info(
@@ -76,11 +79,12 @@ class ScanUpdateOperator(CupidOperator):
         self.log.info("%d partition(s)", len(parts))
         return merge_to_limit(parts)
 
-    def _claim(self, context: Context, since: datetime, until: datetime) -> list[tuple[datetime, datetime]]:
+    def _claim(
+        self, context: Context, state: UpdateMark, since: datetime, until: datetime
+    ) -> list[tuple[datetime, datetime]]:
         """This run's windows: those it took over from runs whose compares did not all succeed,
         then its own; the high-water mark moves to ``until``."""
         dag_id, run_id = self.pair.pair_id, context["run_id"]
-        state = read_update_state(self.variables, dag_id)
         takeover = take_over(state["open"], run_id, self.compare_outcomes(context, list(state["open"])))
         for entry in takeover.inherited:
             self.log.warning("The window %s .. %s was scanned by a run whose compares did not all succeed: "
@@ -95,8 +99,8 @@ class ScanUpdateOperator(CupidOperator):
         write_update_state(self.variables, dag_id, state)
         return [(datetime.fromisoformat(a), datetime.fromisoformat(b)) for a, b in mine]
 
-    def _window(self, context: Context) -> tuple[datetime, datetime, bool]:
-        """(since, until, whether this run moves the high-water mark)."""
+    def _window(self, context: Context, mark: datetime | None = None) -> tuple[datetime, datetime, bool]:
+        """(since, until, whether this run moves the high-water mark), given where the last one ended."""
         params = context["params"]
         back = timedelta(seconds=self.config.src.update_scan_second)
         if params.get("since") is not None or params.get("until") is not None:
@@ -111,7 +115,6 @@ class ScanUpdateOperator(CupidOperator):
         dag_run = context["dag_run"]
         if str(dag_run.run_type).lower().endswith("backfill") and start is not None and end is not None:
             return start - back, end, False
-        mark = read_update_mark(self.variables, self.pair.pair_id)
         if start is None or end is None or end <= start:  # @continuous, or a run without an interval
             end = datetime.now(UTC)
             start = mark or end - timedelta(seconds=max(60, self.config.src.update_interval_millisecond / 1000))
