@@ -9,27 +9,45 @@ import threading
 
 class CuttableProxy:
     """Forwards 127.0.0.1:<port> to ``target``. ``cut_after(n)`` arms a one-time cut: the first
-    connection that has sent ``n`` bytes back to its client is closed mid-stream (both sides)."""
+    connection that has sent ``n`` bytes back to its client is closed mid-stream (both sides).
+    ``restart(seconds)`` plays a server restart: every connection is dropped and the port refuses
+    connections for ``seconds``, then listens again."""
 
     def __init__(self, target: tuple[str, int]) -> None:
         self.target = target
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
+        self.port = 0
         self.cuts = 0
+        self.restarts = 0
         self._cut_at: int | None = None
         self._lock = threading.Lock()
         self._open: list[socket.socket] = []
         self._stop = threading.Event()
-        threading.Thread(target=self._accept, daemon=True, name="proxy-accept").start()
+        self._listen()
+
+    def _listen(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", self.port))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, args=(self.listener,), daemon=True, name="proxy-accept").start()
 
     def cut_after(self, nbytes: int) -> None:
         self._cut_at = nbytes
 
-    def _accept(self) -> None:
-        self.listener.settimeout(0.2)
+    def restart(self, seconds: float) -> None:
+        with self._lock:
+            self.restarts += 1
+            _close(self.listener)
+            for s in self._open:
+                _close(s)
+            self._open.clear()
+        timer = threading.Timer(seconds, lambda: None if self._stop.is_set() else self._listen())
+        timer.daemon = True
+        timer.start()
+
+    def _accept(self, listener: socket.socket) -> None:
+        listener.settimeout(0.2)
         while not self._stop.is_set():
             try:
-                client, _ = self.listener.accept()
+                client, _ = listener.accept()
             except TimeoutError:
                 continue
             except OSError:

@@ -582,3 +582,42 @@ def test_a_connection_cut_mid_compare_costs_a_retry_and_loses_nothing(pair: Pair
 
     assert proxy.cuts == 1 and result.tries[("compare", 0)] == 2  # cut once, retried once
     assert sorted(pair.by_number()) == [f"n{i:05d}" for i in range(0, rows, 1000)]
+
+
+def test_a_database_restart_between_scan_and_compare_costs_retries_and_loses_nothing(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both sides go through one loopback proxy that "restarts" the server right after the scan:
+    every connection dropped, connections refused for 1.5 s. The compare's first tries fail to
+    connect and retry; the run then reports every divergence of the claim, once."""
+    from cupid_airflow.operators.scan_insert import ScanInsertOperator
+    from tests.conftest import MYSQL
+    from tests.proxy import CuttableProxy
+
+    pair.add_source(*[(f"n{i:03d}", f"name {i}", None, None, None) for i in range(300)])
+    pair.add_destination(*[(f"n{i:03d}", f"name {i}", None, None, None) for i in range(300) if i % 50])
+    proxy = CuttableProxy((MYSQL["host"], MYSQL["port"]))
+    scan = ScanInsertOperator.run
+
+    def scan_then_restart(self: ScanInsertOperator, context: Any) -> Any:
+        claimed = scan(self, context)
+        proxy.restart(1.5)
+        return claimed
+
+    monkeypatch.setattr(ScanInsertOperator, "run", scan_then_restart)
+    try:
+        config = json.loads(pair.config_path.read_text())
+        for endpoint, database in ((config["src"], pair.src.name), (config["des"][0], pair.des.name)):
+            endpoint["dsn"] = f"root:@tcp(127.0.0.1:{proxy.port})/{database}?charset=utf8mb4&timeout=2s"
+        config["failureJobRetrySecond"] = 1
+        pair.config_path.write_text(json.dumps(config))
+
+        result = pair.run()
+        assert proxy.restarts == 1 and result.tries[("compare", 0)] >= 2  # refused at first, then retried
+        assert sorted(pair.by_number()) == [f"n{i:03d}" for i in range(0, 300, 50)]
+
+        monkeypatch.setattr(ScanInsertOperator, "run", scan)
+        pair.run()  # the next scan settles the claim: its compares all succeeded in the end
+        assert pair.callbacks() == [] and insert_cursor(pair)["open"] == {}
+    finally:
+        proxy.close()
