@@ -152,6 +152,8 @@ def _run(dag_id: str) -> dict[str, Any]:
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
+    from cupid_airflow.core.state import event_types
+
     dags = Path(os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
     dag = DagBag(str(dags / "cupid_dags.py"), bundle_path=dags).dags[dag_id]
     started = time.monotonic()
@@ -161,10 +163,13 @@ def _run(dag_id: str) -> dict[str, Any]:
         xcoms = session.scalars(select(XComModel).where(XComModel.run_id == run.run_id, XComModel.dag_id == dag_id))
         values = {(x.task_id, x.map_index): XComModel.deserialize_value(x) for x in xcoms if x.key == "return_value"}
     partitions = [p for (t, _), v in values.items() if t in ("scan_insert", "scan_update") for p in v]
-    events = [e for (t, _), v in values.items() if t == "compare" for e in v]
+    events: Counter[int] = Counter()
+    for (task, _), value in values.items():
+        if task == "compare":
+            events.update({int(kind): n for kind, n in event_types(value).items()})
     rows = sum(p["upto"] - p["after"] for p in partitions if p["kind"] == "ids")
     return {"state": str(run.state), "seconds": seconds, "partitions": len(partitions), "rows": rows,
-            "events": Counter(e["type"] for e in events)}  # fmt: skip
+            "events": events}  # fmt: skip
 
 
 #: Written into every folder the demo builds; only a folder holding it is ever deleted.

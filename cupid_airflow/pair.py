@@ -8,7 +8,7 @@ scan, compare, reconcile and callback operators, the CLI and the watch trigger a
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -24,13 +24,7 @@ from cupid_airflow.core.threads import LookupPool, prefetched
 if TYPE_CHECKING:
     from cupid_airflow.hooks.table import Table
 
-__all__ = ["ID_COLUMN", "CompareResult", "SyncPair", "TableSide"]
-
-
-@dataclass
-class CompareResult:
-    events: list[Event]
-    rows: int
+__all__ = ["ID_COLUMN", "SyncPair", "TableSide"]
 
 
 @dataclass(frozen=True)
@@ -157,11 +151,11 @@ class SyncPair:
         keys = list(dict.fromkeys(row[1] for row in batch if row[1] is not None))
         return table.rows_with_keys(self.des.by_column, self.des_columns, keys)
 
-    def compare_partition(self, part: Partition) -> CompareResult:
+    def compare_partition(self, part: Partition, emit: Callable[[list[Event]], None]) -> int:
         """Stream the partition's source rows, look their keys up in the destination in batches,
-        compare: source reads, destination lookups (on :data:`LOOKUP_THREADS` connections) and the
-        comparison overlap. Every thread stops before its connection closes."""
-        events: list[Event] = []
+        compare, and ``emit`` each batch's events as it is done (nothing holds them all); returns
+        the rows compared. Source reads, destination lookups (on :data:`LOOKUP_THREADS`
+        connections) and the comparison overlap; every thread stops before its connection closes."""
         rows = 0
         with ExitStack() as stack:
             source = stack.enter_context(self.source_table())
@@ -170,9 +164,9 @@ class SyncPair:
             if source.thread_safe:
                 batches = stack.enter_context(prefetched(batches))  # exits first: before the source closes
             for batch, matches in pool.map(self.lookup, batches):
-                events.extend(self.comparer.compare(batch, matches))
+                emit(self.comparer.compare(batch, matches))
                 rows += len(batch)
-        return CompareResult(events, rows)
+        return rows
 
     # ------------------------------------------------------------------ reconcile re-check
 

@@ -12,6 +12,7 @@ from airflow.models.xcom import XComModel
 from airflow.utils.session import create_session
 from sqlalchemy import select
 
+from cupid_airflow.core.state import event_chunk_key
 from tests.conftest import REPO
 
 DAG_FILE = REPO / "dags" / "cupid_dags.py"
@@ -24,6 +25,7 @@ class RunResult:
     task_states: dict[tuple[str, int], str]
     xcoms: dict[tuple[str, int], Any] = field(default_factory=dict)
     tries: dict[tuple[str, int], int] = field(default_factory=dict)
+    other_xcoms: dict[tuple[str, int, str], Any] = field(default_factory=dict)  # keys other than return_value
 
     def output(self, task_id: str) -> list[Any]:
         """Return values of ``task_id``'s instances, in map-index order."""
@@ -35,7 +37,15 @@ class RunResult:
 
     @property
     def events(self) -> list[dict[str, Any]]:
-        return [e for out in self.output("compare") for e in out]
+        """Every compare's events, read from their XCom chunks where they were chunked."""
+        found: list[dict[str, Any]] = []
+        for out in self.output("compare"):
+            if isinstance(out, dict):
+                keys = [event_chunk_key(i) for i in range(out["chunks"])]
+                found += [e for key in keys for e in self.other_xcoms[(out["task_id"], out["map_index"], key)]]
+            else:
+                found += out or []
+        return found
 
 
 def load_dag(dag_id: str) -> Any:
@@ -56,10 +66,13 @@ def run_dag(dag_id: str, conf: dict[str, Any] | None = None, logical_date: datet
         states = {(ti.task_id, ti.map_index): str(ti.state) for ti in tis}
         tries = {(ti.task_id, ti.map_index): ti.try_number for ti in tis}
         rows = session.scalars(select(XComModel).where(XComModel.run_id == dr.run_id, XComModel.dag_id == dag_id))
-        xcoms = {
-            (x.task_id, x.map_index): _value(XComModel.deserialize_value(x)) for x in rows if x.key == "return_value"
-        }
-    return RunResult(str(dr.state), dr.run_id, states, xcoms, tries)
+        xcoms, other = {}, {}
+        for x in rows:
+            if x.key == "return_value":
+                xcoms[(x.task_id, x.map_index)] = _value(XComModel.deserialize_value(x))
+            else:
+                other[(x.task_id, x.map_index, x.key)] = _value(XComModel.deserialize_value(x))
+    return RunResult(str(dr.state), dr.run_id, states, xcoms, tries, other)
 
 
 def _value(value: Any) -> Any:

@@ -25,20 +25,23 @@ from cupid_airflow.core.errors import PermanentError, TimeColumnError, Unsupport
 from cupid_airflow.core.partitions import id_partitions, merge_to_limit, time_kind, window_partitions
 from cupid_airflow.core.reconcile import ChunkSizer, MismatchTracker, SegmentWalk, key_range, settled
 from cupid_airflow.core.state import (
+    DeliveredBits,
     Event,
+    EventDigest,
+    EventSpool,
     Segment,
     StateError,
     decode_value,
     encode_value,
+    event_chunk_key,
     id_partition,
     new_progress,
-    read_delivered,
+    read_event_output,
     read_insert_cursor,
     read_partition,
     read_progress,
     read_update_mark,
     read_update_state,
-    write_delivered,
     write_insert_cursor,
     write_progress,
     write_update_state,
@@ -269,9 +272,18 @@ def test_deliver_all_keeps_concurrency_in_flight_and_checkpoints() -> None:
         in_flight -= 1
         return Answer(200)
 
-    report = asyncio.run(deliver_all(events(100), send, 4, checkpoint=lambda ids: checkpoints.append(len(ids)),
+    heard: list[str] = []
+
+    def on_outcome(event: Event, result: Delivery) -> None:
+        assert result.outcome == "delivered"
+        heard.append(event["eventId"])
+
+    def checkpoint() -> None:
+        checkpoints.append(len(heard))
+
+    report = asyncio.run(deliver_all(iter(events(100)), send, 4, on_outcome=on_outcome, checkpoint=checkpoint,
                                      checkpoint_every=0))  # fmt: skip
-    assert sorted(report.delivered) == sorted(e["eventId"] for e in events(100))
+    assert report.delivered == 100 and sorted(heard) == sorted(e["eventId"] for e in events(100))
     assert peak == 4 and checkpoints == list(range(1, 101))
 
 
@@ -283,7 +295,7 @@ def test_deliver_all_waits_out_a_short_retry_after() -> None:
         return Answer(429, "", "0") if seen[event["eventId"]] == 1 else Answer(200)
 
     report = asyncio.run(deliver_all(events(5), send, 2))
-    assert len(report.delivered) == 5 and set(seen.values()) == {2}
+    assert report.delivered == 5 and set(seen.values()) == {2}
 
 
 def test_circuit_breaker_skips_the_rest_after_connection_failures_in_a_row() -> None:
@@ -296,8 +308,9 @@ def test_circuit_breaker_skips_the_rest_after_connection_failures_in_a_row() -> 
 
     report = asyncio.run(deliver_all(events(100), send, 1, DeliveryPolicy(circuit_breaker=10)))
     assert sent == 10 and report.receiver_down
-    assert len(report.failed) == 100 and report.undelivered == 100  # none dropped: all left for the retry
-    assert report.failed[-1][1].detail == "skipped: the receiver looked down"
+    assert report.failed == 100 and report.undelivered == 100  # none dropped: all left for the retry
+    assert len(report.problems) == 20  # the first few, for the log: a report holds no other event
+    assert report.reasons == {"cannot connect", "skipped"}
 
 
 def test_answers_in_between_reset_the_breaker() -> None:
@@ -382,7 +395,8 @@ def test_partitions_and_progress_and_delivered_ids() -> None:
     assert read_progress(store, segment) == progress
     assert read_progress(store, Segment(lower=None, upper=None)) is None  # another segment's pass
 
-    assert read_delivered(MemoryStore(delivered_event_ids=["a", "b"]), []) == {"a", "b"}  # the unversioned list
+    legacy = DeliveredBits.read(MemoryStore(delivered_event_ids=["e1"]), "any", 2)  # the unversioned list of ids
+    assert [legacy.done(i, e) for i, e in enumerate(events(2))] == [False, True]
 
 
 def test_delivered_ids_stay_small_and_never_misread() -> None:
@@ -390,11 +404,38 @@ def test_delivered_ids_stay_small_and_never_misread() -> None:
 
     many = events(100_000)
     store = MemoryStore()
-    delivered = {e["eventId"] for e in many[::3]}
-    write_delivered(store, many, delivered)
-    assert read_delivered(store, many) == delivered
+    digest = EventDigest.of(many)
+    bits = DeliveredBits.read(store, digest, len(many))
+    for position in range(0, len(many), 3):
+        bits.mark(position)
+    bits.write(store)
+    again = DeliveredBits.read(store, digest, len(many))
+    assert [i for i, e in enumerate(many) if again.done(i, e)] == list(range(0, len(many), 3))
+    assert again.delivered() == 33_334
     assert len(json.dumps(store.data)) < 20_000  # 17 KB for 100,000 events, rewritten every second
-    assert read_delivered(store, many[:-1]) == set()  # another event list: nothing counts as delivered
+    other = DeliveredBits.read(store, EventDigest.of(many[:-1]), len(many) - 1)
+    assert other.delivered() == 0  # another event list: nothing counts as delivered
+
+
+def test_event_spool_keeps_small_outputs_inline_and_chunks_large_ones() -> None:
+    pushed: dict[str, list[Event]] = {}
+    small = EventSpool(pushed.__setitem__, "compare", 2, chunk=10)
+    small.add(events(10))
+    assert small.finish() == events(10) and pushed == {}  # up to a chunk: the plain list, as before
+
+    spool = EventSpool(pushed.__setitem__, "compare", 2, chunk=10)
+    for start in range(0, 25, 5):  # events come a batch at a time
+        spool.add(events(25)[start : start + 5])
+    manifest = spool.finish()
+    assert manifest == {
+        "version": 1, "task_id": "compare", "map_index": 2, "chunks": 3, "count": 25, "types": {"1": 25},
+        "digest": EventDigest.of(events(25)),
+    }  # fmt: skip
+    assert [len(pushed[event_chunk_key(i)]) for i in range(3)] == [10, 10, 5]
+    assert [e for i in range(3) for e in pushed[event_chunk_key(i)]] == events(25)
+    assert read_event_output(manifest) == manifest and read_event_output(None) == []
+    with pytest.raises(StateError, match="event chunks"):
+        read_event_output({**manifest, "version": 99})
 
 
 # ---------------------------------------------------------------------------- errors and threads

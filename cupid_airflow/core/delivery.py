@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Literal
@@ -96,18 +96,37 @@ class DeliveryPolicy:
         return wait
 
 
+#: How many undelivered events a report keeps, with their reasons, for the log.
+SAMPLES = 20
+
+
 @dataclass
 class DeliveryReport:
-    """The outcome of one delivery pass, sorted by kind."""
+    """The outcome of one delivery pass: counts, and the first few problems. It holds no event it
+    does not show, so delivering any number of events costs the same memory."""
 
-    delivered: list[str] = field(default_factory=list)  # event ids
-    failed: list[tuple[Event, Delivery]] = field(default_factory=list)
-    gone: list[tuple[Event, Delivery]] = field(default_factory=list)
+    delivered: int = 0
+    failed: int = 0
+    gone: int = 0
+    problems: list[tuple[Event, Delivery]] = field(default_factory=list)  # the first SAMPLES failed or gone
+    reasons: set[str] = field(default_factory=set)  # of failures, the detail up to its first ":"
     receiver_down: bool = False
 
     @property
     def undelivered(self) -> int:
-        return len(self.failed) + len(self.gone)
+        return self.failed + self.gone
+
+    def record(self, event: Event, result: Delivery) -> None:
+        if result.outcome == "delivered":
+            self.delivered += 1
+            return
+        if result.outcome == "gone":
+            self.gone += 1
+        else:
+            self.failed += 1
+            self.reasons.add(result.detail.split(":")[0])
+        if len(self.problems) < SAMPLES:
+            self.problems.append((event, result))
 
 
 async def deliver_one(send: Sender, event: Event, policy: DeliveryPolicy) -> Delivery:
@@ -125,15 +144,17 @@ async def deliver_one(send: Sender, event: Event, policy: DeliveryPolicy) -> Del
 
 
 async def deliver_all(
-    events: Sequence[Event],
+    events: Iterable[Event],
     send: Sender,
     concurrency: int,
     policy: DeliveryPolicy | None = None,
-    checkpoint: Callable[[list[str]], None] | None = None,
+    on_outcome: Callable[[Event, Delivery], None] | None = None,
+    checkpoint: Callable[[], None] | None = None,
     checkpoint_every: float = 1.0,
 ) -> DeliveryReport:
-    """Deliver ``events`` with ``concurrency`` in flight; ``checkpoint(delivered ids)`` is called at
-    most every ``checkpoint_every`` seconds so a killed worker resends little."""
+    """Deliver ``events`` (read lazily: they may come a chunk at a time) with ``concurrency`` in
+    flight. ``on_outcome`` hears of every event's outcome; ``checkpoint()`` is called at most every
+    ``checkpoint_every`` seconds, to save what was delivered so a killed worker resends little."""
     policy = policy or DeliveryPolicy()
     report = DeliveryReport()
     todo = iter(events)
@@ -142,18 +163,17 @@ async def deliver_all(
 
     def record(event: Event, result: Delivery) -> None:
         nonlocal streak, saved
+        report.record(event, result)
+        if on_outcome is not None:
+            on_outcome(event, result)
         if result.outcome == "delivered":
-            report.delivered.append(event["eventId"])
             streak = 0
-        elif result.outcome == "gone":
-            report.gone.append((event, result))
-        else:
-            report.failed.append((event, result))
+        elif result.outcome == "failed":
             streak = streak + 1 if result.connection_problem else 0
             if streak >= policy.circuit_breaker:
                 report.receiver_down = True
         if checkpoint is not None and time.monotonic() - saved >= checkpoint_every:
-            checkpoint(report.delivered)
+            checkpoint()
             saved = time.monotonic()
 
     async def worker() -> None:  # ``concurrency`` of these share one iterator: no task per event

@@ -11,6 +11,7 @@ state                  store, key                                  written by
 :class:`IdPartition`,  XCom of the scan tasks                      ``scan_*`` -> ``compare``
 :class:`WindowPartition`
 :class:`Event`         XCom of compare/reconcile                   -> ``callback``; the POST body
+:class:`EventChunks`   the same, past 10,000 events: XCom chunks   -> ``callback``, a chunk at a time
 :class:`Segment`       XCom of ``plan``                            -> ``reconcile``
 :class:`ReconcileProgress`  task state store ``reconcile_progress``  ``reconcile`` (resume)
 :class:`DeliveredIds`  task state store ``delivered_event_ids``    ``callback`` (resume)
@@ -31,7 +32,7 @@ import base64
 import hashlib
 import json
 import time as clock
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any, Literal, NotRequired, Protocol, TypedDict, cast
@@ -40,10 +41,15 @@ from cupid_airflow.core.errors import UnsupportedValueError
 
 __all__ = [
     "DELIVERED_KEY",
+    "EVENT_CHUNK",
     "PROGRESS_KEY",
     "STATE_VERSION",
+    "DeliveredBits",
     "DeliveredIds",
     "Event",
+    "EventChunks",
+    "EventDigest",
+    "EventSpool",
     "IdPartition",
     "InsertCursor",
     "Partition",
@@ -56,7 +62,10 @@ __all__ = [
     "WindowPartition",
     "decode_value",
     "encode_value",
+    "event_chunk_key",
+    "event_types",
     "insert_cursor_key",
+    "read_event_output",
     "update_mark_key",
 ]
 
@@ -428,40 +437,50 @@ class DeliveredIds(TypedDict):
     it must stay small: n/8 bytes, 17 KB of base64 for 100,000 events."""
 
     version: int
-    events: str  # sha256 of the event ids in list order
+    events: str  # sha256 of the event ids in list order (:class:`EventDigest`)
     bitmap: str  # base64; bit i (byte i // 8, bit i % 8) = event i was delivered
 
 
-def _digest(events: Sequence[Event]) -> str:
-    return hashlib.sha256("\n".join(e["eventId"] for e in events).encode()).hexdigest()
+class DeliveredBits:
+    """:class:`DeliveredIds` while a callback task delivers: marked by position in its event list."""
 
+    def __init__(self, digest: str, count: int, legacy_ids: frozenset[str] = frozenset()) -> None:
+        self.digest = digest
+        self.count = count
+        self.bits = bytearray((count + 7) // 8)
+        self._legacy_ids = legacy_ids  # an unversioned list of ids (before bitmaps): matched by id
 
-def read_delivered(store: Store | None, events: Sequence[Event]) -> set[str]:
-    """The ids of ``events`` that earlier tries delivered."""
-    data = store.get(DELIVERED_KEY, None) if store is not None else None
-    if data is None:
-        return set()
-    if isinstance(data, list):  # before versions: the bare list of ids
-        return {str(i) for i in data}
-    if not isinstance(data, dict):
-        raise StateError(f"task state {DELIVERED_KEY} holds {type(data).__name__}, not delivered ids")
-    _check_version("delivered ids", data)
-    if data.get("events") != _digest(events):
-        return set()  # another event list (the upstream compare ran again): nothing is known delivered
-    bits = base64.b64decode(data["bitmap"])
-    return {e["eventId"] for i, e in enumerate(events) if i // 8 < len(bits) and bits[i // 8] >> (i % 8) & 1}
+    @classmethod
+    def read(cls, store: Store | None, digest: str, count: int) -> DeliveredBits:
+        """What earlier tries delivered of the event list with this digest (nothing, for another list)."""
+        found = cls(digest, count)
+        data = store.get(DELIVERED_KEY, None) if store is not None else None
+        if data is None:
+            return found
+        if isinstance(data, list):
+            return cls(digest, count, frozenset(str(i) for i in data))
+        if not isinstance(data, dict):
+            raise StateError(f"task state {DELIVERED_KEY} holds {type(data).__name__}, not delivered ids")
+        _check_version("delivered ids", data)
+        if data.get("events") == digest:  # else the upstream task ran again: nothing is known delivered
+            bits = base64.b64decode(data["bitmap"])[: len(found.bits)]
+            found.bits[: len(bits)] = bits
+        return found
 
+    def done(self, position: int, event: Event) -> bool:
+        return bool(self.bits[position // 8] >> (position % 8) & 1) or event["eventId"] in self._legacy_ids
 
-def write_delivered(store: Store, events: Sequence[Event], delivered: Iterable[str]) -> None:
-    done = set(delivered)
-    bits = bytearray((len(events) + 7) // 8)
-    for i, event in enumerate(events):
-        if event["eventId"] in done:
-            bits[i // 8] |= 1 << (i % 8)
-    store.set(
-        DELIVERED_KEY,
-        DeliveredIds(version=STATE_VERSION, events=_digest(events), bitmap=base64.b64encode(bits).decode()),
-    )
+    def mark(self, position: int) -> None:
+        self.bits[position // 8] |= 1 << (position % 8)
+
+    def delivered(self) -> int:
+        return sum(bin(byte).count("1") for byte in self.bits)
+
+    def write(self, store: Store) -> None:
+        store.set(
+            DELIVERED_KEY,
+            DeliveredIds(version=STATE_VERSION, events=self.digest, bitmap=base64.b64encode(self.bits).decode()),
+        )
 
 
 def clear_delivered(store: Store) -> None:
@@ -469,6 +488,124 @@ def clear_delivered(store: Store) -> None:
     store.delete(DELIVERED_KEY)
 
 
+# ---------------------------------------------------------------------------- events between tasks
+
+#: A compare (or reconcile) that finds more events than this pushes them to XCom in chunks of this
+#: many and returns an :class:`EventChunks` instead, which its callback reads one chunk at a time:
+#: neither task holds more than a chunk of events, whatever share of a partition diverges.
+EVENT_CHUNK = 10_000
+
+
+def event_chunk_key(index: int) -> str:
+    return f"cupid_events_{index}"
+
+
+class EventChunks(TypedDict):
+    """A task's events kept in XCom chunks (keys :func:`event_chunk_key`) of that task instance."""
+
+    version: int
+    task_id: str
+    map_index: int
+    chunks: int
+    count: int
+    types: dict[str, int]  # events per type ("1", "2", "3"): what the run found, without reading them
+    digest: str  # :class:`EventDigest` of all the events, in order
+
+
+class EventDigest:
+    """SHA-256 of the event ids joined by newlines, fed as the events come."""
+
+    def __init__(self) -> None:
+        self._sha = hashlib.sha256()
+        self._first = True
+
+    def add(self, event: Event) -> None:
+        if not self._first:
+            self._sha.update(b"\n")
+        self._first = False
+        self._sha.update(event["eventId"].encode())
+
+    def hexdigest(self) -> str:
+        return self._sha.hexdigest()
+
+    @classmethod
+    def of(cls, events: Iterable[Event]) -> str:
+        digest = cls()
+        for event in events:
+            digest.add(event)
+        return digest.hexdigest()
+
+
+class EventSpool:
+    """Collects a task's events as they are found. Up to :data:`EVENT_CHUNK` they are returned as
+    the plain list (readable in the UI's XCom tab, as before); beyond it each full chunk is pushed
+    at once through ``push(key, events)`` and :meth:`finish` returns the :class:`EventChunks`."""
+
+    def __init__(
+        self, push: Callable[[str, list[Event]], None], task_id: str, map_index: int, chunk: int = EVENT_CHUNK
+    ) -> None:
+        self._push = push
+        self._where = (task_id, map_index)
+        self._chunk = chunk
+        self._held: list[Event] = []
+        self._digest = EventDigest()
+        self.chunks = 0
+        self.count = 0
+        self.types: dict[str, int] = {}
+
+    def add(self, events: Iterable[Event]) -> None:
+        for event in events:
+            if len(self._held) == self._chunk:
+                self._flush()
+            self._held.append(event)
+            self._digest.add(event)
+            self.count += 1
+            kind = str(event["type"])
+            self.types[kind] = self.types.get(kind, 0) + 1
+
+    def _flush(self) -> None:
+        self._push(event_chunk_key(self.chunks), self._held)
+        self.chunks += 1
+        self._held = []
+
+    def finish(self) -> list[Event] | EventChunks:
+        if not self.chunks:
+            return self._held
+        if self._held:
+            self._flush()
+        task_id, map_index = self._where
+        return EventChunks(
+            version=STATE_VERSION, task_id=task_id, map_index=map_index, chunks=self.chunks, count=self.count,
+            types=self.types, digest=self._digest.hexdigest(),
+        )  # fmt: skip
+
+
+def read_event_output(data: Any) -> list[Event] | EventChunks:
+    """A compare or reconcile task's output as its callback gets it: the events, or where they are."""
+    if data is None:
+        return []
+    if isinstance(data, list):
+        return cast(list[Event], data)
+    if isinstance(data, dict) and {"task_id", "chunks", "count", "digest"} <= data.keys():
+        _check_version("event chunks", data)
+        return cast(EventChunks, data)
+    raise StateError(f"expected a list of events or event chunks from the upstream task, got {type(data).__name__}")
+
+
+def event_types(data: Any) -> dict[str, int]:
+    """Events per type ("1", "2", "3") of a compare or reconcile task's output, chunked or not."""
+    output = read_event_output(data)
+    if not isinstance(output, list):
+        return dict(output["types"])
+    types: dict[str, int] = {}
+    for event in output:
+        types[str(event["type"])] = types.get(str(event["type"]), 0) + 1
+    return types
+
+
 def as_events(data: Any) -> list[Event]:
-    """Events from XCom (a compare or reconcile task's output; None when it returned nothing)."""
-    return cast(list[Event], data or [])
+    """Events handed over inline (reconcile progress, tests); chunked outputs need their task's XCom."""
+    output = read_event_output(data)
+    if not isinstance(output, list):
+        raise StateError(f"{output['count']} events are kept in XCom chunks of {output['task_id']}")
+    return output

@@ -12,7 +12,7 @@ from airflow.sdk.log import mask_secret
 
 from cupid_airflow.config import CupidConfig
 from cupid_airflow.core.errors import permanent_reason
-from cupid_airflow.core.state import StateError
+from cupid_airflow.core.state import Event, EventSpool, StateError
 from cupid_airflow.exceptions import CupidFailure
 from cupid_airflow.hooks.variables import VariableStore
 from cupid_airflow.pair import SyncPair
@@ -87,6 +87,16 @@ class CupidOperator(BaseOperator):
             else:
                 outcomes[run_id] = bool(compares) and all(s.endswith(("success", "skipped")) for s in compares)
         return outcomes
+
+    def event_spool(self, context: Context) -> EventSpool:
+        """Where this task puts its events: returned as they are, or in XCom chunks past
+        :data:`~cupid_airflow.core.state.EVENT_CHUNK` (its callback reads them a chunk at a time)."""
+        ti: Any = context["ti"]
+
+        def push(key: str, events: list[Event]) -> None:
+            ti.xcom_push(key=key, value=events)
+
+        return EventSpool(push, self.task_id, ti.map_index if ti.map_index is not None else -1)
 
     def execute(self, context: Context) -> Any:
         return self.guarded(self.run, context)

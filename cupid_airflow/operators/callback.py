@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from typing import Any
 
 from airflow.sdk import Context
 
 from cupid_airflow.config import redact_url
-from cupid_airflow.core.delivery import DeliveryReport, deliver_all
-from cupid_airflow.core.state import Event, Store, as_events, clear_delivered, read_delivered, write_delivered
+from cupid_airflow.core.delivery import Delivery, DeliveryReport, deliver_all
+from cupid_airflow.core.state import (
+    DeliveredBits,
+    Event,
+    EventChunks,
+    EventDigest,
+    StateError,
+    Store,
+    clear_delivered,
+    event_chunk_key,
+    read_event_output,
+)
 from cupid_airflow.exceptions import CallbackDeliveryError, ReceiverGoneError
 from cupid_airflow.hooks.callback import CallbackHook
 from cupid_airflow.operators.base import CupidOperator
@@ -34,60 +45,79 @@ class CallbackOperator(CupidOperator):
       store, so a retry, or a try after the worker was killed, does not resend them (except the
       last second's worth of a killed worker: delivery is at-least-once, duplicates keep their id).
     * A 410 Gone fails the task for good: the receiver said it will never take these events.
-    * The events stay in XCom: clearing the task redelivers whatever was not delivered.
+    * The events stay in XCom: clearing the task redelivers whatever was not delivered. Past
+      10,000 they come in XCom chunks and are read and sent a chunk at a time, so the task's
+      memory does not grow with their number.
 
-    :param events: the events of one compare task (mapped).
+    :param events: the events of one compare task (mapped), or where its chunks are.
     """
 
     ui_color = "#f2d9d9"
 
-    def __init__(self, *, events: list[dict[str, Any]] | None, **kwargs: Any) -> None:
+    def __init__(self, *, events: list[dict[str, Any]] | dict[str, Any] | None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.events = events
 
     def run(self, context: Context) -> dict[str, int]:
-        events = as_events(self.events)
+        output = read_event_output(self.events)
+        if isinstance(output, list):
+            digest, count = EventDigest.of(output), len(output)
+        else:
+            digest, count = output["digest"], output["count"]
         store: Store | None = context.get("task_state_store")
-        already = read_delivered(store, events)
-        pending = [e for e in events if e["eventId"] not in already]
+        bits = DeliveredBits.read(store, digest, count)
+        already = bits.delivered()
         if already:
-            self.log.info(
-                "%d of %d events were delivered by an earlier try: not resent", len(events) - len(pending), len(events)
-            )
-        if not pending:
+            self.log.info("%d of %d events were delivered by an earlier try: not resent", already, count)
+        if already == count:
             self.log.info("Nothing to deliver")
             if store is not None and already:
                 clear_delivered(store)
-            return {"events": len(events), "delivered": len(events) - len(pending), "sent": 0}
+            return {"events": count, "delivered": already, "sent": 0}
 
-        report, url = asyncio.run(self._deliver(events, pending, store, already))
+        report, url = asyncio.run(self._deliver(self._events(context, output), bits, store, count - already))
         shown = redact_url(url)
-        sent = len(report.delivered)
-        if store is not None and sent:
-            write_delivered(store, events, [*already, *report.delivered])
-        self.log.info("Delivered %d of %d pending events (%d in all)", sent, len(pending), len(events))
-        for event, result in (report.gone + report.failed)[:20]:
+        pending = count - already
+        if store is not None and report.delivered:
+            bits.write(store)
+        self.log.info("Delivered %d of %d pending events (%d in all)", report.delivered, pending, count)
+        for event, result in report.problems:
             self.log.error("Event %s (%s = %s) not delivered: %s", event["eventId"], self.config.src.by_column,
                            event.get("byValue"), result.detail)  # fmt: skip
         if report.gone:
             raise ReceiverGoneError(
-                f"{shown} answered 410 Gone for {len(report.gone)} of {len(pending)} events: the receiver refuses "
+                f"{shown} answered 410 Gone for {report.gone} of {pending} events: the receiver refuses "
                 "them, so they are not retried. Fix the receiver, then clear this task to deliver them.",
                 undelivered=report.undelivered,
             )
         if report.failed:
-            reasons = sorted({r.detail.split(":")[0] for _, r in report.failed})
             raise CallbackDeliveryError(
-                f"{len(report.failed)} of {len(pending)} events were not delivered to {shown} ({'; '.join(reasons)}); "
-                "they are sent again on the next try",
+                f"{report.failed} of {pending} events were not delivered to {shown} "
+                f"({'; '.join(sorted(report.reasons))}); they are sent again on the next try",
                 undelivered=report.undelivered,
             )
         if store is not None:
             clear_delivered(store)
-        return {"events": len(events), "delivered": len(already) + sent, "sent": sent}
+        return {"events": count, "delivered": already + report.delivered, "sent": report.delivered}
+
+    def _events(self, context: Context, output: list[Event] | EventChunks) -> Iterator[list[Event]]:
+        """The events a chunk at a time: only the chunk being sent is held."""
+        if isinstance(output, list):
+            yield output
+            return
+        ti: Any = context["ti"]
+        for index in range(output["chunks"]):
+            key = event_chunk_key(index)
+            chunk = ti.xcom_pull(task_ids=output["task_id"], map_indexes=output["map_index"], key=key)
+            if not isinstance(chunk, list):
+                raise StateError(
+                    f"XCom {key!r} of {output['task_id']}[{output['map_index']}] is gone: clear that task "
+                    "(it finds the events again) and this one"
+                )
+            yield chunk
 
     async def _deliver(
-        self, events: list[Event], pending: list[Event], store: Store | None, already: set[str]
+        self, chunks: Iterator[list[Event]], bits: DeliveredBits, store: Store | None, pending: int
     ) -> tuple[DeliveryReport, str]:
         pair = self.pair
         notification = pair.des.callback_notification
@@ -98,18 +128,33 @@ class CallbackOperator(CupidOperator):
             concurrency=self.config.worker_number,
             timeout=float(notification.timeout_second) if notification else 3.0,
         )
+        positions: dict[str, int] = {}  # events in flight -> their place in the list
 
-        def checkpoint(delivered: list[str]) -> None:
+        def undelivered() -> Iterator[Event]:
+            offset = 0
+            for chunk in chunks:
+                for i, event in enumerate(chunk):
+                    if not bits.done(offset + i, event):
+                        positions[event["eventId"]] = offset + i
+                        yield event
+                offset += len(chunk)
+
+        def on_outcome(event: Event, result: Delivery) -> None:
+            position = positions.pop(event["eventId"])
+            if result.outcome == "delivered":
+                bits.mark(position)
+
+        def checkpoint() -> None:
             if store is not None:
-                write_delivered(store, events, [*already, *delivered])
+                bits.write(store)
 
         async with hook.sender() as (send, url):
             self.log.info(
                 "Delivering %d events to %s, %d at a time%s",
-                len(pending), redact_url(url), hook.concurrency, " (signed)" if hook.secret else "",
+                pending, redact_url(url), hook.concurrency, " (signed)" if hook.secret else "",
             )  # fmt: skip
-            report = await deliver_all(pending, send, hook.concurrency, checkpoint=checkpoint,
-                                       checkpoint_every=SAVE_EVERY_SECONDS)  # fmt: skip
+            report = await deliver_all(undelivered(), send, hook.concurrency, on_outcome=on_outcome,
+                                       checkpoint=checkpoint, checkpoint_every=SAVE_EVERY_SECONDS)  # fmt: skip
         if report.receiver_down:
             self.log.error("Connection failures in a row: the rest was left for the next try")
         return report, url

@@ -7,7 +7,7 @@ from typing import Any
 from airflow.sdk import Context
 
 from cupid_airflow.core.compare import EVENT_MISSING
-from cupid_airflow.core.state import Event, read_partition
+from cupid_airflow.core.state import Event, EventChunks, read_partition
 from cupid_airflow.operators.base import CupidOperator
 
 __all__ = ["CompareOperator"]
@@ -15,8 +15,8 @@ __all__ = ["CompareOperator"]
 
 class CompareOperator(CupidOperator):
     """Returns one event per source row of the partition that is missing in the destination
-    (type 1) or different there (type 2); the streaming compare itself is
-    :meth:`cupid_airflow.pair.SyncPair.compare_partition`.
+    (type 1) or different there (type 2), in XCom chunks when there are many (an empty
+    destination); the streaming compare itself is :meth:`cupid_airflow.pair.SyncPair.compare_partition`.
 
     :param partition: one partition from a scan task (mapped).
     """
@@ -27,12 +27,14 @@ class CompareOperator(CupidOperator):
         super().__init__(**kwargs)
         self.partition = partition
 
-    def run(self, context: Context) -> list[Event]:
+    def run(self, context: Context) -> list[Event] | EventChunks:
         part = read_partition(self.partition)
-        result = self.pair.compare_partition(part)
-        missing = sum(1 for e in result.events if e["type"] == EVENT_MISSING)
+        spool = self.event_spool(context)
+        rows = self.pair.compare_partition(part, spool.add)
+        missing = spool.types.get(str(EVENT_MISSING), 0)
         self.log.info(
-            "Compared %d source rows of %s: %d missing (type 1), %d different (type 2)",
-            result.rows, part, missing, len(result.events) - missing,
+            "Compared %d source rows of %s: %d missing (type 1), %d different (type 2)%s",
+            rows, part, missing, spool.count - missing,
+            f"; {spool.chunks} XCom chunks of events" if spool.chunks else "",
         )  # fmt: skip
-        return result.events
+        return spool.finish()

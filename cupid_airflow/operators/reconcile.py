@@ -177,8 +177,12 @@ class ReconcileOperator(_ReconcileBase):
             self.segment, stats["rows"], stats["chunks"], stats["checksummed"], stats["read"],
             counts["1"], counts["2"], counts["3"],
         )  # fmt: skip
-        result: Any = events
-        if settings.report_only:
+        result: Any
+        if not settings.report_only:
+            spool = self.event_spool(context)
+            spool.add(events)
+            result = spool.finish()
+        else:
             path = self._write_report(context, settings, events)
             result = {"report": str(path), "events": counts, **stats}
         store: Store | None = context.get("task_state_store")
