@@ -1,6 +1,7 @@
 """``python -m cupid_airflow``: check configs before Airflow sees them, and run the demo.
 
-``validate`` imports no Airflow, so it is quick enough for a pre-commit hook or a CI step.
+``validate`` imports no Airflow, so it is quick enough for a pre-commit hook or a CI step;
+``validate --connect`` also asks the databases (:mod:`cupid_airflow.checks`).
 """
 
 from __future__ import annotations
@@ -10,10 +11,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from cupid_airflow.catalog import CONFIG_DIR_ENV, config_files, default_config_dir, load_catalog
+from cupid_airflow.catalog import CONFIG_DIR_ENV, ConfigEntry, config_files, default_config_dir, load_catalog
 
 
-def _validate(paths: Sequence[str]) -> int:
+def _validate(paths: Sequence[str], connect: bool = False) -> int:
     targets = [Path(p) for p in paths] or [default_config_dir()]
     missing = [p for p in targets if not p.exists()]
     for p in missing:
@@ -24,13 +25,35 @@ def _validate(paths: Sequence[str]) -> int:
         return 1
     bad = len(missing)
     for entry in load_catalog(files):
-        if entry.error is None:
+        if entry.error is None and connect:
+            bad += _connected(entry)
+        elif entry.error is None:
             print(f"{entry.path}: OK -> {', '.join(entry.all_dag_ids)}")
         else:
             bad += 1
             for problem in entry.error.problems:
                 print(f"{entry.path}: {problem}")
     return 1 if bad else 0
+
+
+def _connected(entry: ConfigEntry) -> int:
+    """Check each pair of a valid config against its databases; 1 when any has an error."""
+    from cupid_airflow.checks import check_pair
+    from cupid_airflow.pair import SyncPair
+
+    assert entry.config is not None
+    findings = [
+        finding
+        for index, dag_id in enumerate(entry.dag_ids)
+        for finding in check_pair(SyncPair(entry.config, index, dag_id))  # each line names the file already
+    ]
+    errors = [f for f in findings if f.severity == "error"]
+    for finding in findings:
+        label = "warning: " if finding.severity == "warning" else ""
+        print(f"{entry.path}: {label}{finding.path}: {finding.message}")
+    if not errors:
+        print(f"{entry.path}: OK, databases checked -> {', '.join(entry.all_dag_ids)}")
+    return 1 if errors else 0
 
 
 def _demo(workdir: str) -> int:
@@ -52,6 +75,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         ),
     )
     validate.add_argument("paths", nargs="*", metavar="PATH")
+    validate.add_argument(
+        "--connect",
+        action="store_true",
+        help="also connect to every source and destination and check credentials, tables, mapped "
+        "columns, the integer id, indexes, key types and the update column's values (imports Airflow)",
+    )
     demo = commands.add_parser(
         "demo",
         help="a real run on generated data: SQLite (or CUPID_DEMO_MYSQL), a local receiver, dag.test()",
@@ -62,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--workdir", default=".cupid-demo", help="where to build it (rebuilt on every run)")
     args = parser.parse_args(argv)
     if args.command == "validate":
-        return _validate(args.paths)
+        return _validate(args.paths, args.connect)
     return _demo(args.workdir)
 
 

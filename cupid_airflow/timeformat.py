@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 __all__ = ["TimeFormat", "TimeFormatError", "parse_time_format"]
 
@@ -110,6 +110,7 @@ _PHP: dict[str, _Directive] = {
     "U": (lambda dt: str(int(dt.timestamp())), None, 0),
 }
 _SORT_ORDER = ["year", "month", "day", "hour", "minute", "second", "fraction"]
+_SAMPLE = datetime(2006, 11, 22, 15, 44, 55, 123456, tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +125,22 @@ class TimeFormat:
 
     def format(self, dt: datetime) -> str:
         return "".join(p if isinstance(p, str) else p(dt) for p in self.parts)
+
+    def matches(self, value: str) -> bool:
+        """Whether ``value`` has this layout's shape: digits and letters where it writes them, its
+        literals in place. Only a fixed-width layout can tell; others match anything."""
+        if not self.fixed_width:
+            return True
+        sample = self.format(_SAMPLE)
+        if len(value) != len(sample):
+            return False
+        for want, got in zip(sample, value, strict=True):
+            if want.isdigit() or want.isalpha():
+                if want.isdigit() != got.isdigit() or want.isalpha() != got.isalpha():
+                    return False
+            elif want != got:
+                return False
+        return True
 
     @property
     def sortable(self) -> bool:
