@@ -205,3 +205,24 @@ def test_a_dag_failing_every_run_the_same_way_alerts_once(pair: Pair, pushbear: 
     pair.des.execute("ALTER TABLE `user` DROP COLUMN name")  # another failure
     run_dag(pair.dag_id)
     assert len(pushbear) == 2 and "name" in pushbear[1]["desp"]
+
+
+def test_a_config_with_sample_credentials_fails_for_good_at_its_first_try_and_pages_once(
+    pair: Pair, pushbear: list[dict[str, str]], capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The cupid-go README's sample DSN (root:123456) against a server that refuses it: the scan
+    fails at its first try (no retry can fix a password) with one page naming the side and server;
+    the next scheduled runs fail the same way without paging again."""
+    with_sendkey(pair)
+    config = json.loads(pair.config_path.read_text())
+    config["src"]["dsn"] = f"root:123456@tcp(127.0.0.1:3306)/{pair.src.name}?charset=utf8"
+    pair.config_path.write_text(json.dumps(config))
+
+    for _ in range(2):
+        result = run_dag(pair.dag_id)
+        assert result.task_states[("scan_insert", -1)] == "failed" and result.tries[("scan_insert", -1)] == 1
+    assert len(pushbear) == 1
+    desp = pushbear[0]["desp"]
+    assert "failed for good" in pushbear[0]["text"] and "Access denied for user 'root'" in desp
+    assert f"src table user on 127.0.0.1:3306/{pair.src.name}" in desp
+    assert "123456" not in "".join(capfd.readouterr()) + json.dumps(pushbear)

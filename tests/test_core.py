@@ -448,6 +448,8 @@ def test_permanent_reasons_are_recognised_by_driver() -> None:
 
     assert "1054" in (permanent_reason(MySQLdb.OperationalError(1054, "Unknown column 'x'")) or "")
     assert permanent_reason(MySQLdb.OperationalError(2013, "Lost connection to MySQL server")) is None
+    assert permanent_reason(MySQLdb.OperationalError(1045, "Access denied for user 'root'")) is not None
+    assert permanent_reason(MySQLdb.OperationalError(2003, "Can't connect to MySQL server")) is None
     assert permanent_reason(sqlite3.OperationalError("no such column: x")) is not None
     assert permanent_reason(sqlite3.OperationalError("database is locked")) is None
     assert permanent_reason(TimeColumnError("bad format")) == "bad format"

@@ -23,13 +23,15 @@ class TimeColumnError(PermanentError, ValueError):
     """``src.updateColumn`` stores time in a way cupid cannot range-scan or compare."""
 
 
-#: MySQL/MariaDB server errors that describe the schema or the grants, not the moment:
-#: 1044/1142/1143 access denied to a database/table/column, 1049 unknown database, 1054 unknown
+#: MySQL/MariaDB server errors that describe the schema, the grants or the credentials, not the
+#: moment: 1044/1142/1143 access denied to a database/table/column, 1045 wrong user or password
+#: (the config is read again by the next run, not by a retry), 1049 unknown database, 1054 unknown
 #: column, 1064 SQL syntax (an identifier the server reads differently), 1146 no such table.
-_MYSQL_CODES = frozenset({1044, 1049, 1054, 1064, 1142, 1143, 1146})
+_MYSQL_CODES = frozenset({1044, 1045, 1049, 1054, 1064, 1142, 1143, 1146})
 #: PostgreSQL SQLSTATEs of the same kind: undefined column/table/database, insufficient privilege,
-#: undefined function (a dialect feature the server lacks), datatype mismatch in a comparison.
-_POSTGRES_STATES = frozenset({"42703", "42P01", "3D000", "42501", "42883", "42804"})
+#: undefined function (a dialect feature the server lacks), datatype mismatch in a comparison,
+#: invalid password or authorization.
+_POSTGRES_STATES = frozenset({"42703", "42P01", "3D000", "42501", "42883", "42804", "28P01", "28000"})
 _SQLITE_MESSAGES = ("no such column", "no such table")
 
 
