@@ -91,12 +91,17 @@ class CupidOperator(BaseOperator):
     def event_spool(self, context: Context) -> EventSpool:
         """Where this task puts its events: returned as they are, or in XCom chunks past
         :data:`~cupid_airflow.core.state.EVENT_CHUNK` (its callback reads them a chunk at a time)."""
-        ti: Any = context["ti"]
+        ti: Any = context.get("ti")  # absent when a test or bench calls execute() directly
 
         def push(key: str, events: list[Event]) -> None:
+            if ti is None:
+                raise StateError(
+                    f"{self.task_id} found more than one XCom chunk of events but runs without a task instance"
+                )
             ti.xcom_push(key=key, value=events)
 
-        return EventSpool(push, self.task_id, ti.map_index if ti.map_index is not None else -1)
+        map_index = getattr(ti, "map_index", None)
+        return EventSpool(push, self.task_id, -1 if map_index is None else map_index)
 
     def execute(self, context: Context) -> Any:
         return self.guarded(self.run, context)
