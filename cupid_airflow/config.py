@@ -37,6 +37,11 @@ __all__ = [
 ]
 
 REDACTED = "***"
+#: Keys whose values are never shown in an error, a log line or a doc: passwords, send keys, tokens.
+SECRET_KEYS = frozenset({"dsn", "url", "secret", "pushbearSendKey"})
+_DSN_FORM = "user:password@tcp(host:port)/dbname"
+_DSN_NOT_SHOWN = " (the DSN is not shown: it may hold a password)"
+_URL_NOT_SHOWN = " (the URL is not shown: it may hold a password or token)"
 #: Unquoted SQL identifiers: a letter or underscore, then letters, digits, _ or $; at most 64 (MySQL's limit).
 _IDENTIFIER = re.compile(r"[^\W\d][\w$]{0,63}")
 #: Airflow's own rule for dag ids and connection ids.
@@ -95,6 +100,14 @@ def _checked_by(check: Callable[[str], object], error: type[Exception]) -> Calla
 
 
 def _dsn(value: str) -> str:
+    """Parse errors quote only what follows the credentials; a DSN whose credentials cannot be told
+    apart (no ``/dbname`` after the address, ``:`` without ``@``) is not shown at all."""
+    slash = value.rfind("/")
+    if slash < 0 or "@" in value[slash + 1 :].partition("?")[0]:
+        # Without '/dbname', Go's last-'/' rule splits inside the password: any piece could be secret.
+        raise ValueError(f"no '/dbname' after the address; expected {_DSN_FORM}{_DSN_NOT_SHOWN}")
+    if value.rfind("@", 0, slash) < 0 and ":" in value[:slash].partition("(")[0]:
+        raise ValueError(f"'user:password' needs '@' before the address; expected {_DSN_FORM}{_DSN_NOT_SHOWN}")
     try:
         parse_go_dsn(value).client_options()
     except DsnError as e:
@@ -354,12 +367,28 @@ _EXPECTED = {
 }
 
 
+_KINDS = {bool: "true or false", int: "a number", float: "a number", str: "a string", list: "an array"}
+
+
+def _shown(loc: tuple[int | str, ...], value: Any, scalar_expected: bool) -> str:
+    """What an error says it got: the value itself only when it cannot be a secret (not under a
+    secret key, and a plain scalar where one was expected); else only its kind."""
+    empty = value in ([], {}) and not isinstance(value, bool)
+    if not empty and (SECRET_KEYS.intersection(map(str, loc)) or not (scalar_expected or value is None)):
+        return "null" if value is None else _KINDS.get(type(value), "an object")
+    if isinstance(value, (list, dict)) and not empty:
+        return _KINDS.get(type(value), "an object")
+    got = json.dumps(value, ensure_ascii=False, default=str)
+    return got if len(got) <= 80 else got[:77] + "..."
+
+
 def _problem_from_pydantic(error: Any) -> Problem:
     loc = tuple(error["loc"])
     kind = error["type"]
-    got = json.dumps(error.get("input"), ensure_ascii=False, default=str)
-    if len(got) > 80:
-        got = got[:77] + "..."
+    scalar_expected = kind in ("int_type", "bool_type", "string_type", "float_type") or kind.startswith(
+        ("greater_than", "less_than")
+    )
+    got = _shown(loc, error.get("input"), scalar_expected)
     if kind == "extra_forbidden":
         model = _model_at(loc[:-1])
         choices = [f.alias for f in model.model_fields.values() if f.alias] if model else []
@@ -420,15 +449,25 @@ def _cross_problems(config: CupidConfig) -> Iterator[Problem]:
             else:
                 parts = urlsplit(des.callback_url or "")
                 if parts.scheme not in ("http", "https") or not parts.hostname:
+                    # The URL may carry user:password@ or a token: name what is wrong, never the URL.
+                    wrong = (
+                        f"its scheme {parts.scheme!r} is not http or https"
+                        if parts.scheme not in ("http", "https")
+                        and re.fullmatch(r"[a-zA-Z][\w+.-]{0,15}", parts.scheme)
+                        else "it has no host"
+                        if parts.scheme in ("http", "https")
+                        else "it does not start with a scheme or host"
+                    )
                     yield Problem(
                         f"{path}.callbackNotification.url",
-                        f"{url!r} is not an HTTP URL; expected host:port/path or http(s)://host:port/path",
+                        f"not an HTTP URL: {wrong}; expected host:port/path or http(s)://host:port/path"
+                        + _URL_NOT_SHOWN,
                     )
         elif url is not None and "://" in url:
             yield Problem(
                 f"{path}.callbackNotification.url",
-                f"{url!r}: with httpConnId the connection holds the scheme and host; give only the path, "
-                "such as '/test/callback'",
+                "a full URL (with '://'), but with httpConnId the connection holds the scheme and host; give only "
+                "the path, such as '/test/callback'" + _URL_NOT_SHOWN,
             )
         targets: dict[str, str] = {}
         for src_col, des_col in des.columns.items():

@@ -91,3 +91,18 @@ def test_validate_reports_a_clash_with_a_reconcile_dag(
     assert result.returncode == 1
     assert f"{configs_dir / 'a.json'}: OK -> cupid_user_reconcile" in result.stdout
     assert "user.json: des[0]: reconcile dag id 'cupid_user_reconcile' is already used by" in result.stdout
+
+
+def test_validate_never_prints_a_secret_of_a_broken_config(
+    write_config: WriteConfig, cli_env: dict[str, str], configs_dir: Path
+) -> None:
+    from tests.test_config import LEAKY_CONFIGS, pieces
+
+    for case, (_, _, config) in LEAKY_CONFIGS.items():
+        write_config(f"{case}.json", config)
+    result = run("validate", env=cli_env)
+    assert result.returncode == 1
+    printed = result.stdout + result.stderr
+    for case, (path, secret, _) in LEAKY_CONFIGS.items():
+        assert f"{configs_dir / case}.json: {path}: " in result.stdout
+        assert not [piece for piece in pieces(secret) if piece in printed], (case, printed)

@@ -262,3 +262,25 @@ def test_a_config_that_cannot_be_read_at_run_time_stays_retryable(tmp_path: Path
     with pytest.raises(ConfigError) as error:
         task.execute({})  # type: ignore[arg-type]
     assert not isinstance(error.value, AirflowFailException)
+
+
+def test_broken_configs_show_no_secret_in_logs_descriptions_or_docs(
+    write_config: WriteConfig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What the dag-processor logs and stores (``airflow dags list``, the UI) for a broken config
+    names the key and what is wrong, never a piece of a password, send key or token."""
+    from tests.test_config import LEAKY_CONFIGS, pieces
+
+    for case, (_, _, config) in LEAKY_CONFIGS.items():
+        write_config(f"{case.replace('-', '_')}.json", config)
+    with caplog.at_level(logging.DEBUG):
+        bag = load_bag()
+
+    assert bag.import_errors == {}
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    for case, (path, secret, _) in LEAKY_CONFIGS.items():
+        dag = bag.dags[f"cupid_{case.replace('-', '_')}"]
+        assert CONFIG_ERROR_TAG in dag.tags
+        assert f"{path}: " in (dag.doc_md or "")
+        shown = "\n".join([logged, dag.description or "", json.dumps(DagSerialization.to_dict(dag))])
+        assert not [piece for piece in pieces(secret) if piece in shown], case
