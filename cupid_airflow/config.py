@@ -37,6 +37,14 @@ __all__ = [
 ]
 
 REDACTED = "***"
+#: Bigger config files are refused unread: parsing must stay far inside the dag-processor's import timeout.
+MAX_CONFIG_BYTES = 1024 * 1024
+#: Destinations per file: each is a DAG built in the one DAG-file import that builds every cupid DAG.
+MAX_DESTINATIONS = 500
+#: A config nests 4 levels deep (des[0].callbackNotification.url); anything far deeper is not a config.
+MAX_NESTING = 16
+#: Airflow's limit on dag ids (``airflow.models.base.ID_LEN``); longer ones fail the whole DAG file's import.
+MAX_DAG_ID_LENGTH = 250
 #: Keys whose values are never shown in an error, a log line or a doc: passwords, send keys, tokens.
 SECRET_KEYS = frozenset({"dsn", "url", "secret", "pushbearSendKey"})
 _DSN_FORM = "user:password@tcp(host:port)/dbname"
@@ -244,9 +252,17 @@ class CupidConfig(_Model):
     chunk_size: Annotated[int, Field(ge=1)] = 200_000
     max_rows_per_run: Annotated[int, Field(ge=1)] = 1_000_000
 
-    def redacted(self) -> dict[str, Any]:
-        """The config as JSON data with passwords and keys replaced by ``***``: safe for DAG docs and logs."""
-        data = self.model_dump(by_alias=True, exclude_unset=True)
+    def redacted(self, index: int | None = None) -> dict[str, Any]:
+        """The config as JSON data with passwords and keys replaced by ``***``: safe for DAG docs and logs.
+
+        With ``index``, ``des`` holds only that destination: a pair DAG's docs stay the same size
+        however many destinations the file has (embedding all of them made parsing quadratic).
+        """
+        if index is None:
+            data = self.model_dump(by_alias=True, exclude_unset=True)
+        else:
+            data = self.model_dump(by_alias=True, exclude_unset=True, exclude={"des"})
+            data["des"] = [self.des[index].model_dump(by_alias=True, exclude_unset=True)]
         endpoint: dict[str, Any]
         for endpoint in [data["src"], *data["des"]]:
             if endpoint.get("dsn"):
@@ -504,6 +520,20 @@ def parse_config(text: str, source: str = "<config>") -> CupidConfig:
         raise ConfigError(source, [Problem("", str(e))]) from None
     if not isinstance(data, dict):
         raise ConfigError(source, [Problem("", f"expected a JSON object at the top, got {type(data).__name__}")])
+    if _nesting(data) > MAX_NESTING:
+        raise ConfigError(source, [Problem("", f"arrays or objects are nested more than {MAX_NESTING} levels deep")])
+    des = data.get("des")
+    if isinstance(des, list) and len(des) > MAX_DESTINATIONS:
+        raise ConfigError(
+            source,
+            [
+                Problem(
+                    "des",
+                    f"{len(des)} destinations; at most {MAX_DESTINATIONS} per file (each one is a DAG); "
+                    "split them over several files",
+                )
+            ],
+        )
     try:
         config = CupidConfig.model_validate(data)
     except ValidationError as e:
@@ -515,10 +545,31 @@ def parse_config(text: str, source: str = "<config>") -> CupidConfig:
     return config
 
 
+def _nesting(data: Any) -> int:
+    """How deep arrays and objects nest, without recursion."""
+    deepest, todo = 0, [(data, 1)]
+    while todo:
+        value, depth = todo.pop()
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else None
+        if children is not None:
+            deepest = max(deepest, depth)
+            if depth <= MAX_NESTING:
+                todo.extend((child, depth + 1) for child in children)
+    return deepest
+
+
 def load_config(path: str | Path) -> CupidConfig:
+    """Read and validate one file; a file over :data:`MAX_CONFIG_BYTES` is refused before it is read."""
     path = Path(path)
+    too_big = Problem("", f"the file is larger than {MAX_CONFIG_BYTES:,} bytes, the limit for a cupid config")
     try:
-        text = path.read_text(encoding="utf-8")
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(str(path), [too_big])
+        with path.open("rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)  # it may have grown since stat()
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ConfigError(str(path), [too_big])
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(str(path), [Problem("", f"cannot read the file: {e}")]) from None
     return parse_config(text, str(path))
