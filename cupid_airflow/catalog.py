@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cupid_airflow.config import (
+    MAX_DAG_ID_LENGTH,
     ConfigError,
     CupidConfig,
     Problem,
@@ -77,12 +78,19 @@ def load_catalog(files: Iterable[Path]) -> list[ConfigEntry]:
         except ConfigError as e:
             entry.error = e
             continue
+        except Exception as e:  # one file never hides the others; the message may quote its text: not shown
+            entry.error = ConfigError(str(path), [Problem("", f"cannot be loaded: {type(e).__name__}")])
+            continue
         ids = dag_ids(entry.config, path.stem)
         # Pair and reconcile DAGs share one namespace: a dagId of "cupid_user_reconcile" must not
         # silently replace user.json's reconcile DAG.
         generated = [(i, d, "dag id") for i, d in enumerate(ids)]
         generated += [(i, d, "reconcile dag id") for i, d in _reconcile_ids(entry.config, ids).items()]
-        problems, mine = [], set()
+        problems = [_too_long(entry.config, i, d, what) for i, d, what in generated if len(d) > MAX_DAG_ID_LENGTH]
+        if problems:  # Airflow would fail the import of the DAG file, and every cupid DAG with it
+            entry.config, entry.error = None, ConfigError(str(path), problems)
+            continue
+        mine: set[str] = set()
         for i, dag_id, what in generated:
             owner = owners.get(dag_id)
             if owner is not None or dag_id in mine:
@@ -97,6 +105,13 @@ def load_catalog(files: Iterable[Path]) -> list[ConfigEntry]:
         entry.dag_ids = ids
         owners.update(dict.fromkeys(mine, path))
     return entries
+
+
+def _too_long(config: CupidConfig, index: int, dag_id: str, what: str) -> Problem:
+    size = f"the {what} {dag_id[:40]!r}... of {len(dag_id)} characters; Airflow allows at most {MAX_DAG_ID_LENGTH}"
+    if config.des[index].dag_id:
+        return Problem(f"des[{index}].dagId", f"makes {size}; shorten dagId")
+    return Problem("", f"the file name makes {size}; shorten the file name or set a shorter des[{index}].dagId")
 
 
 def default_config_dir(dag_file: str | Path | None = None) -> Path:

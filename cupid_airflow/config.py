@@ -37,6 +37,19 @@ __all__ = [
 ]
 
 REDACTED = "***"
+#: Bigger config files are refused unread: parsing must stay far inside the dag-processor's import timeout.
+MAX_CONFIG_BYTES = 1024 * 1024
+#: Destinations per file: each is a DAG built in the one DAG-file import that builds every cupid DAG.
+MAX_DESTINATIONS = 500
+#: A config nests 4 levels deep (des[0].callbackNotification.url); anything far deeper is not a config.
+MAX_NESTING = 16
+#: Airflow's limit on dag ids (``airflow.models.base.ID_LEN``); longer ones fail the whole DAG file's import.
+MAX_DAG_ID_LENGTH = 250
+#: Keys whose values are never shown in an error, a log line or a doc: passwords, send keys, tokens.
+SECRET_KEYS = frozenset({"dsn", "url", "secret", "pushbearSendKey"})
+_DSN_FORM = "user:password@tcp(host:port)/dbname"
+_DSN_NOT_SHOWN = " (the DSN is not shown: it may hold a password)"
+_URL_NOT_SHOWN = " (the URL is not shown: it may hold a password or token)"
 #: Unquoted SQL identifiers: a letter or underscore, then letters, digits, _ or $; at most 64 (MySQL's limit).
 _IDENTIFIER = re.compile(r"[^\W\d][\w$]{0,63}")
 #: Airflow's own rule for dag ids and connection ids.
@@ -95,6 +108,14 @@ def _checked_by(check: Callable[[str], object], error: type[Exception]) -> Calla
 
 
 def _dsn(value: str) -> str:
+    """Parse errors quote only what follows the credentials; a DSN whose credentials cannot be told
+    apart (no ``/dbname`` after the address, ``:`` without ``@``) is not shown at all."""
+    slash = value.rfind("/")
+    if slash < 0 or "@" in value[slash + 1 :].partition("?")[0]:
+        # Without '/dbname', Go's last-'/' rule splits inside the password: any piece could be secret.
+        raise ValueError(f"no '/dbname' after the address; expected {_DSN_FORM}{_DSN_NOT_SHOWN}")
+    if value.rfind("@", 0, slash) < 0 and ":" in value[:slash].partition("(")[0]:
+        raise ValueError(f"'user:password' needs '@' before the address; expected {_DSN_FORM}{_DSN_NOT_SHOWN}")
     try:
         parse_go_dsn(value).client_options()
     except DsnError as e:
@@ -231,9 +252,17 @@ class CupidConfig(_Model):
     chunk_size: Annotated[int, Field(ge=1)] = 200_000
     max_rows_per_run: Annotated[int, Field(ge=1)] = 1_000_000
 
-    def redacted(self) -> dict[str, Any]:
-        """The config as JSON data with passwords and keys replaced by ``***``: safe for DAG docs and logs."""
-        data = self.model_dump(by_alias=True, exclude_unset=True)
+    def redacted(self, index: int | None = None) -> dict[str, Any]:
+        """The config as JSON data with passwords and keys replaced by ``***``: safe for DAG docs and logs.
+
+        With ``index``, ``des`` holds only that destination: a pair DAG's docs stay the same size
+        however many destinations the file has (embedding all of them made parsing quadratic).
+        """
+        if index is None:
+            data = self.model_dump(by_alias=True, exclude_unset=True)
+        else:
+            data = self.model_dump(by_alias=True, exclude_unset=True, exclude={"des"})
+            data["des"] = [self.des[index].model_dump(by_alias=True, exclude_unset=True)]
         endpoint: dict[str, Any]
         for endpoint in [data["src"], *data["des"]]:
             if endpoint.get("dsn"):
@@ -354,12 +383,28 @@ _EXPECTED = {
 }
 
 
+_KINDS = {bool: "true or false", int: "a number", float: "a number", str: "a string", list: "an array"}
+
+
+def _shown(loc: tuple[int | str, ...], value: Any, scalar_expected: bool) -> str:
+    """What an error says it got: the value itself only when it cannot be a secret (not under a
+    secret key, and a plain scalar where one was expected); else only its kind."""
+    empty = value in ([], {}) and not isinstance(value, bool)
+    if not empty and (SECRET_KEYS.intersection(map(str, loc)) or not (scalar_expected or value is None)):
+        return "null" if value is None else _KINDS.get(type(value), "an object")
+    if isinstance(value, (list, dict)) and not empty:
+        return _KINDS.get(type(value), "an object")
+    got = json.dumps(value, ensure_ascii=False, default=str)
+    return got if len(got) <= 80 else got[:77] + "..."
+
+
 def _problem_from_pydantic(error: Any) -> Problem:
     loc = tuple(error["loc"])
     kind = error["type"]
-    got = json.dumps(error.get("input"), ensure_ascii=False, default=str)
-    if len(got) > 80:
-        got = got[:77] + "..."
+    scalar_expected = kind in ("int_type", "bool_type", "string_type", "float_type") or kind.startswith(
+        ("greater_than", "less_than")
+    )
+    got = _shown(loc, error.get("input"), scalar_expected)
     if kind == "extra_forbidden":
         model = _model_at(loc[:-1])
         choices = [f.alias for f in model.model_fields.values() if f.alias] if model else []
@@ -420,15 +465,25 @@ def _cross_problems(config: CupidConfig) -> Iterator[Problem]:
             else:
                 parts = urlsplit(des.callback_url or "")
                 if parts.scheme not in ("http", "https") or not parts.hostname:
+                    # The URL may carry user:password@ or a token: name what is wrong, never the URL.
+                    wrong = (
+                        f"its scheme {parts.scheme!r} is not http or https"
+                        if parts.scheme not in ("http", "https")
+                        and re.fullmatch(r"[a-zA-Z][\w+.-]{0,15}", parts.scheme)
+                        else "it has no host"
+                        if parts.scheme in ("http", "https")
+                        else "it does not start with a scheme or host"
+                    )
                     yield Problem(
                         f"{path}.callbackNotification.url",
-                        f"{url!r} is not an HTTP URL; expected host:port/path or http(s)://host:port/path",
+                        f"not an HTTP URL: {wrong}; expected host:port/path or http(s)://host:port/path"
+                        + _URL_NOT_SHOWN,
                     )
         elif url is not None and "://" in url:
             yield Problem(
                 f"{path}.callbackNotification.url",
-                f"{url!r}: with httpConnId the connection holds the scheme and host; give only the path, "
-                "such as '/test/callback'",
+                "a full URL (with '://'), but with httpConnId the connection holds the scheme and host; give only "
+                "the path, such as '/test/callback'" + _URL_NOT_SHOWN,
             )
         targets: dict[str, str] = {}
         for src_col, des_col in des.columns.items():
@@ -465,6 +520,20 @@ def parse_config(text: str, source: str = "<config>") -> CupidConfig:
         raise ConfigError(source, [Problem("", str(e))]) from None
     if not isinstance(data, dict):
         raise ConfigError(source, [Problem("", f"expected a JSON object at the top, got {type(data).__name__}")])
+    if _nesting(data) > MAX_NESTING:
+        raise ConfigError(source, [Problem("", f"arrays or objects are nested more than {MAX_NESTING} levels deep")])
+    des = data.get("des")
+    if isinstance(des, list) and len(des) > MAX_DESTINATIONS:
+        raise ConfigError(
+            source,
+            [
+                Problem(
+                    "des",
+                    f"{len(des)} destinations; at most {MAX_DESTINATIONS} per file (each one is a DAG); "
+                    "split them over several files",
+                )
+            ],
+        )
     try:
         config = CupidConfig.model_validate(data)
     except ValidationError as e:
@@ -476,10 +545,31 @@ def parse_config(text: str, source: str = "<config>") -> CupidConfig:
     return config
 
 
+def _nesting(data: Any) -> int:
+    """How deep arrays and objects nest, without recursion."""
+    deepest, todo = 0, [(data, 1)]
+    while todo:
+        value, depth = todo.pop()
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else None
+        if children is not None:
+            deepest = max(deepest, depth)
+            if depth <= MAX_NESTING:
+                todo.extend((child, depth + 1) for child in children)
+    return deepest
+
+
 def load_config(path: str | Path) -> CupidConfig:
+    """Read and validate one file; a file over :data:`MAX_CONFIG_BYTES` is refused before it is read."""
     path = Path(path)
+    too_big = Problem("", f"the file is larger than {MAX_CONFIG_BYTES:,} bytes, the limit for a cupid config")
     try:
-        text = path.read_text(encoding="utf-8")
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(str(path), [too_big])
+        with path.open("rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)  # it may have grown since stat()
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ConfigError(str(path), [too_big])
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(str(path), [Problem("", f"cannot read the file: {e}")]) from None
     return parse_config(text, str(path))

@@ -8,6 +8,7 @@ other configs' DAGs load as usual.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from datetime import UTC, datetime, timedelta
@@ -16,10 +17,11 @@ from typing import Any
 
 from airflow.sdk import DAG, CronDataIntervalTimetable, DeltaDataIntervalTimetable, Param
 from airflow.sdk.definitions.callback import AsyncCallback
+from airflow.sdk.definitions.dag import TAG_MAX_LEN
 from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
 
 from cupid_airflow.catalog import ConfigEntry, config_files, default_config_dir, load_catalog
-from cupid_airflow.config import CupidConfig, reconcile_dag_id
+from cupid_airflow.config import MAX_DAG_ID_LENGTH, ConfigError, CupidConfig, Problem, reconcile_dag_id
 from cupid_airflow.notifiers.pushbear import PushBearNotifier
 from cupid_airflow.operators.base import CupidOperator
 from cupid_airflow.operators.callback import CallbackOperator
@@ -91,7 +93,7 @@ def _run_params() -> dict[str, Param]:
 def _doc(entry: ConfigEntry, config: CupidConfig, index: int) -> str:
     des = config.des[index]
     columns = ", ".join(f"`{s}` → `{d}`" for s, d in des.columns.items())
-    redacted = config.redacted()
+    redacted = config.redacted(index)  # this pair only: docs of n DAGs must not cost n * n
     watching = " and ".join(w for w, on in (("new ids", config.src.insert), ("updated rows", config.src.update)) if on)
     return "\n".join(
         [
@@ -103,16 +105,21 @@ def _doc(entry: ConfigEntry, config: CupidConfig, index: int) -> str:
             "",
             f"* config file: `{entry.path}` (destination {index + 1} of {len(config.des)})",
             f"* columns compared: {columns}",
-            f"* callback: `{redacted['des'][index].get('callbackNotification', {}).get('url') or ''}`"
+            f"* callback: `{redacted['des'][0].get('callbackNotification', {}).get('url') or ''}`"
             + (f" via connection `{des.http_conn_id}`" if des.http_conn_id else ""),
             "",
-            "Config (secrets masked):",
+            "Config of this pair (secrets masked):",
             "",
             "```json",
             json.dumps(redacted, indent=2, ensure_ascii=False),
             "```",
         ]
     )
+
+
+def _table_tags(config: CupidConfig, index: int) -> list[str]:
+    """``src:<table>`` and ``des:<table>``, cut to Airflow's tag limit (a longer tag fails the DAG file's import)."""
+    return [f"src:{config.src.table}"[:TAG_MAX_LEN], f"des:{config.des[index].table}"[:TAG_MAX_LEN]]
 
 
 def _deadline(config_file: str, config: CupidConfig) -> DeadlineAlert | None:
@@ -142,7 +149,7 @@ def _build_pair(entry: ConfigEntry, config: CupidConfig, index: int, dag_id: str
         max_active_runs=1,  # a run's scans start from where the last one ended, or take over its ranges
         params=_run_params(),
         doc_md=_doc(entry, config, index),
-        tags=["cupid", f"src:{config.src.table}", f"des:{des.table}"],
+        tags=["cupid", *_table_tags(config, index)],
     ) as dag:
         common: dict[str, Any] = {"config_file": config_file, "destination": index}
         database = _database_tasks(config, common)
@@ -210,7 +217,7 @@ def _build_reconcile(entry: ConfigEntry, config: CupidConfig, index: int, dag_id
         default_args={"on_failure_callback": [PushBearNotifier(config_file=config_file)]},
         max_active_runs=1,
         doc_md=_doc(entry, config, index).replace("### cupid:", "### cupid reconcile:", 1),
-        tags=["cupid", "cupid-reconcile", f"src:{config.src.table}", f"des:{des.table}"],
+        tags=["cupid", "cupid-reconcile", *_table_tags(config, index)],
     ) as dag:
         common: dict[str, Any] = {"config_file": config_file, "destination": index, "pair_id": dag_id}
         database = _database_tasks(config, common)
@@ -248,9 +255,47 @@ def _build_placeholder(entry: ConfigEntry, dag_id: str) -> DAG:
     return dag
 
 
+def _build_entry(entry: ConfigEntry, config: CupidConfig) -> dict[str, DAG]:
+    dags: dict[str, DAG] = {}
+    for index, dag_id in enumerate(entry.dag_ids):
+        dags[dag_id] = _build_pair(entry, config, index, dag_id)
+        if (reconcile := _build_reconcile(entry, config, index, dag_id)) is not None:
+            dags[reconcile.dag_id] = reconcile
+    return dags
+
+
+def _unbuildable(entry: ConfigEntry, config: CupidConfig, error: Exception) -> ConfigError:
+    """The error of a valid config whose DAGs Airflow refused, without the config's secrets."""
+    message = str(error)
+    for secret in config.secrets():
+        message = message.replace(secret, "***")
+    return ConfigError(
+        str(entry.path), [Problem("", f"Airflow refused its DAGs: {type(error).__name__}: {message}"[:500])]
+    )
+
+
+def placeholder_dag_id(stem_dag_id: str, taken: set[str] | dict[str, DAG]) -> str:
+    """A free id for a broken config's placeholder, within Airflow's length limit: the file's own
+    DAG id, else ``cupid_config_error_...``; too long ones are cut and end in a hash of the whole."""
+    for candidate in (stem_dag_id, stem_dag_id.replace("cupid_", "cupid_config_error_", 1)):
+        if len(candidate) > MAX_DAG_ID_LENGTH:
+            digest = hashlib.sha256(candidate.encode()).hexdigest()[:10]
+            candidate = f"{candidate[: MAX_DAG_ID_LENGTH - 11]}_{digest}"
+        if candidate not in taken:
+            return candidate
+    n = 2
+    while f"{candidate[: MAX_DAG_ID_LENGTH - 8]}_{n}" in taken:
+        n += 1
+    return f"{candidate[: MAX_DAG_ID_LENGTH - 8]}_{n}"
+
+
 def build_dags(dag_file: str | Path | None = None, config_dir: str | Path | None = None) -> dict[str, DAG]:
     """Every DAG of the configs in ``config_dir`` (default: ``$CUPID_CONFIG_DIR``, else ``configs/``
-    beside ``dag_file``), keyed by dag id, ready for ``globals().update(...)``."""
+    beside ``dag_file``), keyed by dag id, ready for ``globals().update(...)``.
+
+    A file that does not load, or whose DAGs Airflow refuses, becomes one placeholder DAG; it never
+    takes the other files' DAGs down with it.
+    """
     folder = Path(config_dir) if config_dir is not None else default_config_dir(dag_file)
     if not folder.is_dir():
         log.error("cupid: configs folder %s does not exist; no cupid DAGs were built", folder)
@@ -259,15 +304,13 @@ def build_dags(dag_file: str | Path | None = None, config_dir: str | Path | None
     dags: dict[str, DAG] = {}
     for entry in entries:
         if entry.config is not None:
-            for index, dag_id in enumerate(entry.dag_ids):
-                dags[dag_id] = _build_pair(entry, entry.config, index, dag_id)
-                if (reconcile := _build_reconcile(entry, entry.config, index, dag_id)) is not None:
-                    dags[reconcile.dag_id] = reconcile
+            try:
+                dags.update(_build_entry(entry, entry.config))
+            except Exception as e:  # the DAG file's import must survive one file Airflow refuses
+                entry.error, entry.config = _unbuildable(entry, entry.config, e), None
     for entry in entries:
         if entry.config is None:
             log.error("cupid: config %s is invalid; a placeholder DAG shows why:\n%s", entry.path, entry.error)
-            dag_id = entry.stem_dag_id
-            if dag_id in dags:
-                dag_id = dag_id.replace("cupid_", "cupid_config_error_", 1)
+            dag_id = placeholder_dag_id(entry.stem_dag_id, dags)
             dags[dag_id] = _build_placeholder(entry, dag_id)
     return dags

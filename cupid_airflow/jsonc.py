@@ -65,3 +65,5 @@ def loads_with_comments(text: str) -> Any:
         return json.loads(strip_comments(text.removeprefix("\ufeff")), object_pairs_hook=_no_duplicates)
     except json.JSONDecodeError as e:
         raise JsonWithCommentsError(f"line {e.lineno} column {e.colno}: invalid JSON: {e.msg}") from None
+    except RecursionError:  # thousands of nested [ or {: an error for this text, not a crash of the caller
+        raise JsonWithCommentsError("arrays or objects are nested too deeply to be a config") from None

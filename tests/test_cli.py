@@ -91,3 +91,54 @@ def test_validate_reports_a_clash_with_a_reconcile_dag(
     assert result.returncode == 1
     assert f"{configs_dir / 'a.json'}: OK -> cupid_user_reconcile" in result.stdout
     assert "user.json: des[0]: reconcile dag id 'cupid_user_reconcile' is already used by" in result.stdout
+
+
+def test_validate_never_prints_a_secret_of_a_broken_config(
+    write_config: WriteConfig, cli_env: dict[str, str], configs_dir: Path
+) -> None:
+    from tests.test_config import LEAKY_CONFIGS, pieces
+
+    for case, (_, _, config) in LEAKY_CONFIGS.items():
+        write_config(f"{case}.json", config)
+    result = run("validate", env=cli_env)
+    assert result.returncode == 1
+    printed = result.stdout + result.stderr
+    for case, (path, secret, _) in LEAKY_CONFIGS.items():
+        assert f"{configs_dir / case}.json: {path}: " in result.stdout
+        assert not [piece for piece in pieces(secret) if piece in printed], (case, printed)
+
+
+def test_validate_catches_what_would_break_the_dag_file(
+    write_config: WriteConfig, cli_env: dict[str, str], configs_dir: Path
+) -> None:
+    """Each used to print OK (or a traceback), then fail the import of every cupid DAG."""
+    write_config("deep.json", '{"src": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    long_stem = "f" * 243
+    two = sample_config()
+    two["des"].append({**two["des"][0], "table": "user_cache"})
+    write_config(f"{long_stem}.json", two)
+    named = sample_config(reconcile={})
+    named["des"][0]["dagId"] = "d" * 245
+    write_config("named.json", named)
+    write_config("many.json", sample_config(des=[sample_config()["des"][0]] * 501))
+    with (configs_dir / "huge.json").open("wb") as f:
+        f.truncate(100 * 1024 * 1024)
+
+    result = run("validate", env=cli_env)
+
+    assert result.returncode == 1
+    assert result.stderr == ""
+    assert sorted(result.stdout.splitlines()) == sorted(
+        [
+            f"{configs_dir / 'deep.json'}: arrays or objects are nested too deeply to be a config",
+            f"{configs_dir / long_stem}.json: the file name makes the dag id 'cupid_{'f' * 34}'... of 251 characters; "
+            "Airflow allows at most 250; shorten the file name or set a shorter des[0].dagId",
+            f"{configs_dir / long_stem}.json: the file name makes the dag id 'cupid_{'f' * 34}'... of 251 characters; "
+            "Airflow allows at most 250; shorten the file name or set a shorter des[1].dagId",
+            f"{configs_dir / 'named.json'}: des[0].dagId: makes the reconcile dag id '{'d' * 40}'... of 255 "
+            "characters; Airflow allows at most 250; shorten dagId",
+            f"{configs_dir / 'many.json'}: des: 501 destinations; at most 500 per file (each one is a DAG); split "
+            "them over several files",
+            f"{configs_dir / 'huge.json'}: the file is larger than 1,048,576 bytes, the limit for a cupid config",
+        ]
+    )

@@ -246,8 +246,8 @@ def test_missing_required_keys() -> None:
         ({"workerNumber": 0}, "workerNumber: input should be greater than or equal to 1, got 0"),
         ({"failureJobRetrySecond": 1.5}, "failureJobRetrySecond: expected a whole number, got 1.5"),
         ({"des": []}, "des: list should have at least 1 item after validation, not 0, got []"),
-        ({"des": {"table": "x"}}, 'des: expected an array, got {"table": "x"}'),
-        ({"src": "mysql://x"}, 'src: expected an object, got "mysql://x"'),
+        ({"des": {"table": "x"}}, "des: expected an array, got an object"),  # an object may hold a DSN
+        ({"src": "mysql://x"}, "src: expected an object, got a string"),
         ({"schedule": 0}, "schedule: 0 seconds: expected a whole number of seconds >= 1"),
         ({"schedule": "@minutely"}, "schedule: '@minutely' is not an Airflow preset; expected one of"),
         ({"schedule": "61 * * * *"}, "schedule: '61 * * * *' is not a cron expression"),
@@ -311,10 +311,11 @@ def test_callback_url_errors() -> None:
         "des[0].callbackNotification.url: required unless httpConnId names an HTTP connection"
     )
     assert one_problem(with_des(callbackNotification={"url": "ftp://files/x"})).startswith(
-        "des[0].callbackNotification.url: 'ftp://files/x' is not an HTTP URL"
+        "des[0].callbackNotification.url: not an HTTP URL: its scheme 'ftp' is not http or https"
     )
     assert one_problem(with_des(httpConnId="hooks", callbackNotification={"url": "http://h/x"})).startswith(
-        "des[0].callbackNotification.url: 'http://h/x': with httpConnId the connection holds the scheme and host"
+        "des[0].callbackNotification.url: a full URL (with '://'), but with httpConnId the connection holds the "
+        "scheme and host"
     )
     assert parse_config(json.dumps(with_des(httpConnId="hooks", callbackNotification=None))).des[0].callback_url is None
 
@@ -434,6 +435,55 @@ def test_dsn_errors_never_echo_the_password() -> None:
         "src.dsn: address '127.0.0.1:99999': port '99999' is not a number from 1 to 65535 "
         "(DSN 'cupid:***@tcp(127.0.0.1:99999)/app')"
     )
+
+
+def pieces(secret: str, size: int = 6) -> set[str]:
+    return {secret[i : i + size] for i in range(len(secret) - size + 1)}
+
+
+#: A broken config per way a secret used to be echoed: (JSON path named, the secret, the config).
+LEAKY_CONFIGS = {
+    "dsn-no-dbname": ("src.dsn", "Pa/ss-Wd-4242-src", with_src(dsn="cupid:Pa/ss-Wd-4242-src@tcp(db:3306)")),
+    "dsn-no-at": ("des[0].dsn", "Nq8-ColonPass-77", with_des(dsn="cupid:Nq8-ColonPass-77/replica")),
+    "dsn-at-in-db": ("src.dsn", "Zx@pw-9931-at", with_src(dsn="cupid:Zx@pw-9931-at@tcp(db:3306)?x=1")),
+    "url-bad-scheme": (
+        "des[0].callbackNotification.url",
+        "Cb-Sekr1t-55187",
+        with_des(callbackNotification={"url": "htps://cb:Cb-Sekr1t-55187@hooks.example.com/x?token=Tok-9981-q"}),
+    ),
+    "url-with-conn": (
+        "des[0].callbackNotification.url",
+        "Conn-Token-60321",
+        with_des(httpConnId="hooks", callbackNotification={"url": "https://u:Conn-Token-60321@h.example.com/x"}),
+    ),
+    "sendkey-number": ("src.pushbearSendKey", "972473115529", with_src(pushbearSendKey=972473115529)),
+    "secret-number": (
+        "des[0].callbackNotification.secret",
+        "31415926535",
+        with_des(callbackNotification={"url": "h/x", "secret": 31415926535}),
+    ),
+    "src-as-string": ("src", "StrPw-88417", sample_config(src="root:StrPw-88417@tcp(db:3306)/app")),
+    "des-as-object": ("des", "ObjPw-12093", sample_config(des={"dsn": "root:ObjPw-12093@tcp(db)/app"})),
+}
+
+
+@pytest.mark.parametrize("case", sorted(LEAKY_CONFIGS))
+def test_errors_name_the_key_never_a_secret_value(case: str) -> None:
+    """Broken configs reach validate, the dag-processor's log and the broken DAG's description: the
+    problem names the key and what is wrong, and holds no 6-character piece of the secret."""
+    path, secret, config = LEAKY_CONFIGS[case]
+    found = problems(config)
+    assert any(p.startswith(f"{path}: ") for p in found), found
+    text = "\n".join(found)
+    assert not [piece for piece in pieces(secret) if piece in text], text
+
+
+def test_dsn_without_dbname_says_so() -> None:
+    assert one_problem(with_src(dsn="cupid:Pa/ss@tcp(db:3306)")) == (
+        "src.dsn: no '/dbname' after the address; expected user:password@tcp(host:port)/dbname "
+        "(the DSN is not shown: it may hold a password)"
+    )
+    assert one_problem(with_src(pushbearSendKey=123456789)) == "src.pushbearSendKey: expected a string, got a number"
 
 
 # ------------------------------------------------------------------ dag ids

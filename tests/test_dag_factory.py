@@ -262,3 +262,134 @@ def test_a_config_that_cannot_be_read_at_run_time_stays_retryable(tmp_path: Path
     with pytest.raises(ConfigError) as error:
         task.execute({})  # type: ignore[arg-type]
     assert not isinstance(error.value, AirflowFailException)
+
+
+def test_broken_configs_show_no_secret_in_logs_descriptions_or_docs(
+    write_config: WriteConfig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What the dag-processor logs and stores (``airflow dags list``, the UI) for a broken config
+    names the key and what is wrong, never a piece of a password, send key or token."""
+    from tests.test_config import LEAKY_CONFIGS, pieces
+
+    for case, (_, _, config) in LEAKY_CONFIGS.items():
+        write_config(f"{case.replace('-', '_')}.json", config)
+    with caplog.at_level(logging.DEBUG):
+        bag = load_bag()
+
+    assert bag.import_errors == {}
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    for case, (path, secret, _) in LEAKY_CONFIGS.items():
+        dag = bag.dags[f"cupid_{case.replace('-', '_')}"]
+        assert CONFIG_ERROR_TAG in dag.tags
+        assert f"{path}: " in (dag.doc_md or "")
+        shown = "\n".join([logged, dag.description or "", json.dumps(DagSerialization.to_dict(dag))])
+        assert not [piece for piece in pieces(secret) if piece in shown], case
+
+
+def many_destinations(n: int) -> dict[str, Any]:
+    config = sample_config()
+    config["des"] = [{**config["des"][0], "table": f"user_{i}"} for i in range(n)]
+    return config
+
+
+def test_a_deeply_nested_file_is_one_broken_config(write_config: WriteConfig) -> None:
+    """100,000 nested arrays used to raise RecursionError out of the DAG file: every DAG was gone."""
+    write_config("good.json", sample_config())
+    write_config("deep.json", '{"src": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    write_config("nested.json", sample_config(extra=json.loads("[" * 40 + "]" * 40)))
+
+    bag = load_bag()
+
+    assert bag.import_errors == {}
+    assert set(bag.dags["cupid_good"].task_dict) == {"scan_insert", "scan_update", "compare", "callback"}
+    assert "nested too deeply" in (bag.dags["cupid_deep"].description or "")
+    assert "nested more than 16 levels deep" in (bag.dags["cupid_nested"].description or "")
+
+
+def test_dag_ids_over_airflows_limit_break_only_their_file(write_config: WriteConfig) -> None:
+    from airflow.models.base import ID_LEN
+
+    from cupid_airflow.config import MAX_DAG_ID_LENGTH
+
+    assert MAX_DAG_ID_LENGTH == ID_LEN
+    long_stem = "f" * 243  # a 248-character file name: cupid_<stem>_1 has 251 characters
+    write_config(f"{long_stem}.json", two_destinations())
+    named = sample_config(reconcile={})
+    named["des"][0]["dagId"] = "d" * 245  # fits, but its reconcile DAG's id has 255
+    write_config("named.json", named)
+    write_config(f"{'g' * 250}.json", "not json")  # the longest file name: cupid_<stem> has 256
+    write_config("good.json", sample_config())
+
+    bag = load_bag()
+
+    assert bag.import_errors == {}
+    assert set(bag.dags["cupid_good"].task_dict) == {"scan_insert", "scan_update", "compare", "callback"}
+    assert all(len(dag_id) <= ID_LEN for dag_id in bag.dag_ids)
+    long_file = bag.dags[f"cupid_{long_stem}"]
+    assert CONFIG_ERROR_TAG in long_file.tags
+    assert "the file name makes the dag id" in (long_file.doc_md or "")
+    assert "of 251 characters; Airflow allows at most 250" in (long_file.doc_md or "")
+    named_dag = bag.dags["cupid_named"]
+    assert "des[0].dagId: makes the reconcile dag id" in (named_dag.doc_md or "")
+    (longest,) = [d for d in bag.dag_ids if d.startswith("cupid_ggg")]
+    assert len(longest) == ID_LEN and CONFIG_ERROR_TAG in bag.dags[longest].tags
+
+
+def test_long_table_names_fit_airflows_tag_limit(write_config: WriteConfig) -> None:
+    config = sample_config()
+    config["des"][0]["table"] = f"{'s' * 64}.{'t' * 64}"
+    write_config("user.json", config)
+    bag = load_bag()
+    assert bag.import_errors == {}
+    assert "des:" + "s" * 64 + "." + "t" * 31 in bag.dags["cupid_user"].tags
+
+
+def test_dags_airflow_refuses_break_only_their_file(write_config: WriteConfig) -> None:
+    write_config("huge_sla.json", sample_config(slaSeconds=10**20))  # valid JSON, but no timedelta holds it
+    write_config("good.json", sample_config())
+    bag = load_bag()
+    assert bag.import_errors == {}
+    assert set(bag.dags["cupid_good"].task_dict) == {"scan_insert", "scan_update", "compare", "callback"}
+    assert "Airflow refused its DAGs: OverflowError" in (bag.dags["cupid_huge_sla"].description or "")
+
+
+def test_a_file_over_the_size_limit_is_refused_unread(write_config: WriteConfig, configs_dir: Path) -> None:
+    from cupid_airflow.config import MAX_CONFIG_BYTES
+
+    with (configs_dir / "huge.json").open("wb") as f:
+        f.truncate(200 * 1024 * 1024)  # sparse: 200 MB that reading whole would cost seconds and memory
+    padded = json.dumps(sample_config())
+    write_config("padded.json", padded + " " * (MAX_CONFIG_BYTES - len(padded) + 1))
+    write_config("good.json", sample_config())
+
+    bag = load_bag()
+
+    assert bag.import_errors == {}
+    assert "cupid_good" in bag.dags
+    for name in ("huge", "padded"):
+        assert "the file is larger than 1,048,576 bytes, the limit for a cupid config" in (
+            bag.dags[f"cupid_{name}"].description or ""
+        )
+
+
+def test_docs_show_only_their_own_pair_and_thousands_of_destinations_load(write_config: WriteConfig) -> None:
+    """Each DAG's docs embedded the whole config: 2,000 destinations cost quadratic time and memory
+    and the DAG file failed to load. Now a doc has the same size whatever the file's size."""
+    from cupid_airflow.config import MAX_DESTINATIONS
+
+    write_config("one.json", many_destinations(1))
+    for n in range(4):
+        write_config(f"many{n}.json", many_destinations(MAX_DESTINATIONS))
+    write_config("too_many.json", many_destinations(MAX_DESTINATIONS + 1))
+
+    bag = load_bag()
+
+    assert bag.import_errors == {}
+    assert len([d for d in bag.dag_ids if d.startswith("cupid_many")]) == 4 * MAX_DESTINATIONS
+    one = bag.dags["cupid_one"].doc_md or ""
+    last = bag.dags[f"cupid_many3_{MAX_DESTINATIONS}"].doc_md or ""
+    assert f'"table": "user_{MAX_DESTINATIONS - 1}"' in last and '"table": "user_0"' not in last
+    assert len(last) < len(one) + 200  # longer paths and numbers only, not 500 destinations
+    assert f"des: {MAX_DESTINATIONS + 1} destinations; at most {MAX_DESTINATIONS} per file" in (
+        bag.dags["cupid_too_many"].description or ""
+    )

@@ -381,3 +381,32 @@ def test_a_recheck_whose_saved_pass_is_gone_walks_the_segment_again(pair: Pair) 
         task.recheck({"task_state_store": _Store()})  # type: ignore[arg-type]  # nothing saved
     events = task.recheck({})  # type: ignore[arg-type]  # no store at all: walks and waits in the task
     assert [(e["byValue"], e["type"]) for e in events] == [("n00005", 3)]
+
+
+@pytest.mark.parametrize("run_id", ["..", "../../escaped", "a/../../b", "/abs/path", ".hidden", "x\\..\\y"])
+def test_hostile_run_ids_keep_reports_inside_report_dir(tmp_path: Path, run_id: str) -> None:
+    """A run id comes from whoever triggers the run (``dags trigger --run-id``; dag.test() takes none):
+    ``..`` and ``/`` in it must not move the report out of reportDir."""
+    from types import SimpleNamespace
+
+    from airflow.sdk import DAG
+
+    from cupid_airflow.operators.reconcile import ReconcileOperator
+    from tests.conftest import sample_config
+
+    reports, config = tmp_path / "deep" / "reports", tmp_path / "user.json"
+    config.write_text(json.dumps(sample_config(reconcile={"reportOnly": True, "reportDir": str(reports)})))
+    with DAG("cupid_user_reconcile", schedule=None):
+        task = ReconcileOperator(task_id="reconcile", config_file=str(config), segment={"lower": None, "upper": None})
+    event = {"type": 3, "byValue": "n1"}
+    hostile = {"run_id": run_id, "ti": SimpleNamespace(map_index=0)}
+    plain = {"run_id": run_id.replace("/", "_").replace(".", "_"), "ti": SimpleNamespace(map_index=0)}
+
+    path = task._write_report(hostile, task.settings, [event])  # type: ignore[arg-type]
+    other = task._write_report(plain, task.settings, [event])  # type: ignore[arg-type]
+
+    assert path.resolve().parent.parent == (reports / "cupid_user_reconcile").resolve()
+    assert path.parent != other.parent  # a cleaned name never shares a folder with the id it looks like
+    assert json.loads(path.read_text()) == event
+    written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    assert [w for w in written if not w.startswith("deep/reports/")] == ["user.json"]

@@ -4,6 +4,7 @@ saved progress in the task state store, the minAgeSeconds deferral, the report f
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import os
@@ -50,6 +51,17 @@ def _lookup_keys(by_value: str | None) -> list[Any]:
     if re.fullmatch(r"0x(?:[0-9a-f]{2})+", by_value):
         return [by_value, bytes.fromhex(by_value[2:])]
     return [by_value]
+
+
+def _path_part(name: str) -> str:
+    """An id as one folder name inside reportDir: run ids come from whoever triggers a run, and
+    ``..`` or ``/`` in one must not move a report out of reportDir. ``:`` and ``+`` become ``_`` (as
+    always); a name that needed more gets a hash of the original, so two ids never share a folder."""
+    safe = name.replace(":", "_").replace("+", "_")
+    if re.fullmatch(r"[\w-][\w.-]*", safe) and len(safe.encode()) <= 200:
+        return safe
+    cleaned = re.sub(r"[^\w.-]", "_", safe).lstrip(".")[:100]
+    return f"{cleaned}-{hashlib.sha256(name.encode()).hexdigest()[:12]}"
 
 
 class _ReconcileBase(CupidOperator):
@@ -220,8 +232,7 @@ class ReconcileOperator(_ReconcileBase):
 
     def _write_report(self, context: Context, settings: Reconcile, events: list[Event]) -> Path:
         base = Path(settings.report_dir or Path(os.environ.get("AIRFLOW_HOME", ".")) / "cupid-reports")
-        run_id = str(context["run_id"]).replace(":", "_").replace("+", "_")
-        folder = base / self.dag_id / run_id
+        folder = base / _path_part(self.dag_id) / _path_part(str(context["run_id"]))
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"segment-{context['ti'].map_index:04d}.jsonl"
         tmp = path.with_suffix(".jsonl.tmp")
