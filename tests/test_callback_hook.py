@@ -295,3 +295,24 @@ def test_a_huge_answer_is_read_only_as_far_as_the_log_needs(huge_answers: int) -
     assert [a.status for a in answers] == [200, 500]
     assert [len(a.text) for a in answers] == [ANSWER_PREFIX, ANSWER_PREFIX] and set(answers[0].text) == {"x"}
     assert peak < 8 * 2**20, f"peak {peak / 2**20:.1f} MB while answers were 50 MB each"
+
+
+def test_a_protocol_error_is_reported_without_the_urls_query() -> None:
+    """aiohttp puts the request URL, query and all, into some errors' text: the reason shows it redacted."""
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def garbage() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+
+    threading.Thread(target=garbage, daemon=True).start()
+    try:
+        with pytest.raises(SendFailed) as failed:
+            post(CallbackHook(url=f"http://127.0.0.1:{listener.getsockname()[1]}/cb?token=Pr0toc0lT0ken"))
+    finally:
+        listener.close()
+    assert "Pr0toc0lT0ken" not in failed.value.detail and "token=***" in failed.value.detail
