@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Union, get_args, get_origin
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
@@ -288,7 +288,7 @@ class CupidConfig(_Model):
             if endpoint.dsn:
                 found.append(parse_go_dsn(endpoint.dsn).password or "")
         for des in self.des:
-            found.append(urlsplit(des.callback_url or "").password or "")
+            found += url_secrets(des.callback_url or "")
             if des.callback_notification and des.callback_notification.secret:
                 found.append(des.callback_notification.secret)
         return [s for s in found if s]
@@ -304,12 +304,44 @@ def redact_dsn(dsn: str) -> str:
     return f"{dsn[: colon + 1]}{REDACTED}{dsn[at:]}"
 
 
+def _url_parts(url: str) -> tuple[str, str, str, str | None, str | None]:
+    """``(scheme://, user-info, host and path, query, fragment)`` of a full URL, a ``host:port/path``
+    or a bare path, split on the characters alone: nothing to fail on, nothing guessed. The
+    user-info ends at the last ``@`` before the first ``/``, even past a ``?`` or ``#`` that a
+    password should have percent-encoded: hiding too much is the safe mistake."""
+    scheme, sep, rest = url.partition("://")
+    head = f"{scheme}{sep}" if sep else ""
+    rest = rest if sep else url
+    authority = "" if rest.startswith("/") and not sep else rest.partition("/")[0]
+    userinfo, at, _ = authority.rpartition("@")
+    if at:
+        rest = rest[len(userinfo) + 1 :]
+    rest, hash_, fragment = rest.partition("#")
+    rest, mark, query = rest.partition("?")
+    return head, userinfo, rest, query if mark else None, fragment if hash_ else None
+
+
 def redact_url(url: str) -> str:
-    """The URL with the password of its ``user:password@`` part replaced by ``***``."""
-    parts = urlsplit(url if "://" in url else f"http://{url}")
-    if parts.password is None:
-        return url
-    return url.replace(f":{parts.password}@", f":{REDACTED}@", 1)
+    """The URL as it may be shown: user-info (``token@``, ``user:password@``) and every query value
+    (``?token=***``) replaced by ``***``, keys kept so a reader still sees which URL it is."""
+    head, userinfo, rest, query, fragment = _url_parts(url)
+    shown = f"{head}{REDACTED}@{rest}" if userinfo else f"{head}{rest}"
+    if query is not None:
+        items = (f"{k}={REDACTED}" if eq else REDACTED for k, eq, _ in (i.partition("=") for i in query.split("&")))
+        shown += "?" + "&".join(items) if query else "?"
+    if fragment is not None:
+        shown += f"#{REDACTED}"
+    return shown
+
+
+def url_secrets(url: str) -> list[str]:
+    """The pieces of a URL :func:`redact_url` hides that look like credentials, for Airflow's masker:
+    user-info parts, and query values of 8 characters or more (shorter ones are words like
+    ``json`` that would be masked all over the logs; they are still never shown)."""
+    _, userinfo, _, query, _ = _url_parts(url)
+    found = [unquote(p) for p in userinfo.split(":") if p]
+    found += [unquote(v) for _, _, v in (i.partition("=") for i in (query or "").split("&")) if len(v) >= 8]
+    return found
 
 
 # ---------------------------------------------------------------------------- errors

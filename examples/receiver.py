@@ -10,6 +10,9 @@ duplicate too, or cupid keeps sending it.
   ``"{webhook-id}.{webhook-timestamp}.{raw body}"`` keyed with the base64 part of the secret;
   several space-separated signatures may be present. Compare in constant time and reject stale
   timestamps (replays).
+* Before the body is read: a request without fresh signature headers is answered 401, one without
+  a Content-Length 411, one longer than ``--max-body`` 413, each on a closed connection, so
+  nobody can make the receiver buffer gigabytes.
 * Deduplication: the ``webhook-id`` is the primary key; a second insert of the same id is a no-op.
 * Repair: this is where your own code re-syncs the row (``type`` 1: missing, 2: different).
 """
@@ -28,12 +31,23 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 TOLERANCE_SECONDS = 5 * 60
+#: cupid's events hold one row each; a MEDIUMTEXT column can make that 16 MB, JSON escaping more.
+MAX_BODY = 32 * 2**20
 
 
-def verify(secret: str, headers: dict[str, str], body: bytes) -> bool:
+def looks_signed(headers: dict[str, str]) -> bool:
+    """Signature headers present and fresh: checked before the body is read, so an unsigned or
+    replayed request costs nothing however long it says its body is."""
     msg_id, timestamp = headers.get("webhook-id", ""), headers.get("webhook-timestamp", "")
     if not msg_id or not timestamp.isdigit() or abs(time.time() - int(timestamp)) > TOLERANCE_SECONDS:
         return False
+    return any(s.startswith("v1,") for s in headers.get("webhook-signature", "").split())
+
+
+def verify(secret: str, headers: dict[str, str], body: bytes) -> bool:
+    if not looks_signed(headers):
+        return False
+    msg_id, timestamp = headers["webhook-id"], headers["webhook-timestamp"]
     key = base64.b64decode(secret.removeprefix("whsec_"))
     expected = base64.b64encode(hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest())
     for signature in headers.get("webhook-signature", "").split():
@@ -61,20 +75,33 @@ class Store:
             return cursor.rowcount == 1
 
 
-def make_handler(store: Store, secret: str | None) -> type[BaseHTTPRequestHandler]:
+def make_handler(store: Store, secret: str | None, max_body: int = MAX_BODY) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def reply(self, status: int, text: str) -> None:
+        def reply(self, status: int, text: str, close: bool = False) -> None:
             body = text.encode()
             self.send_response(status)
             self.send_header("Content-Length", str(len(body)))
+            if close:  # the unread body must not be taken for the next request
+                self.send_header("Connection", "close")
+                self.close_connection = True
             self.end_headers()
             self.wfile.write(body)
 
         def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             headers = {k.lower(): v for k, v in self.headers.items()}
+            length = headers.get("content-length", "")
+            if secret and not looks_signed(headers):
+                self.reply(401, "missing or stale signature", close=True)
+                return
+            if not length.isdigit():
+                self.reply(411, "a Content-Length is required", close=True)
+                return
+            if int(length) > max_body:
+                self.reply(413, f"bodies of more than {max_body} bytes are refused", close=True)
+                return
+            body = self.rfile.read(int(length))
             if secret and not verify(secret, headers, body):
                 self.reply(401, "bad signature")
                 return
@@ -97,10 +124,10 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to accept other machines (containers)")
     parser.add_argument("--port", type=int, default=20000)
     parser.add_argument("--db", default="cupid-events.sqlite3")
+    parser.add_argument("--max-body", type=int, default=MAX_BODY, help="longest body accepted, in bytes")
     args = parser.parse_args()
-    server = ThreadingHTTPServer(
-        (args.host, args.port), make_handler(Store(args.db), os.environ.get("CUPID_WEBHOOK_SECRET"))
-    )
+    handler = make_handler(Store(args.db), os.environ.get("CUPID_WEBHOOK_SECRET"), args.max_body)
+    server = ThreadingHTTPServer((args.host, args.port), handler)
     server.daemon_threads = True
     print(f"listening on http://{args.host}:{server.server_address[1]}/", flush=True)
     server.serve_forever()

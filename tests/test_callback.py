@@ -9,15 +9,17 @@ from collections import Counter
 from collections.abc import Callable
 
 import pytest
+from pytest_httpserver import HTTPServer
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from werkzeug import Request, Response
 
 from cupid_airflow.signing import new_secret
-from tests.airflow_run import run_dag
+from tests.airflow_run import load_dag, run_dag
 from tests.conftest import MySqlDatabase
 from tests.pairs import Pair, pair
+from tests.test_alerts import pushbear
 
-__all__ = ["pair"]  # the fixture
+__all__ = ["pair", "pushbear"]  # the fixtures
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
 
@@ -210,7 +212,71 @@ def test_secrets_never_reach_logs_xcom_or_docs(
     for value in (password, sendkey, secret):
         assert value not in logs
         assert value not in json.dumps(list(result.xcoms.values()))
-    from tests.airflow_run import load_dag
-
     dag = load_dag(pair.dag_id)
     assert all(value not in (dag.doc_md or "") for value in (password, sendkey, secret))
+
+
+@pytest.mark.parametrize("status", [302, 307])
+def test_a_redirect_to_another_host_delivers_nothing_there_and_fails_the_task(
+    pair: Pair, status: int, capfd: pytest.CaptureFixture[str]
+) -> None:
+    elsewhere = HTTPServer(host="127.0.0.1", port=0)
+    elsewhere.expect_request("/steal").respond_with_data("thanks")
+    elsewhere.start()
+    try:
+        pair.configure(callbackRetries=0)
+        missing_rows(pair, 3)
+        location = f"http://127.0.0.1:{elsewhere.port}/steal?token=Rd1rectT0ken"
+        pair.answer_with(lambda _: Response("moved", status, headers={"Location": location}))
+
+        result = run_dag(pair.dag_id)
+        logs = "".join(capfd.readouterr())
+    finally:
+        elsewhere.stop()
+
+    assert result.task_states[("callback", 0)] == "failed"
+    assert len(pair.receiver.log) == 3 and elsewhere.log == []  # no row, header or signature went there
+    assert f"HTTP {status}: redirect to another host, http://127.0.0.1:{elsewhere.port}, never followed" in logs
+    assert "Rd1rectT0ken" not in logs and "/steal" not in logs
+
+
+@pytest.mark.parametrize(
+    "url", ["http://{token}@{host}/cb", "http://cupid:{token}@{host}/cb", "{host}/cb?sig=x&token={token}"]
+)
+def test_a_token_in_the_callback_url_never_reaches_logs_alerts_or_dag_docs(
+    pair: Pair, url: str, pushbear: list[dict[str, str]], capfd: pytest.CaptureFixture[str]
+) -> None:
+    from airflow.models.serialized_dag import SerializedDagModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    token = "Qz8wTokEn4uRlXv9"
+    config = json.loads(pair.config_path.read_text())
+    callback = config["des"][0]["callbackNotification"]
+    callback["url"] = url.format(token=token, host=callback["url"].removesuffix("/cb"))
+    config.update(callbackRetries=0)
+    config["src"]["pushbearSendKey"] = "SCT-sendkey-for-this-test"
+    pair.config_path.write_text(json.dumps(config))
+    missing_rows(pair, 2)
+    pair.answer_with(lambda _: Response("down", 500))
+
+    result = run_dag(pair.dag_id)
+    logs = "".join(capfd.readouterr())
+
+    assert result.task_states[("callback", 0)] == "failed"
+    assert "Delivering 2 events" in logs and "not delivered" in logs  # the task log was captured
+    assert len(pushbear) == 1 and "CallbackDeliveryError" in pushbear[0]["desp"]
+    with create_session() as session:
+        serialized = session.scalars(select(SerializedDagModel).where(SerializedDagModel.dag_id == pair.dag_id)).all()
+    assert serialized  # the run stored the DAG, docs included
+    docs = load_dag(pair.dag_id).doc_md
+    assert "callback: `" in docs
+    places = {
+        "task log": logs,
+        "alert": json.dumps(pushbear, ensure_ascii=False),
+        "DAG docs": docs,
+        "serialized DAG": json.dumps([s.data for s in serialized], ensure_ascii=False),
+    }
+    for place, text in places.items():
+        for piece in {token[i : i + 6] for i in range(len(token) - 5)}:
+            assert piece not in text, f"{piece!r} of the token is in the {place}"

@@ -20,7 +20,8 @@ from werkzeug import Request, Response
 
 from cupid_airflow.core.delivery import Answer, SendFailed
 from cupid_airflow.core.state import Event
-from cupid_airflow.hooks.callback import CallbackConfigError, CallbackHook
+from cupid_airflow.hooks.callback import ANSWER_PREFIX, CallbackConfigError, CallbackHook
+from cupid_airflow.signing import new_secret
 
 EVENT: Event = {"type": 1, "srcColumn": {"id": "1"}, "eventId": "e1"}
 
@@ -38,37 +39,82 @@ def connection(monkeypatch: pytest.MonkeyPatch, conn_id: str, **fields: Any) -> 
     return CallbackHook(url="/cb", http_conn_id=conn_id)
 
 
-def test_redirects_are_followed_or_not_as_the_connection_says(
+@pytest.fixture
+def elsewhere() -> Iterator[HTTPServer]:
+    """A second receiver on another port: where a redirect points; it records all it is sent."""
+    server = HTTPServer(host="127.0.0.1", port=0)
+    server.expect_request("/steal").respond_with_data("thanks")
+    server.start()
+    yield server
+    server.stop()
+
+
+LEAK = "Lq7Zt0kenInLocation"
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_a_redirect_is_not_a_delivery_and_another_host_gets_nothing(
+    httpserver: HTTPServer, elsewhere: HTTPServer, monkeypatch: pytest.MonkeyPatch, status: int
+) -> None:
+    location = f"http://127.0.0.1:{elsewhere.port}/steal?token={LEAK}"
+    httpserver.expect_request("/cb", method="POST").respond_with_response(
+        Response(status=status, headers={"Location": location})
+    )
+    plain = CallbackHook(url=httpserver.url_for("/cb"), secret=new_secret())
+    allowing = connection(monkeypatch, "allowing", host="127.0.0.1", port=httpserver.port,
+                          extra={"allow_redirects": True})  # fmt: skip
+
+    for hook in (plain, allowing):  # same-host redirects allowed: another host is still never followed
+        answer = post(hook)
+        assert answer.status == status
+        assert f"127.0.0.1:{elsewhere.port}" in answer.text and LEAK not in answer.text and "steal" not in answer.text
+    assert elsewhere.log == []  # no header, signature or row went there
+
+
+def test_same_host_redirects_only_when_allowed_and_only_if_they_keep_the_post(
     httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for path, to in (("/cb", "/hop"), ("/hop", "/moved")):
+    for path, status, to in (("/cb", 307, "/hop"), ("/hop", 308, "/moved"), ("/get", 302, "/moved")):
         httpserver.expect_request(path, method="POST").respond_with_response(
-            Response(status=307, headers={"Location": to})
+            Response(status=status, headers={"Location": to})
         )
     httpserver.expect_request("/moved", method="POST").respond_with_data("ok")
+    httpserver.expect_request("/moved", method="GET").respond_with_data("a GET is not a delivery")
     base = {"host": "localhost", "port": httpserver.port}
 
-    assert post(connection(monkeypatch, "follows", **base)).status == 200
-    refused = connection(monkeypatch, "stays", **base, extra={"allow_redirects": False})
-    assert post(refused).status == 307  # judged as a failed delivery, retried by the task
-    capped = connection(monkeypatch, "capped", **base, extra={"max_redirects": 1})
-    with pytest.raises(SendFailed, match="TooManyRedirects"):
-        post(capped)
+    default = post(connection(monkeypatch, "stays", **base))
+    assert default.status == 307 and "allow_redirects is off" in default.text
+    assert [r.path for r, _ in httpserver.log] == ["/cb"]
+
+    httpserver.clear_log()
+    followed = post(connection(monkeypatch, "follows", **base, extra={"allow_redirects": True}))
+    assert (followed.status, followed.text) == (200, "ok")
+    assert [(r.method, r.path) for r, _ in httpserver.log] == [("POST", "/cb"), ("POST", "/hop"), ("POST", "/moved")]
+    assert {r.get_data() for r, _ in httpserver.log} == {json.dumps(EVENT, separators=(",", ":")).encode()}
+
+    httpserver.clear_log()
+    turned = post(CallbackHook(url="/get", http_conn_id="follows"))
+    assert turned.status == 302 and "turns the POST into a GET" in turned.text
+    assert [r.path for r, _ in httpserver.log] == ["/get"]  # the GET was never sent, so never counted
+
+    capped = post(connection(monkeypatch, "capped", **base, extra={"allow_redirects": "true", "max_redirects": 1}))
+    assert capped.status == 308 and "more than 1 redirects" in capped.text
 
 
 def test_extras_from_a_connection_uri_are_text_and_still_mean_what_they_say(
     httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``http://host/?allow_redirects=false&verify=false``: every extra arrives as a string."""
+    """``http://host/?allow_redirects=true&verify=false``: every extra arrives as a string."""
     httpserver.expect_request("/cb", method="POST").respond_with_response(
         Response(status=307, headers={"Location": "/x"})
     )
+    httpserver.expect_request("/x", method="POST").respond_with_data("ok")
     monkeypatch.setenv(
         "AIRFLOW_CONN_FROM_URI",
-        f"http://localhost:{httpserver.port}/?allow_redirects=false&verify=false&trust_env=false&timeout=5",
+        f"http://localhost:{httpserver.port}/?allow_redirects=true&verify=false&trust_env=false&timeout=5",
     )
     hook = CallbackHook(url="/cb", http_conn_id="from_uri")
-    assert post(hook).status == 307 and hook.timeout == 5.0
+    assert post(hook).status == 200 and hook.timeout == 5.0
     monkeypatch.setenv("AIRFLOW_CONN_BAD_FLAG", f"http://localhost:{httpserver.port}/?allow_redirects=sometimes")
     with pytest.raises(CallbackConfigError, match="'allow_redirects' is 'sometimes'; expected true or false"):
         post(CallbackHook(url="/cb", http_conn_id="bad_flag"))
@@ -190,3 +236,83 @@ def test_client_certificate_and_private_ca(mutual_tls: tuple[Path, int], monkeyp
         post(connection(monkeypatch, "no_ca", **base, extra={"cert": trusted["cert"]}))
     with pytest.raises(SendFailed):  # no client certificate: the receiver hangs up
         post(connection(monkeypatch, "no_cert", **base, extra={"verify": trusted["verify"]}))
+
+
+# ---------------------------------------------------------------------------- huge answers
+
+
+@pytest.fixture
+def huge_answers() -> Iterator[int]:
+    """A receiver that answers every POST with a 50 MB body, streamed: 200 first, then 500."""
+    size, chunk = 50 * 2**20, b"x" * 2**16
+    requests = iter(range(1_000))
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200 if next(requests) == 0 else 500)
+            self.send_header("Content-Length", str(size))
+            self.end_headers()
+            sent = 0
+            try:
+                while sent < size:
+                    self.wfile.write(chunk)
+                    sent += len(chunk)
+            except OSError:  # the client hung up after the part it reads
+                self.close_connection = True
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_huge_answer_is_read_only_as_far_as_the_log_needs(huge_answers: int) -> None:
+    """Two 50 MB answers (one 200, one 500): both judged from their status and first KB; the
+    client's memory stays far below one answer's size."""
+    import tracemalloc
+
+    port = huge_answers
+
+    async def go() -> list[Answer]:
+        async with CallbackHook(url=f"http://127.0.0.1:{port}/cb", concurrency=1).sender() as (send, _):
+            return [await send(EVENT), await send(EVENT)]
+
+    tracemalloc.start()
+    try:
+        answers = asyncio.run(go())
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+    assert [a.status for a in answers] == [200, 500]
+    assert [len(a.text) for a in answers] == [ANSWER_PREFIX, ANSWER_PREFIX] and set(answers[0].text) == {"x"}
+    assert peak < 8 * 2**20, f"peak {peak / 2**20:.1f} MB while answers were 50 MB each"
+
+
+def test_a_protocol_error_is_reported_without_the_urls_query() -> None:
+    """aiohttp puts the request URL, query and all, into some errors' text: the reason shows it redacted."""
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def garbage() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+
+    threading.Thread(target=garbage, daemon=True).start()
+    try:
+        with pytest.raises(SendFailed) as failed:
+            post(CallbackHook(url=f"http://127.0.0.1:{listener.getsockname()[1]}/cb?token=Pr0toc0lT0ken"))
+    finally:
+        listener.close()
+    assert "Pr0toc0lT0ken" not in failed.value.detail and "token=***" in failed.value.detail

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from cupid_airflow.config import ConfigError, CupidConfig, dag_ids, load_config, parse_config
+from cupid_airflow.config import ConfigError, CupidConfig, dag_ids, load_config, parse_config, redact_url
 from tests.conftest import REPO, sample_config
 
 ORIGINAL_README_EXAMPLE = """{
@@ -423,9 +423,31 @@ def test_redacted_hides_every_secret() -> None:
     dumped = json.dumps(config.redacted())
     for secret in ("s3cret-pw", "other-pw", "SENDKEY-123", "cb-pass-99"):
         assert secret not in dumped
-    assert set(config.secrets()) == {"s3cret-pw", "other-pw", "SENDKEY-123", "cb-pass-99"}
+    assert set(config.secrets()) == {"s3cret-pw", "other-pw", "SENDKEY-123", "hook", "cb-pass-99"}
     assert config.redacted()["src"]["dsn"] == "cupid:***@tcp(127.0.0.1:3306)/app?charset=utf8"
-    assert config.redacted()["des"][0]["callbackNotification"]["url"] == "https://hook:***@hooks.example.com/x"
+    assert config.redacted()["des"][0]["callbackNotification"]["url"] == "https://***@hooks.example.com/x"
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("http://Tok3n-in-userinfo@127.0.0.1:8080/cb", "http://***@127.0.0.1:8080/cb"),
+        ("https://user:pa:ss@word@hooks.example.com/x", "https://***@hooks.example.com/x"),
+        ("127.0.0.1:8080/cb?token=Tok3n-in-query&v=2", "127.0.0.1:8080/cb?token=***&v=***"),
+        ("/test/callback?Tok3n-bare#Tok3n-frag", "/test/callback?***#***"),
+        ("http://u:pa?ss@host/cb", "http://***@host/cb"),  # an unencoded ? in a password: still hidden
+        ("http://host/a@b/cb?e=x@y", "http://host/a@b/cb?e=***"),  # an @ in the path is no user-info
+        ("127.0.0.1:20000/test/callback", "127.0.0.1:20000/test/callback"),
+    ],
+)
+def test_redact_url_hides_user_info_and_query_values(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+
+
+def test_a_bad_callback_url_is_named_without_its_token() -> None:
+    found = problems(with_des(callbackNotification={"url": "ftp://Tok3nTok3n@host/cb?k=Tok3nValue"}))
+    assert any("callbackNotification.url: not an HTTP URL: its scheme 'ftp'" in p for p in found), found
+    assert not any("Tok3n" in p for p in found)
 
 
 def test_dsn_errors_never_echo_the_password() -> None:

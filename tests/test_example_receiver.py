@@ -66,3 +66,25 @@ def test_forged_or_unsigned_requests_are_refused(receiver: str) -> None:
     assert requests.post(f"{receiver}/cupid", data=body, headers={"webhook-id": "x"}, timeout=5).status_code == 401
     good = signature_headers(SECRET, "x", int(time.time()), body)
     assert requests.post(f"{receiver}/cupid", data=body, headers=good, timeout=5).status_code == 200
+
+
+def raw_post(url: str, headers: dict[str, str]) -> str:
+    """Send only a request's head (its body never comes) and return the status line of the answer.
+    A receiver that waited for the body would never answer: the socket timeout fails the test."""
+    host, port = url.removeprefix("http://").split(":")
+    head = "".join(f"{k}: {v}\r\n" for k, v in {"Host": host, **headers}.items())
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(f"POST /cupid HTTP/1.1\r\n{head}\r\n".encode())
+        return sock.makefile("rb").readline().decode().strip()
+
+
+def test_unsigned_or_oversized_bodies_are_refused_before_they_are_read(receiver: str) -> None:
+    huge = {"Content-Type": "application/json", "Content-Length": str(600 * 2**20)}
+    assert raw_post(receiver, huge) == "HTTP/1.1 401 Unauthorized"
+    signed = signature_headers(SECRET, "x", int(time.time()), b"{}")  # valid-looking headers, any body
+    assert raw_post(receiver, {**huge, **signed}) == "HTTP/1.1 413 Request Entity Too Large"
+    chunked = {"Content-Type": "application/json", "Transfer-Encoding": "chunked", **signed}
+    assert raw_post(receiver, chunked) == "HTTP/1.1 411 Length Required"
+    body = json.dumps({"type": 1, "srcColumn": {"id": "1"}, "eventId": "x"}).encode()
+    good = signature_headers(SECRET, "x", int(time.time()), body)
+    assert requests.post(f"{receiver}/cupid", data=body, headers=good, timeout=5).status_code == 200

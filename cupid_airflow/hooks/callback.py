@@ -11,6 +11,7 @@ answer means, and the loop itself, are :mod:`cupid_airflow.core.delivery`'s.
 from __future__ import annotations
 
 import json
+import re
 import ssl
 import time
 from collections.abc import AsyncIterator
@@ -22,7 +23,9 @@ from urllib.parse import urlsplit
 import aiohttp
 from airflow.providers.http.hooks.http import HttpAsyncHook, SessionConfig
 from airflow.sdk.log import mask_secret
+from yarl import URL
 
+from cupid_airflow.config import redact_url, url_secrets
 from cupid_airflow.core.delivery import Answer, Sender, SendFailed
 from cupid_airflow.core.errors import PermanentError
 from cupid_airflow.core.state import Event
@@ -36,9 +39,14 @@ SECRET_EXTRA = "webhook_secret"
 #: Connection extras HttpAsyncHook hands over as request options and that a callback honours.
 #: ``stream`` and ``check_response`` are refused: a callback reads its small answer whole, and a
 #: non-2xx answer is never raised but judged (retry, wait, or 410 gone).
+#: How much of an answer's body is read (for the log); the rest is dropped with the connection, so
+#: a receiver answering gigabytes costs a task nothing.
+ANSWER_PREFIX = 1024
+#: aiohttp's default: how many same-host 307/308 redirects one POST follows when redirects are allowed.
+MAX_REDIRECTS = 10
 _HONOURED = frozenset({"timeout", "verify_ssl", "cert", "proxy", "allow_redirects", "max_redirects", "trust_env"})
 _REFUSED = {
-    "stream": "callbacks read the receiver's short answer whole",
+    "stream": "callbacks read only the first KB of an answer and drop the rest",
     "check_response": "cupid judges every answer itself (2xx delivered, 410 gone, 429/503 Retry-After, else retried)",
 }
 
@@ -62,7 +70,9 @@ class _Settings:
     timeout: float
     ssl: ssl.SSLContext | bool = True
     trust_env: bool = False
-    request: dict[str, Any] = field(default_factory=dict)  # per-POST options: proxy, redirects
+    request: dict[str, Any] = field(default_factory=dict)  # per-POST options: proxy
+    follow_redirects: bool = False  # same-host 307/308 only; never another host, never a POST turned GET
+    max_redirects: int = MAX_REDIRECTS
 
 
 class CallbackHook(HttpAsyncHook):
@@ -72,8 +82,9 @@ class CallbackHook(HttpAsyncHook):
         the path on that connection.
     :param http_conn_id: an Airflow HTTP connection; its extra ``webhook_secret`` signs requests,
         ``timeout``, ``verify``/``verify_ssl`` (false, or a CA bundle path), ``cert`` (a PEM
-        path, or [cert, key]), ``proxy``/``proxies``, ``allow_redirects``, ``max_redirects`` and
-        ``trust_env`` are honoured; other extras are sent as headers, as HttpHook does.
+        path, or [cert, key]), ``proxy``/``proxies``, ``allow_redirects`` (same-host 307/308
+        only), ``max_redirects`` and ``trust_env`` are honoured; other extras are sent as
+        headers, as HttpHook does.
     :param secret: a ``whsec_...`` secret that signs requests (the config's, which wins).
     :param concurrency: requests in flight at once, and keep-alive connections kept.
     :param timeout: seconds to wait for the receiver.
@@ -99,9 +110,9 @@ class CallbackHook(HttpAsyncHook):
         if not self.http_conn_id:
             parts = urlsplit(self.path_or_url)
             auth = None
+            for piece in url_secrets(self.path_or_url):
+                mask_secret(piece)
             if parts.username:
-                if parts.password:
-                    mask_secret(parts.password)
                 auth = aiohttp.BasicAuth(parts.username, parts.password or "")
             netloc = parts.hostname + (f":{parts.port}" if parts.port else "") if parts.hostname else ""
             url = f"{parts.scheme}://{netloc}{parts.path}" + (f"?{parts.query}" if parts.query else "")
@@ -143,9 +154,9 @@ class CallbackHook(HttpAsyncHook):
             scheme = urlsplit(settings.url).scheme
             settings.request["proxy"] = proxy.get(scheme) or proxy.get("all") if isinstance(proxy, dict) else proxy
         if extra.get("allow_redirects") is not None:
-            settings.request["allow_redirects"] = _flag(where, "allow_redirects", extra["allow_redirects"])
+            settings.follow_redirects = _flag(where, "allow_redirects", extra["allow_redirects"])
         if extra.get("max_redirects") is not None:
-            settings.request["max_redirects"] = int(extra["max_redirects"])
+            settings.max_redirects = max(0, int(extra["max_redirects"]))
 
     @asynccontextmanager
     async def sender(self) -> AsyncIterator[tuple[Sender, str]]:
@@ -168,18 +179,79 @@ class CallbackHook(HttpAsyncHook):
                 if self.secret
                 else {"webhook-id": event["eventId"]}
             )
+            url, hops = URL(settings.url), 0
             try:
-                async with session.post(settings.url, data=body, headers=headers, **settings.request) as response:
-                    return Answer(response.status, await response.text(), response.headers.get("Retry-After"))
+                while True:  # aiohttp follows nothing: a redirect is judged here, per hop
+                    async with session.post(
+                        url, data=body, headers=headers, allow_redirects=False, **settings.request
+                    ) as response:
+                        if not 300 <= response.status < 400:
+                            return Answer(response.status, await _prefix(response), response.headers.get("Retry-After"))
+                        target, why = _redirect(
+                            url, response.status, response.headers.get("Location"), settings.follow_redirects
+                        )
+                        if target is not None and hops >= settings.max_redirects:
+                            target, why = None, f"more than {settings.max_redirects} redirects (max_redirects)"
+                        if target is None:
+                            return Answer(response.status, why)
+                    url, hops = target, hops + 1
             except TimeoutError:
                 raise SendFailed(f"no answer within {settings.timeout:g} s") from None
             except aiohttp.ClientConnectionError as e:
                 raise SendFailed(f"cannot connect: {type(e).__name__}") from None
             except aiohttp.ClientError as e:
-                raise SendFailed(f"{type(e).__name__}: {e}", connection_problem=False) from None
+                raise SendFailed(f"{type(e).__name__}: {_without_urls(str(e))}", connection_problem=False) from None
 
         async with session:
             yield send, settings.url
+
+
+async def _prefix(response: aiohttp.ClientResponse) -> str:
+    """The first :data:`ANSWER_PREFIX` bytes of the body, as text; a longer body is not read but
+    dropped with its connection (a receiver answering gigabytes must not fill the worker's memory)."""
+    prefix = b""
+    while len(prefix) < ANSWER_PREFIX:
+        chunk = await response.content.read(ANSWER_PREFIX - len(prefix))
+        if not chunk:
+            break
+        prefix += chunk
+    if len(prefix) >= ANSWER_PREFIX and not response.content.at_eof():
+        response.close()  # do not drain the rest: the connection goes, the pool opens another
+    try:
+        return prefix.decode(response.charset or "utf-8", errors="replace")
+    except LookupError:
+        return prefix.decode("utf-8", errors="replace")
+
+
+#: Redirects that repeat the POST (RFC 9110 15.4.8, 15.4.9); 301/302/303 make clients send a GET.
+_KEEP_METHOD = frozenset({307, 308})
+
+
+def _redirect(url: URL, status: int, location: str | None, allowed: bool) -> tuple[URL | None, str]:
+    """Where a 3xx answer points, if a callback may follow it; else None and why not, naming the
+    target's scheme, host and port only (never its path or query, which may carry a token)."""
+    if not location:
+        return None, "a redirect without a Location"
+    try:
+        target = url.join(URL(location)).with_user(None).with_fragment(None)
+        shown = str(target.origin())
+    except ValueError:
+        return None, "a redirect to an unreadable Location"
+    if (target.scheme, target.host, target.port) != (url.scheme, url.host, url.port):
+        return None, f"redirect to another host, {shown}, never followed: only a 2xx to the POST itself delivers"
+    if not allowed:
+        return None, f"redirect to {shown} not followed (the connection extra allow_redirects is off by default)"
+    if status not in _KEEP_METHOD:
+        return None, f"redirect to {shown} not followed: a {status} turns the POST into a GET, which delivers nothing"
+    return target, ""
+
+
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+
+
+def _without_urls(text: str) -> str:
+    """An HTTP client's error message with every URL in it redacted (aiohttp puts the URL, query and all, in some)."""
+    return _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), text)
 
 
 _TRUE, _FALSE = frozenset({"true", "yes", "on", "1"}), frozenset({"false", "no", "off", "0"})

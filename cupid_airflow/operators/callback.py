@@ -36,7 +36,9 @@ class CallbackOperator(CupidOperator):
     """Delivers one compare task's events to the destination's callback.
 
     * ``POST`` with cupid's JSON body, ``Content-Type: application/json;charset=UTF-8``; success is
-      any 2xx. Each request carries the event's stable id (``webhook-id``) and, with a secret,
+      a 2xx answer to that POST. A redirect is not followed (the connection extra
+      ``allow_redirects`` allows same-host 307/308 only), so rows and signatures never go to a
+      host nobody configured. Each request carries the event's stable id (``webhook-id``) and, with a secret,
       Standard Webhooks signature headers. ``workerNumber`` requests are in flight at once over a
       pooled keep-alive session (:func:`cupid_airflow.core.delivery.deliver_all`).
     * A 429/503 with a short ``Retry-After`` is waited out and re-sent; other failures fail the
