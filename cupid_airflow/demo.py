@@ -42,7 +42,7 @@ def ui_command(home: Path, port: int = 8080) -> str:
     airflow = Path(sys.executable).parent / "airflow"
     return (
         f"AIRFLOW_HOME={home / 'airflow'} AIRFLOW__CORE__DAGS_FOLDER={home / 'dags'} "
-        f"AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS=True {airflow} api-server --port {port}"
+        f"AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS=True {airflow} api-server --host 127.0.0.1 --port {port}"
     )
 
 

@@ -41,7 +41,8 @@ def test_demo_runs_twice_in_a_row_and_its_ui_command_shows_the_run(tmp_path: Pat
 
     command = next(line for line in result.stdout.splitlines() if "see it in the UI:" in line).split(":", 1)[1]
     port = free_port()
-    command = command.strip().replace("--port 8080", f"--port {port} --host 127.0.0.1")
+    assert "--host 127.0.0.1 --port 8080" in command  # every user is an admin: loopback only
+    command = command.strip().replace("--port 8080", f"--port {port}")
     server = subprocess.Popen(
         ["bash", "-c", command], env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )

@@ -17,8 +17,9 @@ RUN_BY: dict[str, tuple[str, str]] = {
     r"make demo": ("tests/test_demo.py", '"cupid_airflow", "demo"'),
     r"make test": (".ci/run", "make test"),
     r"AIRFLOW_HOME=\S+ AIRFLOW__CORE__DAGS_FOLDER=\S+ AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS=True "
-    r"\S+airflow api-server --port 8080": ("tests/test_demo.py", '"see it in the UI:"'),
+    r"\S+airflow api-server --host 127.0.0.1 --port 8080": ("tests/test_demo.py", '"see it in the UI:"'),
     r"docker compose (up -d --build|down -v)": ("tests/test_compose.py", '"compose", "-f", str(COMPOSE), "config"'),
+    r"python -m cupid_airflow validate --connect .*": ("tests/test_validate_connect.py", '"validate", "--connect"'),
     r"python -m cupid_airflow validate( .*)?": ("tests/test_cli.py", '"validate"'),
     r"airflow dags trigger cupid_user": ("tests/test_e2e.py", '"dags", "trigger", DAG_ID, "--run-id", "e2e_gone"'),
     r"airflow dags trigger cupid_user_reconcile": ("tests/test_e2e.py", '"dags", "trigger", reconcile_id'),
