@@ -102,6 +102,7 @@ class FreezableProxy(CuttableProxy):
 
     def _pump(self, src: socket.socket, dst: socket.socket, counted: list[int] | None) -> None:
         try:
+            src.settimeout(None)  # the proxy's own 10 s connect timeout must not end a frozen session
             while data := src.recv(65536):
                 if not self.frozen:
                     dst.sendall(data)
