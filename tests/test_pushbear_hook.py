@@ -13,6 +13,7 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from cupid_airflow.hooks.pushbear import DEADLINE_SECONDS, PushBearHook
+from tests.conftest import PUSHBEAR_NOWHERE
 from tests.pairs import Pair, pair
 from tests.servers import TrickleServer, closed_port
 from tests.test_alerts import failing_then_ok
@@ -134,3 +135,13 @@ def test_a_trickling_pushbear_never_holds_up_or_fails_the_task(
     output = "".join(capfd.readouterr())
     assert f"gave no complete answer within {DEADLINE_SECONDS} s" in output
     assert not leaked(output)
+
+
+def test_without_a_stand_in_tests_page_a_closed_loopback_port_never_the_public_service(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    assert PushBearHook(sendkey=SENDKEY).send("cupid: test", "- body") is False
+
+    output = "".join(capfd.readouterr())
+    assert f"PushBear alert not sent to {PUSHBEAR_NOWHERE}" in output
+    assert "ftqq" not in output
