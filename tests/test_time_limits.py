@@ -4,6 +4,7 @@ mid-session, fails the try (and retries take over) instead of hanging the task."
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -44,7 +45,7 @@ def test_database_tasks_have_a_time_limit_and_callbacks_none(write_config: Calla
 
 
 @pytest.mark.usefixtures("airflow_db")
-@pytest.mark.timeout(300)  # without a connect timeout the first try never ends
+@pytest.mark.timeout(300, method="thread")  # without a connect timeout the try blocks in C for ever
 def test_a_source_that_accepts_and_never_answers_fails_each_try_in_bounded_time(pair: Pair) -> None:
     """No timeout in the DSN: the default connect timeout (10 s, the server's greeting included)
     ends each try, and the retries run out instead of one try hanging for ever."""
@@ -64,17 +65,31 @@ def test_a_source_that_accepts_and_never_answers_fails_each_try_in_bounded_time(
 
 
 def _frozen_query(hook: CupidMySqlHook, proxy: FreezableProxy) -> float:
-    """Seconds until a query on a connection that went silent after logging in fails."""
+    """Seconds until a query on a connection that went silent after logging in fails. The query
+    runs in a thread: a read without a timeout blocks in C, where no pytest timeout reaches it."""
     conn = hook.get_conn()
+    errors: list[BaseException] = []
+
+    def query() -> None:
+        try:
+            conn.cursor().execute("SELECT 1")
+        except BaseException as e:
+            errors.append(e)
+
     try:
         proxy.freeze()
         started = time.monotonic()
-        with pytest.raises(MySQLdb.OperationalError) as error:
-            conn.cursor().execute("SELECT 1")
-        assert error.value.args[0] == 2013  # lost connection during query
-        return time.monotonic() - started
+        worker = threading.Thread(target=query, daemon=True)
+        worker.start()
+        worker.join(60)
+        elapsed = time.monotonic() - started
+        assert not worker.is_alive(), "the query still waits after 60 s"
     finally:
+        proxy.close()  # ends the wait of a query that never timed out
         conn.close()
+    assert len(errors) == 1 and isinstance(errors[0], MySQLdb.OperationalError), errors
+    assert errors[0].args[0] == 2013  # lost connection during query
+    return elapsed
 
 
 @pytest.fixture
@@ -84,18 +99,16 @@ def proxy() -> Any:
     proxy.close()
 
 
-@pytest.mark.timeout(120)  # without a read timeout the query waits for ever
 def test_a_server_that_stops_answering_mid_session_fails_the_query_at_the_read_timeout(
     proxy: FreezableProxy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(table_module, "READ_TIMEOUT_SECONDS", 1)  # the real default is 900 s
     hook = CupidMySqlHook(connection=connection_from_dsn(f"root:@tcp(127.0.0.1:{proxy.port})/mysql", "frozen"))
 
-    assert _frozen_query(hook, proxy) < 30  # the client tries a read up to 3 times
+    assert _frozen_query(hook, proxy) < 30  # libmysqlclient may try a read up to 3 times
 
 
 @pytest.mark.parametrize("via", ["dsn", "connection"])
-@pytest.mark.timeout(120)
 def test_a_dsn_or_connection_read_timeout_wins_over_the_default(
     via: str, proxy: FreezableProxy, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -38,7 +38,7 @@ CONNECT_TIMEOUT_SECONDS = 10
 #: sized to ``targetQuerySeconds`` (at most 600 s) but possibly slower when the first estimate is
 #: off; everything else cupid asks (index walks, a streamed range on the primary key, IN lookups)
 #: sends its first row in seconds. 900 s is half again the largest target: a bound on a dead
-#: server that no real query reaches. (The MySQL client tries a read up to 3 times.)
+#: server that no real query reaches. (libmysqlclient tries a read up to 3 times, so a wait may last 3x this.)
 READ_TIMEOUT_SECONDS = 900
 #: Seconds to send one statement: cupid's largest is an IN list of one batch of keys; a server
 #: that does not take that in 2 minutes is gone.
