@@ -178,8 +178,22 @@ def _database_tasks(config: CupidConfig, common: dict[str, Any]) -> dict[str, An
 DATABASE_RETRIES = 2
 
 
+#: Time limit of one try of a scan, compare or reconcile plan, so a try that hangs (a database that
+#: stops answering mid-query, a lock never granted) fails and a retry takes over. Each of these
+#: queries a bounded amount (a claim of maxRowsPerRun rows cut into at most 500 partitions, one
+#: partition): minutes on a healthy server, so two hours only ever stops a stuck try. The database
+#: timeouts (:data:`~cupid_airflow.hooks.table.READ_TIMEOUT_SECONDS`) bound each wait on a socket.
+DATABASE_TASK_TIMEOUT = timedelta(hours=2)
+#: Time limit of one reconcile try: a segment of ``segmentRows`` rows, checksummed chunk by chunk
+#: (each sized to ``targetQuerySeconds``), plus the ``minAgeSeconds`` wait, which counts against
+#: the limit also while deferred. Callbacks have no limit: each request has its own timeout, and a
+#: try delivering 100,000 events to a slow receiver may rightly take hours.
+RECONCILE_TASK_TIMEOUT = timedelta(hours=6)
+
+
 def _database_retries(config: CupidConfig) -> dict[str, Any]:
     return {
+        "execution_timeout": DATABASE_TASK_TIMEOUT,
         "retries": DATABASE_RETRIES,
         "retry_delay": timedelta(seconds=config.failure_job_retry_second),
         "retry_exponential_backoff": 2.0,
@@ -221,8 +235,11 @@ def _build_reconcile(entry: ConfigEntry, config: CupidConfig, index: int, dag_id
     ) as dag:
         common: dict[str, Any] = {"config_file": config_file, "destination": index, "pair_id": dag_id}
         database = _database_tasks(config, common)
-        plan = ReconcilePlanOperator(task_id="plan", **database)
-        reconcile = ReconcileOperator.partial(task_id="reconcile", retries=3, **database).expand(segment=plan.output)
+        plan = ReconcilePlanOperator(task_id="plan", execution_timeout=DATABASE_TASK_TIMEOUT, **database)
+        limit = RECONCILE_TASK_TIMEOUT + timedelta(seconds=settings.min_age_seconds)
+        reconcile = ReconcileOperator.partial(
+            task_id="reconcile", retries=3, execution_timeout=limit, **database
+        ).expand(segment=plan.output)
         if not settings.report_only:
             _callbacks(config, config_file, common, reconcile.output)
     return dag

@@ -24,6 +24,21 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     shutil.rmtree(_AIRFLOW_HOME, ignore_errors=True)
 
 
+#: Where alerts go in tests that have no PushBear stand-in: a loopback port nothing listens on.
+PUSHBEAR_NOWHERE = "http://127.0.0.1:9"
+
+
+@pytest.fixture(autouse=True)
+def pushbear_on_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test pages the public PushBear service: a config with a sendkey and no stand-in sends
+    its alert to a closed loopback port (refused, logged). The ``pushbear`` stand-in fixtures
+    and tests that set AIRFLOW_CONN_PUSHBEAR_DEFAULT themselves override this."""
+    import cupid_airflow.hooks.pushbear
+
+    monkeypatch.setenv("AIRFLOW_CONN_PUSHBEAR_DEFAULT", json.dumps({"conn_type": "pushbear", "host": PUSHBEAR_NOWHERE}))
+    monkeypatch.setattr(cupid_airflow.hooks.pushbear, "DEFAULT_BASE_URL", PUSHBEAR_NOWHERE)  # a connection without host
+
+
 def sample_config(**overrides: Any) -> dict[str, Any]:
     """A small valid config as JSON data; ``overrides`` replace top-level keys."""
     config: dict[str, Any] = {

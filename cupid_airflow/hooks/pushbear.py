@@ -3,21 +3,46 @@
 The base URL and, optionally, the sendkey (as its password) come from the ``pushbear_default``
 connection, so alerts can go to a mirror or a test server; without that connection the public
 service is used.
+
+The key travels in the query string, so every exception message and error page that echoes the
+request URL is redacted before it is logged, and the whole request has a deadline: a failing task
+waits at most :data:`DEADLINE_SECONDS` for its alert.
 """
 
 from __future__ import annotations
 
+import asyncio
+import re
+import ssl
+import threading
+from collections.abc import Coroutine
 from typing import Any
+from urllib.parse import quote, quote_plus, urlsplit
 
-import requests
 from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
 from airflow.sdk.log import mask_secret
 
-__all__ = ["DEFAULT_BASE_URL", "PushBearHook"]
+__all__ = ["DEADLINE_SECONDS", "DEFAULT_BASE_URL", "PushBearHook", "redact_sendkey"]
 
 DEFAULT_BASE_URL = "https://pushbear.ftqq.com"
+#: Seconds to connect, and to wait for any one read.
 TIMEOUT_SECONDS = 10
+#: Seconds for the whole alert, connecting to the last byte read: a server that trickles a byte
+#: at a time never runs into a per-read timeout, and an alert must not hold a failing task up.
+DEADLINE_SECONDS = 15
+#: Characters of an error answer that are logged (after the key was blanked out).
+ERROR_BODY_CHARS = 200
+_SENDKEY_PARAM = re.compile(r"(sendkey=)[^&\s\"'<>]*", re.IGNORECASE)
+
+
+def redact_sendkey(text: str, sendkey: str | None) -> str:
+    """``text`` with the key blanked out wherever it occurs, as typed or URL-encoded, and with any
+    ``sendkey=`` query value blanked: exception messages and error pages echo the request URL."""
+    if sendkey:
+        for form in {sendkey, quote(sendkey, safe=""), quote_plus(sendkey)}:
+            text = text.replace(form, "***")
+    return _SENDKEY_PARAM.sub(r"\1***", text)
 
 
 class PushBearHook(BaseHook):
@@ -68,46 +93,97 @@ class PushBearHook(BaseHook):
             return None
 
     def send(self, text: str, desp: str) -> bool:
-        """Send; return whether PushBear took it. Never raises: an alert must not fail a task."""
+        """Send; return whether PushBear took it. Never raises and returns within
+        :data:`DEADLINE_SECONDS`: an alert must not fail a task, nor hold it up."""
         try:
             base, sendkey = self._resolve(self._connection())
-            if not sendkey:
-                self.log.info("No PushBear sendkey (config pushbearSendKey or connection password): alert not sent")
-                return False
-            response = requests.get(
-                f"{base}/sub", params={"sendkey": sendkey, "text": text, "desp": desp}, timeout=TIMEOUT_SECONDS
-            )
         except Exception as e:
-            self.log.error("PushBear alert not sent: %s: %s", type(e).__name__, e)
+            self.log.error("PushBear alert not sent: connection %r: %s: %s", self.pushbear_conn_id,
+                           type(e).__name__, redact_sendkey(str(e), self.sendkey))  # fmt: skip
             return False
-        if not response.ok:
-            self.log.error("PushBear alert not accepted: HTTP %s %s", response.status_code, response.text[:200])
+        if not sendkey:
+            self.log.info("No PushBear sendkey (config pushbearSendKey or connection password): alert not sent")
             return False
-        self.log.info("PushBear alert sent: %s", text)
-        return True
+        return _run_to_end(self._get(base, sendkey, text, desp))
 
     async def async_send(self, text: str, desp: str) -> bool:
         """:meth:`send` for the triggerer (deadline alerts), without blocking its event loop."""
-        import aiohttp
-
         try:
             try:
                 connection = await self.aget_connection(self.pushbear_conn_id)
             except AirflowNotFoundException:
                 connection = None
             base, sendkey = self._resolve(connection)
-            if not sendkey:
-                self.log.info("No PushBear sendkey: deadline alert not sent")
-                return False
-            timeout = aiohttp.ClientTimeout(total=TIMEOUT_SECONDS)
-            async with aiohttp.ClientSession(timeout=timeout) as session:
-                params = {"sendkey": sendkey, "text": text, "desp": desp}
-                async with session.get(f"{base}/sub", params=params) as response:
-                    if response.status >= 300:
-                        self.log.error("PushBear alert not accepted: HTTP %s", response.status)
-                        return False
         except Exception as e:
-            self.log.error("PushBear alert not sent: %s: %s", type(e).__name__, e)
+            self.log.error("PushBear alert not sent: connection %r: %s: %s", self.pushbear_conn_id,
+                           type(e).__name__, redact_sendkey(str(e), self.sendkey))  # fmt: skip
+            return False
+        if not sendkey:
+            self.log.info("No PushBear sendkey: deadline alert not sent")
+            return False
+        return await self._get(base, sendkey, text, desp)
+
+    async def _get(self, base: str, sendkey: str, text: str, desp: str) -> bool:
+        """The GET itself, all of it (connect, headers, an error page) within :data:`DEADLINE_SECONDS`.
+        What is logged names the server, never the key: exception messages and error pages are
+        redacted with :func:`redact_sendkey`."""
+        import aiohttp
+
+        where = _origin(base)
+        timeout = aiohttp.ClientTimeout(total=DEADLINE_SECONDS, connect=TIMEOUT_SECONDS, sock_read=TIMEOUT_SECONDS)
+        params = {"sendkey": sendkey, "text": text, "desp": desp}
+        try:
+            async with (
+                asyncio.timeout(DEADLINE_SECONDS),
+                aiohttp.ClientSession(timeout=timeout, trust_env=True) as session,
+                session.get(f"{base}/sub", params=params, ssl=_ssl_context(base)) as response,
+            ):
+                status = response.status
+                body = b"" if status < 300 else await response.content.read(16 * ERROR_BODY_CHARS)
+        except TimeoutError:
+            self.log.error("PushBear alert not sent: %s gave no complete answer within %d s", where, DEADLINE_SECONDS)
+            return False
+        except Exception as e:
+            self.log.error("PushBear alert not sent to %s: %s: %s", where, type(e).__name__,
+                           redact_sendkey(str(e), sendkey))  # fmt: skip
+            return False
+        if status >= 300:
+            shown = redact_sendkey(body.decode("utf-8", "replace"), sendkey)[:ERROR_BODY_CHARS]
+            self.log.error("PushBear alert not accepted by %s: HTTP %s %s", where, status, shown)
             return False
         self.log.info("PushBear alert sent: %s", text)
         return True
+
+
+def _origin(base: str) -> str:
+    """``scheme://host[:port]`` of the base URL: what a log line may say about the server."""
+    parts = urlsplit(base)
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    return f"{parts.scheme}://{parts.hostname or ''}{port}"
+
+
+def _ssl_context(base: str) -> ssl.SSLContext | bool:
+    """certifi's CA bundle where installed (what requests used before), else the system's."""
+    if not base.startswith("https:"):
+        return True
+    try:
+        import certifi
+    except ImportError:
+        return True
+    return ssl.create_default_context(cafile=certifi.where())
+
+
+def _run_to_end(coroutine: Coroutine[Any, Any, bool]) -> bool:
+    """Run ``coroutine`` from sync code, also when this thread already runs an event loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    result: list[bool] = [False]
+    thread = threading.Thread(target=lambda: result.__setitem__(0, asyncio.run(coroutine)), daemon=True)
+    thread.start()
+    thread.join()
+    return result[0]

@@ -20,21 +20,47 @@ from cupid_airflow.core.compare import ID_COLUMN
 from cupid_airflow.core.reconcile import checksum_sql, fold_checksum, key_range
 from cupid_airflow.hooks.connections import connection_from_dsn
 
-__all__ = ["ID_COLUMN", "CupidMySqlHook", "Table", "db_hook"]
+__all__ = [
+    "CONNECT_TIMEOUT_SECONDS",
+    "ID_COLUMN",
+    "READ_TIMEOUT_SECONDS",
+    "WRITE_TIMEOUT_SECONDS",
+    "CupidMySqlHook",
+    "Table",
+    "db_hook",
+]
+
+
+#: Seconds to connect, the server's greeting included: a server that accepts TCP and never
+#: answers (hung, or a half-dead proxy in front of it) fails the try instead of hanging it.
+CONNECT_TIMEOUT_SECONDS = 10
+#: Seconds to wait for any one read. The longest legitimate wait is a reconcile checksum query,
+#: sized to ``targetQuerySeconds`` (at most 600 s) but possibly slower when the first estimate is
+#: off; everything else cupid asks (index walks, a streamed range on the primary key, IN lookups)
+#: sends its first row in seconds. 900 s is half again the largest target: a bound on a dead
+#: server that no real query reaches. (libmysqlclient tries a read up to 3 times, so a wait may last 3x this.)
+READ_TIMEOUT_SECONDS = 900
+#: Seconds to send one statement: cupid's largest is an IN list of one batch of keys; a server
+#: that does not take that in 2 minutes is gone.
+WRITE_TIMEOUT_SECONDS = 120
 
 
 class CupidMySqlHook(MySqlHook):
-    """MySqlHook that also honours connect/read/write timeouts from the connection extras.
-
-    A Go DSN's ``timeout``, ``readTimeout`` and ``writeTimeout`` land there, so a dead server
-    fails a task in bounded time instead of hanging it.
-    """
+    """MySqlHook with connect/read/write timeouts: the connection's extras win (a Go DSN's
+    ``timeout``, ``readTimeout`` and ``writeTimeout`` land there), else the defaults above, so a
+    dead server fails a task in bounded time instead of hanging it. Applies to the default
+    mysqlclient driver (mysql-connector-python's ``connection_timeout`` bounds every read, so no
+    default is set there: set it in the connection's extras)."""
 
     def _get_conn_config_mysql_client(self, conn: Any) -> dict[str, Any]:
         config: dict[str, Any] = super()._get_conn_config_mysql_client(conn)
-        for key in ("connect_timeout", "read_timeout", "write_timeout"):
-            if key in conn.extra_dejson:
-                config[key] = int(conn.extra_dejson[key])
+        defaults = {
+            "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+            "read_timeout": READ_TIMEOUT_SECONDS,
+            "write_timeout": WRITE_TIMEOUT_SECONDS,
+        }
+        for key, default in defaults.items():
+            config[key] = int(conn.extra_dejson[key]) if key in conn.extra_dejson else default
         return config
 
 

@@ -41,7 +41,10 @@ class ScanInsertOperator(CupidOperator):
     failed before claiming new ids (:mod:`cupid_airflow.core.claims`), so a failed run loses nothing.
 
     Run parameters (``airflow dags trigger --conf``): ``start_id`` restarts the cursor there, like
-    cupid's ``-s``; ``start_id`` with ``end_id`` re-checks that range and leaves the cursor alone.
+    cupid's ``-s``; ``start_id`` with ``end_id`` re-checks that range (up to the source's highest
+    id) and leaves the cursor alone. Anyone allowed to trigger a run can set these, so neither may
+    switch checking off: a ``start_id`` past the source's highest id + 1 fails the run instead of
+    moving the cursor where new rows would go unchecked. Going back is always allowed.
     """
 
     ui_color = "#d9f2e6"
@@ -50,11 +53,22 @@ class ScanInsertOperator(CupidOperator):
         params = context["params"]
         start_id, end_id = params.get("start_id"), params.get("end_id")
         with self.pair.source_table() as table:
-            if end_id is not None:
-                if start_id is None or end_id < start_id:
-                    raise CupidFailure(f"end_id={end_id} needs a start_id <= end_id; got start_id={start_id}")
-                self.log.info("Re-checking ids %s..%s; the insert cursor is not moved", start_id, end_id)
-                return self._partitions(table, start_id - 1, end_id)
+            if end_id is not None and (start_id is None or end_id < start_id):
+                raise CupidFailure(f"end_id={end_id} needs a start_id <= end_id; got start_id={start_id}")
+            if start_id is not None:
+                max_id = self._max_id(table)
+                if start_id > (max_id or 0) + 1:
+                    raise CupidFailure(
+                        f"run param start_id={start_id} is beyond the end of {self.pair.src.table}, whose highest "
+                        f"id is {max_id}: start_id may be at most {(max_id or 0) + 1} (go on from the table's end) "
+                        "or lower (re-check from there). A cursor past the end would skip every row inserted until "
+                        "the ids reach it"
+                    )
+                if end_id is not None:
+                    upto = min(end_id, max_id or 0)
+                    self.log.info("Re-checking ids %s..%s (the highest id is %s); the insert cursor is not moved",
+                                  start_id, upto, max_id)  # fmt: skip
+                    return self._partitions(table, start_id - 1, upto)
             ranges = self._claim(table, context, start_id)
             parts = [p for after, upto in ranges for p in self._partitions(table, after, upto)]
             return merge_to_limit(parts)

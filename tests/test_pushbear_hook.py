@@ -1,0 +1,147 @@
+"""PushBear alerts that cannot be sent: the key never shows in a log, and no alert waits for long."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Iterator
+
+import pytest
+from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
+
+from cupid_airflow.hooks.pushbear import DEADLINE_SECONDS, PushBearHook
+from tests.conftest import PUSHBEAR_NOWHERE
+from tests.pairs import Pair, pair
+from tests.servers import TrickleServer, closed_port
+from tests.test_alerts import failing_then_ok
+
+__all__ = ["pair"]  # the fixture
+
+SENDKEY = "SCT-leak-check-5f3a9c1d7e20"
+#: PushBear's answer, padded to take over 200 s at a byte a second.
+TRICKLED = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Padding: " + b"." * 100 + b"\r\n"
+    b"Content-Length: 26\r\n\r\n" + b'{"code": 0, "message": ""}'
+)
+
+
+def pieces(secret: str, size: int = 6) -> list[str]:
+    return [secret[i : i + size] for i in range(len(secret) - size + 1)]
+
+
+def leaked(text: str) -> list[str]:
+    return [p for p in pieces(SENDKEY) if p in text]
+
+
+def point_pushbear_at(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_PUSHBEAR_DEFAULT", json.dumps({"conn_type": "pushbear", "host": url}))
+
+
+def send(how: str) -> bool:
+    hook = PushBearHook(sendkey=SENDKEY)
+    if how == "sync":
+        return hook.send("cupid: test", "- body")
+    return asyncio.run(hook.async_send("cupid: test", "- body"))
+
+
+@pytest.fixture
+def echoing_502() -> Iterator[HTTPServer]:
+    """A gateway error page that echoes the request line, as proxies' error pages do."""
+
+    def answer(request: Request) -> Response:
+        line = f"{request.method} {request.full_path} HTTP/1.1"
+        return Response(f"<html><h1>502 Bad Gateway</h1><p>{line}</p><p>key {SENDKEY}</p></html>", status=502)
+
+    server = HTTPServer(host="127.0.0.1", port=0)
+    server.expect_request("/sub").respond_with_handler(answer)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("how", ["sync", "async"])
+def test_a_refused_connection_is_logged_without_the_key(
+    how: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    port = closed_port()
+    point_pushbear_at(monkeypatch, f"http://127.0.0.1:{port}")
+
+    assert send(how) is False
+
+    output = caplog.text + "".join(capfd.readouterr())
+    assert f"PushBear alert not sent to http://127.0.0.1:{port}" in output
+    assert not leaked(output), output
+
+
+@pytest.mark.parametrize("how", ["sync", "async"])
+def test_an_error_page_echoing_the_request_is_logged_short_and_without_the_key(
+    how: str,
+    echoing_502: HTTPServer,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.WARNING, logger="werkzeug")  # the stand-in's own access log shows the key
+    point_pushbear_at(monkeypatch, f"http://127.0.0.1:{echoing_502.port}")
+
+    assert send(how) is False
+
+    assert len(echoing_502.log) == 1  # it was sent, and the answer echoed the key
+    assert SENDKEY in echoing_502.log[0][1].get_data(as_text=True)
+    output = caplog.text + "".join(capfd.readouterr())
+    assert "HTTP 502 <html><h1>502 Bad Gateway</h1><p>GET /sub?sendkey=***&text=" in output
+    assert "key ***</p>" in output
+    assert not leaked(output), output
+
+
+def test_a_server_that_trickles_its_answer_is_given_up_at_the_deadline(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A byte a second never runs into the 10 s per-read timeout: only the deadline ends it (the
+    triggerer's deadline alerts use this path)."""
+    with TrickleServer(TRICKLED) as server:
+        point_pushbear_at(monkeypatch, f"http://127.0.0.1:{server.port}")
+        started = time.monotonic()
+        assert send("async") is False
+        elapsed = time.monotonic() - started
+    assert server.accepted == 1
+    assert elapsed < DEADLINE_SECONDS + 10  # the answer alone takes over 200 s to trickle in
+    assert f"gave no complete answer within {DEADLINE_SECONDS} s" in "".join(capfd.readouterr())
+
+
+@pytest.mark.usefixtures("airflow_db")
+def test_a_trickling_pushbear_never_holds_up_or_fails_the_task(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The callback's third failure alerts while PushBear answers a byte a second: the alert is
+    given up at the deadline, logged, and the callback's next try delivers."""
+    pair.configure(src={"pushbearSendKey": SENDKEY}, failureJobRetrySecond=1)
+    pair.add_source(("a", "x", None, None, None))
+    pair.answer_with(failing_then_ok(3))
+    with TrickleServer(TRICKLED) as server:
+        point_pushbear_at(monkeypatch, f"http://127.0.0.1:{server.port}")
+        started = time.monotonic()
+        result = pair.run()  # asserts the run succeeded
+        elapsed = time.monotonic() - started
+
+    assert server.accepted == 1
+    assert result.tries[("callback", 0)] == 4
+    assert elapsed < 120  # the old per-read timeout waited the whole 200 s trickle
+    output = "".join(capfd.readouterr())
+    assert f"gave no complete answer within {DEADLINE_SECONDS} s" in output
+    assert not leaked(output)
+
+
+def test_without_a_stand_in_tests_page_a_closed_loopback_port_never_the_public_service(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    assert PushBearHook(sendkey=SENDKEY).send("cupid: test", "- body") is False
+
+    output = "".join(capfd.readouterr())
+    assert f"PushBear alert not sent to {PUSHBEAR_NOWHERE}" in output
+    assert "ftqq" not in output
