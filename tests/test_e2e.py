@@ -28,7 +28,8 @@ from tests.stack import AirflowStack, Recorder, wait_for
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
 
 DAG_ID = "cupid_e2e"
-SENDKEY = "SCT-e2e-sendkey"
+SENDKEY = "SCT-e2e-Wq83Lx0PzR5"
+TOKEN = "e2eTok-N4b7Kq21Zx"  # a credential in the callback URL's query
 ROWS = 300
 MISSING = {f"n{i}" for i in range(10, ROWS, 30)}  # 10 rows the replica never got: type 1
 CHANGED = {f"n{i}" for i in range(25, ROWS, 30)}  # 10 rows the replica garbled: type 2
@@ -93,7 +94,7 @@ def _config(src: MySqlDatabase, des: MySqlDatabase, receiver: Recorder) -> dict[
                 "table": "user",
                 "columns": {"number": "number", "name": "name", "amount": "amount"},
                 "byColumn": "number",
-                "callbackNotification": {"url": f"{receiver.url}/cupid/callback"},
+                "callbackNotification": {"url": f"{receiver.url}/cupid/callback?token={TOKEN}"},
                 "dagId": DAG_ID,
             }
         ],
@@ -236,3 +237,15 @@ def test_a_deployment_end_to_end(
     print("components that needed a second SIGTERM:", stack.signalled_twice)
     assert set(codes) == {"scheduler", "dag-processor", "triggerer", "api-server"}
     assert stack.leftover_processes() == []
+
+    # 8. The components' consoles (where LocalExecutor echoes task log lines), the task logs and
+    #    the alerts' texts hold neither the PushBear key nor the callback URL's token, nor a
+    #    6-character piece of one.
+    texts = [f.read_text(errors="replace") for f in stack.home.rglob("*.log") if f.is_file()]
+    assert len(texts) > 4  # the four components and the task logs
+    with pushbear.lock:
+        texts += [a.get("text", "") + a.get("desp", "") for a in pushbear.gets]
+    text = "\n".join(texts)
+    for secret in (SENDKEY, TOKEN):
+        pieces = {secret[i : i + 6] for i in range(len(secret) - 5)}
+        assert not [p for p in pieces if p in text], secret
