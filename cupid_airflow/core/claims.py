@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-__all__ = ["GAP_LIMIT", "Takeover", "cap_gaps", "settle_gaps", "take_over"]
+__all__ = ["GAP_LIMIT", "Takeover", "cap_gaps", "settle_gaps", "start_id_limit", "take_over"]
 
 #: Id gaps watched per DAG. Late commits sit at the top of the id space (an id is allocated when
 #: the INSERT runs, so a transaction still open holds one of the newest ids); beyond this many, the
@@ -98,3 +98,18 @@ def cap_gaps(gaps: list[list[float]], limit: int = GAP_LIMIT) -> tuple[list[list
     """The ``limit`` highest gaps, and how many lower ones were dropped."""
     ordered = sorted(gaps, key=lambda g: g[0])
     return ordered[-limit:] if limit else [], max(0, len(ordered) - limit)
+
+
+def start_id_limit(cursor: int | None, first_cursor: int, max_id: int | None) -> int:
+    """The highest ``start_id`` a run param may restart the insert cursor at.
+
+    Anyone allowed to trigger a run can set ``start_id``, so it may only move the cursor back (to
+    re-check, like cupid's ``-s``) or leave it where it is: never forward past ids nobody checked,
+    and never past the source's end (new rows would get ids below it). ``first_cursor`` is where
+    the cursor starts before the first run (``src.startId - 1``). Skipping ids on purpose takes the
+    config (``src.startId``, before the first run) or the Variable, which need more than trigger
+    rights. After an ``AUTO_INCREMENT`` reset the cursor is past the end, and the end + 1 is the
+    way on.
+    """
+    current = cursor if cursor is not None else first_cursor
+    return min(current + 1, (max_id or 0) + 1)

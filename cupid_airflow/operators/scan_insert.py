@@ -8,7 +8,7 @@ from decimal import Decimal
 
 from airflow.sdk import Context
 
-from cupid_airflow.core.claims import GAP_LIMIT, cap_gaps, settle_gaps, take_over
+from cupid_airflow.core.claims import GAP_LIMIT, cap_gaps, settle_gaps, start_id_limit, take_over
 from cupid_airflow.core.compare import ID_COLUMN
 from cupid_airflow.core.errors import permanent_reason
 from cupid_airflow.core.partitions import id_partitions, merge_to_limit
@@ -43,8 +43,8 @@ class ScanInsertOperator(CupidOperator):
     Run parameters (``airflow dags trigger --conf``): ``start_id`` restarts the cursor there, like
     cupid's ``-s``; ``start_id`` with ``end_id`` re-checks that range (up to the source's highest
     id) and leaves the cursor alone. Anyone allowed to trigger a run can set these, so neither may
-    switch checking off: a ``start_id`` past the source's highest id + 1 fails the run instead of
-    moving the cursor where new rows would go unchecked. Going back is always allowed.
+    switch checking off: a ``start_id`` that would move the cursor forward
+    (:func:`~cupid_airflow.core.claims.start_id_limit`) fails the run. Going back is always allowed.
     """
 
     ui_color = "#d9f2e6"
@@ -57,12 +57,12 @@ class ScanInsertOperator(CupidOperator):
                 raise CupidFailure(f"end_id={end_id} needs a start_id <= end_id; got start_id={start_id}")
             if start_id is not None:
                 max_id = self._max_id(table)
-                if start_id > (max_id or 0) + 1:
+                if end_id is None:
+                    self._check_start_id(start_id, max_id)
+                elif start_id > (max_id or 0):
                     raise CupidFailure(
-                        f"run param start_id={start_id} is beyond the end of {self.pair.src.table}, whose highest "
-                        f"id is {max_id}: start_id may be at most {(max_id or 0) + 1} (go on from the table's end) "
-                        "or lower (re-check from there). A cursor past the end would skip every row inserted until "
-                        "the ids reach it"
+                        f"run params start_id={start_id}, end_id={end_id}: {self.pair.src.table}'s highest id is "
+                        f"{max_id}, so there is nothing to re-check"
                     )
                 if end_id is not None:
                     upto = min(end_id, max_id or 0)
@@ -115,6 +115,18 @@ class ScanInsertOperator(CupidOperator):
         write_insert_cursor(self.variables, dag_id, state)
         self.log.info("Claimed ids (%s, %s] (source max id %s); cursor now %s", after, upto, max_id, upto)
         return state["open"].get(run_id, [])
+
+    def _check_start_id(self, start_id: int, max_id: int | None) -> None:
+        cursor = read_insert_cursor(self.variables, self.pair.pair_id)["cursor"]
+        limit = start_id_limit(cursor, self.config.src.start_id - 1, max_id)
+        if start_id > limit:
+            at = f"the insert cursor is at {cursor}" if cursor is not None else "no run has claimed ids yet"
+            raise CupidFailure(
+                f"run param start_id={start_id} would skip ids nobody checked: {at} and {self.pair.src.table}'s "
+                f"highest id is {max_id}, so start_id may be at most {limit} (lower re-checks from there). To skip "
+                f"ids on purpose, set src.startId before the first run or edit the Variable "
+                f"{insert_cursor_key(self.pair.pair_id)}"
+            )
 
     def _max_id(self, table: Table) -> int | None:
         try:
