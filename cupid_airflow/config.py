@@ -123,10 +123,15 @@ def _dsn(value: str) -> str:
     return value
 
 
+#: Upper bound of every duration in seconds a config sets (30 days): beyond it Python's timedelta
+#: (and Airflow's scheduling) overflows, and no real interval, retry delay or deadline is longer.
+MAX_SECONDS = 30 * 86_400
+
+
 def _schedule(value: str | int) -> str | int:
     if isinstance(value, int):
-        if value < 1:
-            raise ValueError(f"{value} seconds: expected a whole number of seconds >= 1")
+        if not 1 <= value <= MAX_SECONDS:
+            raise ValueError(f"{value} seconds: expected a whole number of seconds from 1 to {MAX_SECONDS} (30 days)")
         return value
     if value.startswith("@"):
         if value not in _SCHEDULE_PRESETS:
@@ -179,7 +184,7 @@ class Reconcile(_Model):
     to_key: KeyValue | None = None
     report_only: bool = False
     report_dir: str | None = None
-    min_age_seconds: Annotated[int, Field(ge=0)] = 0
+    min_age_seconds: Annotated[int, Field(ge=0, le=MAX_SECONDS)] = 0
     target_query_seconds: Annotated[int | float, Field(gt=0, le=600)] = 1.0
     segment_rows: Annotated[int, Field(ge=1000)] = 500_000
 
@@ -214,13 +219,13 @@ class Source(_Model):
     table: TableName
     by_column: Identifier
     insert: bool = True
-    insert_interval_millisecond: Annotated[int, Field(ge=1)] = 2000
+    insert_interval_millisecond: Annotated[int, Field(ge=1, le=MAX_SECONDS * 1000)] = 2000
     # How long an id missing inside a claimed range is watched for a late commit (0: not at all).
     insert_settle_seconds: Annotated[int, Field(ge=0, le=86_400)] = 300
     update: bool = True
     update_column: Identifier | None = None
-    update_interval_millisecond: Annotated[int, Field(ge=1)] = 2000
-    update_scan_second: Annotated[int, Field(ge=0)] = 5
+    update_interval_millisecond: Annotated[int, Field(ge=1, le=MAX_SECONDS * 1000)] = 2000
+    update_scan_second: Annotated[int, Field(ge=0, le=MAX_SECONDS)] = 5
     update_time_formate: Annotated[str, AfterValidator(_checked_by(parse_time_format, TimeFormatError))] = (
         "2006-1-2 15:04:05"
     )
@@ -239,9 +244,9 @@ class CupidConfig(_Model):
 
     worker_number: Annotated[int, Field(ge=1)] = 3
     log_dir: str = "/apps/log/cupid"
-    failure_job_retry_second: Annotated[int, Field(ge=1)] = 10
-    callback_retries: Annotated[int, Field(ge=0)] = 15
-    sla_seconds: Annotated[int, Field(ge=1)] | None = None
+    failure_job_retry_second: Annotated[int, Field(ge=1, le=MAX_SECONDS)] = 10
+    callback_retries: Annotated[int, Field(ge=0, le=1000)] = 15
+    sla_seconds: Annotated[int, Field(ge=1, le=MAX_SECONDS)] | None = None
     src: Source
     des: Annotated[list[Destination], Field(min_length=1)]
     schedule: Annotated[str | int, AfterValidator(_schedule)] | None = None

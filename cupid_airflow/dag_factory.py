@@ -138,6 +138,7 @@ def _build_pair(entry: ConfigEntry, config: CupidConfig, index: int, dag_id: str
     config_file = str(entry.path.resolve())
     alert = PushBearNotifier(config_file=config_file)
     with DAG(
+        auto_register=False,  # only what build_dags returns: a file that fails half-built registers nothing
         dag_id=dag_id,
         description=f"cupid: {config.src.table} -> {des.table}",
         schedule=schedule_for(config),
@@ -185,9 +186,10 @@ DATABASE_RETRIES = 2
 #: timeouts (:data:`~cupid_airflow.hooks.table.READ_TIMEOUT_SECONDS`) bound each wait on a socket.
 DATABASE_TASK_TIMEOUT = timedelta(hours=2)
 #: Time limit of one reconcile try: a segment of ``segmentRows`` rows, checksummed chunk by chunk
-#: (each sized to ``targetQuerySeconds``), plus the ``minAgeSeconds`` wait, which counts against
-#: the limit also while deferred. Callbacks have no limit: each request has its own timeout, and a
-#: try delivering 100,000 events to a slow receiver may rightly take hours.
+#: (each sized to ``targetQuerySeconds``), plus ``minAgeSeconds`` for a task that waits it out in
+#: place (no state store). A deferred wait does not count: Airflow 3.3 restarts the limit when the
+#: task resumes. Callbacks have no limit: each request has its own timeout, and a try delivering
+#: 100,000 events to a slow receiver may rightly take hours.
 RECONCILE_TASK_TIMEOUT = timedelta(hours=6)
 
 
@@ -222,6 +224,7 @@ def _build_reconcile(entry: ConfigEntry, config: CupidConfig, index: int, dag_id
     des = config.des[index]
     config_file = str(entry.path.resolve())
     with DAG(
+        auto_register=False,  # only what build_dags returns: a file that fails half-built registers nothing
         dag_id=reconcile_dag_id(dag_id),
         description=f"cupid reconcile: {config.src.table} <-> {des.table}",
         schedule=None if settings.schedule is None else _timetable(settings.schedule),
@@ -248,26 +251,29 @@ def _build_reconcile(entry: ConfigEntry, config: CupidConfig, index: int, dag_id
 def _build_placeholder(entry: ConfigEntry, dag_id: str) -> DAG:
     assert entry.error is not None
     problems = [str(p) for p in entry.error.problems]
-    with DAG(
-        dag_id=dag_id,
-        description=f"BROKEN cupid config {entry.path.name}: {problems[0]}"[:200],
-        schedule=None,
-        start_date=START_DATE,
-        catchup=False,
-        doc_md="\n".join(
-            [
-                f"### cupid config `{entry.path}` is invalid",
-                "",
-                "This DAG stands in for the DAGs of a config that does not load. Fix the file; this "
-                "placeholder goes away at the next parse and the real DAGs come back.",
-                "",
-                *[f"* `{p}`" for p in problems],
-                "",
-                f"Check every config with `python -m cupid_airflow validate {entry.path.parent}`.",
-            ]
-        ),
-        tags=["cupid", CONFIG_ERROR_TAG],
-    ) as dag:
+    with (
+        DAG(
+            auto_register=False,  # only what build_dags returns: a file that fails half-built registers nothing
+            dag_id=dag_id,
+            description=f"BROKEN cupid config {entry.path.name}: {problems[0]}"[:200],
+            schedule=None,
+            start_date=START_DATE,
+            catchup=False,
+            doc_md="\n".join(
+                [
+                    f"### cupid config `{entry.path}` is invalid",
+                    "",
+                    "This DAG stands in for the DAGs of a config that does not load. Fix the file; this "
+                    "placeholder goes away at the next parse and the real DAGs come back.",
+                    "",
+                    *[f"* `{p}`" for p in problems],
+                    "",
+                    f"Check every config with `python -m cupid_airflow validate {entry.path.parent}`.",
+                ]
+            ),
+            tags=["cupid", CONFIG_ERROR_TAG],
+        ) as dag
+    ):
         ConfigErrorOperator(task_id="config_error", errors=str(entry.error))
     return dag
 

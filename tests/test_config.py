@@ -248,7 +248,7 @@ def test_missing_required_keys() -> None:
         ({"des": []}, "des: list should have at least 1 item after validation, not 0, got []"),
         ({"des": {"table": "x"}}, "des: expected an array, got an object"),  # an object may hold a DSN
         ({"src": "mysql://x"}, "src: expected an object, got a string"),
-        ({"schedule": 0}, "schedule: 0 seconds: expected a whole number of seconds >= 1"),
+        ({"schedule": 0}, "schedule: 0 seconds: expected a whole number of seconds from 1 to 2592000 (30 days)"),
         ({"schedule": "@minutely"}, "schedule: '@minutely' is not an Airflow preset; expected one of"),
         ({"schedule": "61 * * * *"}, "schedule: '61 * * * *' is not a cron expression"),
     ],

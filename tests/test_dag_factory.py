@@ -344,13 +344,40 @@ def test_long_table_names_fit_airflows_tag_limit(write_config: WriteConfig) -> N
     assert "des:" + "s" * 64 + "." + "t" * 31 in bag.dags["cupid_user"].tags
 
 
-def test_dags_airflow_refuses_break_only_their_file(write_config: WriteConfig) -> None:
-    write_config("huge_sla.json", sample_config(slaSeconds=10**20))  # valid JSON, but no timedelta holds it
+def test_durations_past_what_airflow_can_hold_are_config_errors(write_config: WriteConfig) -> None:
+    for name, key in (("sla", "slaSeconds"), ("retry", "failureJobRetrySecond"), ("schedule", "schedule")):
+        write_config(f"huge_{name}.json", sample_config(**{key: 10**20}))  # no timedelta holds it
     write_config("good.json", sample_config())
     bag = load_bag()
     assert bag.import_errors == {}
     assert set(bag.dags["cupid_good"].task_dict) == {"scan_insert", "scan_update", "compare", "callback"}
-    assert "Airflow refused its DAGs: OverflowError" in (bag.dags["cupid_huge_sla"].description or "")
+    for name, key in (("sla", "slaSeconds"), ("retry", "failureJobRetrySecond"), ("schedule", "schedule")):
+        assert f"{key}:" in (bag.dags[f"cupid_huge_{name}"].description or ""), name
+
+
+def test_a_file_whose_dags_airflow_refuses_half_way_leaves_only_its_placeholder(
+    write_config: WriteConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Airflow refuses a DAG inside its ``with`` block (here: the reconcile task, after the pair DAG
+    was built): the file's DAGs must not be registered anyway, and its placeholder is what loads."""
+    from cupid_airflow.operators.reconcile import ReconcileOperator
+
+    partial = ReconcileOperator.partial
+
+    def refuse_for_one_file(*args: Any, **kwargs: Any) -> Any:
+        if "refused.json" in str(kwargs.get("config_file")):
+            raise OverflowError("date value out of range")
+        return partial(*args, **kwargs)
+
+    monkeypatch.setattr(ReconcileOperator, "partial", refuse_for_one_file)
+    write_config("refused.json", sample_config(reconcile={"schedule": "@daily"}))
+    write_config("good.json", sample_config())
+    bag = load_bag()
+    assert bag.import_errors == {}
+    assert set(bag.dags["cupid_good"].task_dict) == {"scan_insert", "scan_update", "compare", "callback"}
+    refused = bag.dags["cupid_refused"]
+    assert "Airflow refused its DAGs: OverflowError" in (refused.description or "")
+    assert "cupid_refused_reconcile" not in bag.dags  # half-built: a plan task and no reconcile
 
 
 def test_a_file_over_the_size_limit_is_refused_unread(write_config: WriteConfig, configs_dir: Path) -> None:
