@@ -9,6 +9,7 @@ import datetime as dt
 import json
 import ssl
 import threading
+import traceback
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -316,3 +317,13 @@ def test_a_protocol_error_is_reported_without_the_urls_query() -> None:
     finally:
         listener.close()
     assert "Pr0toc0lT0ken" not in failed.value.detail and "token=***" in failed.value.detail
+
+
+@pytest.mark.parametrize("url", ["http://user:abc/defS3cretPassw0rd==@127.0.0.1/cb", "http://[::1/cb?k=S3cretPassw0rd"])
+def test_a_callback_url_urllib_cannot_read_fails_without_quoting_it(url: str) -> None:
+    """urllib's own error quotes the URL ("Port could not be cast to integer value as 'abc/def...'"),
+    and an error's text reaches the task log and the alert: the hook's names the config key only."""
+    with pytest.raises(CallbackConfigError, match=r"callbackNotification\.url cannot be read as a URL") as failed:
+        asyncio.run(CallbackHook(url=url).settings())
+    shown = "".join(traceback.format_exception(failed.value))
+    assert not [p for p in {"S3cretPassw0rd"[i : i + 6] for i in range(9)} if p in shown], shown

@@ -108,13 +108,20 @@ class CallbackHook(HttpAsyncHook):
     async def settings(self) -> _Settings:
         """The session's settings from the connection (through HttpAsyncHook's public ``config``) or the URL."""
         if not self.http_conn_id:
-            parts = urlsplit(self.path_or_url)
-            auth = None
             for piece in url_secrets(self.path_or_url):
                 mask_secret(piece)
+            try:
+                parts = urlsplit(self.path_or_url)
+                port = parts.port
+            except ValueError:  # its text quotes the URL ("Port could not be cast ... as 'pass'"): never shown
+                raise CallbackConfigError(
+                    "callbackNotification.url cannot be read as a URL (an unmatched '[', or a port that is not a "
+                    "number: percent-encode a password's '/', '?', '#' and '@'); the URL is not shown"
+                ) from None
+            auth = None
             if parts.username:
                 auth = aiohttp.BasicAuth(parts.username, parts.password or "")
-            netloc = parts.hostname + (f":{parts.port}" if parts.port else "") if parts.hostname else ""
+            netloc = parts.hostname + (f":{port}" if port else "") if parts.hostname else ""
             url = f"{parts.scheme}://{netloc}{parts.path}" + (f"?{parts.query}" if parts.query else "")
             return _Settings(url=url, headers={}, auth=auth, timeout=self.timeout)
         config: SessionConfig = await self.config()
