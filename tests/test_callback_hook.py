@@ -9,6 +9,7 @@ import datetime as dt
 import json
 import ssl
 import threading
+import time
 import traceback
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -296,6 +297,51 @@ def test_a_huge_answer_is_read_only_as_far_as_the_log_needs(huge_answers: int) -
     assert [a.status for a in answers] == [200, 500]
     assert [len(a.text) for a in answers] == [ANSWER_PREFIX, ANSWER_PREFIX] and set(answers[0].text) == {"x"}
     assert peak < 8 * 2**20, f"peak {peak / 2**20:.1f} MB while answers were 50 MB each"
+
+
+def test_an_answer_echoing_the_event_keeps_the_connection(echoing_answers: tuple[int, list[int]]) -> None:
+    """Receivers often answer with the event they got, a few KB: the body is drained (up to
+    DRAIN_LIMIT) so the keep-alive connection serves the next POST, and still only its first KB is kept."""
+    port, client_ports = echoing_answers
+
+    async def go() -> list[Answer]:
+        async with CallbackHook(url=f"http://127.0.0.1:{port}/cb", concurrency=1).sender() as (send, _):
+            return [await send(EVENT) for _ in range(5)]
+
+    answers = asyncio.run(go())
+    assert [a.status for a in answers] == [200] * 5 and {len(a.text) for a in answers} == {ANSWER_PREFIX}
+    assert len(client_ports) == 5 and len(set(client_ports)) == 1, client_ports  # one TCP connection for all
+
+
+@pytest.fixture
+def echoing_answers() -> Iterator[tuple[int, list[int]]]:
+    """A keep-alive receiver answering each POST with 5 KB, the last 3 KB a moment later; it records
+    each request's client port."""
+    client_ports: list[int] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            client_ports.append(self.client_address[1])
+            self.send_response(200)
+            self.send_header("Content-Length", str(5 * 1024))
+            self.end_headers()
+            self.wfile.write(b"e" * 2 * 1024)  # in two parts, as over a network: the tail is not there yet
+            self.wfile.flush()
+            time.sleep(0.05)
+            self.wfile.write(b"e" * 3 * 1024)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1], client_ports
+    server.shutdown()
+    server.server_close()
 
 
 def test_a_protocol_error_is_reported_without_the_urls_query() -> None:

@@ -39,9 +39,12 @@ SECRET_EXTRA = "webhook_secret"
 #: Connection extras HttpAsyncHook hands over as request options and that a callback honours.
 #: ``stream`` and ``check_response`` are refused: a callback reads its small answer whole, and a
 #: non-2xx answer is never raised but judged (retry, wait, or 410 gone).
-#: How much of an answer's body is read (for the log); the rest is dropped with the connection, so
-#: a receiver answering gigabytes costs a task nothing.
+#: How much of an answer's body is kept (for the log).
 ANSWER_PREFIX = 1024
+#: How much of an answer's body is read at most: up to this the rest is drained so the keep-alive
+#: connection is reused (receivers often echo the event); past it the connection is dropped, so a
+#: receiver answering gigabytes costs a task nothing.
+DRAIN_LIMIT = 64 * 1024
 #: aiohttp's default: how many same-host 307/308 redirects one POST follows when redirects are allowed.
 MAX_REDIRECTS = 10
 _HONOURED = frozenset({"timeout", "verify_ssl", "cert", "proxy", "allow_redirects", "max_redirects", "trust_env"})
@@ -214,16 +217,20 @@ class CallbackHook(HttpAsyncHook):
 
 
 async def _prefix(response: aiohttp.ClientResponse) -> str:
-    """The first :data:`ANSWER_PREFIX` bytes of the body, as text; a longer body is not read but
-    dropped with its connection (a receiver answering gigabytes must not fill the worker's memory)."""
-    prefix = b""
-    while len(prefix) < ANSWER_PREFIX:
-        chunk = await response.content.read(ANSWER_PREFIX - len(prefix))
+    """The first :data:`ANSWER_PREFIX` bytes of the body, as text. The rest is read and dropped up to
+    :data:`DRAIN_LIMIT`, so a receiver echoing the event keeps its keep-alive connection (closing it
+    costs a TCP/TLS handshake per event); a longer body is dropped with its connection unread (a
+    receiver answering gigabytes must not fill the worker's memory or hold the task)."""
+    prefix, read = b"", 0
+    while read < DRAIN_LIMIT:
+        chunk = await response.content.read(min(2**14, DRAIN_LIMIT - read))
         if not chunk:
             break
-        prefix += chunk
-    if len(prefix) >= ANSWER_PREFIX and not response.content.at_eof():
-        response.close()  # do not drain the rest: the connection goes, the pool opens another
+        read += len(chunk)
+        if len(prefix) < ANSWER_PREFIX:
+            prefix += chunk[: ANSWER_PREFIX - len(prefix)]
+    if read >= DRAIN_LIMIT and not response.content.at_eof():
+        response.close()  # not drained: the connection goes, the pool opens another
     try:
         return prefix.decode(response.charset or "utf-8", errors="replace")
     except LookupError:
