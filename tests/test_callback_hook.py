@@ -373,3 +373,19 @@ def test_a_callback_url_urllib_cannot_read_fails_without_quoting_it(url: str) ->
         asyncio.run(CallbackHook(url=url).settings())
     shown = "".join(traceback.format_exception(failed.value))
     assert not [p for p in {"S3cretPassw0rd"[i : i + 6] for i in range(9)} if p in shown], shown
+
+
+def test_a_percent_encoded_password_in_the_url_is_sent_decoded(httpserver: HTTPServer) -> None:
+    """Config validation asks for a password's '/', '?', '#' and '@' as %2F, %3F, %23, %40: the
+    receiver must get the password itself, not its encoding."""
+    seen: list[tuple[str, str]] = []
+
+    def record(request: Request) -> Response:
+        assert request.authorization is not None
+        seen.append((str(request.authorization.username), str(request.authorization.password)))
+        return Response("ok")
+
+    httpserver.expect_request("/cb", method="POST").respond_with_handler(record)
+    url = httpserver.url_for("/cb").replace("://", "://us%40er:p%2Fa%3Fs%23s%40w%25d@")
+    assert post(CallbackHook(url=url)).status == 200
+    assert seen == [("us@er", "p/a?s#s@w%d")]

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import aiohttp
 from airflow.providers.http.hooks.http import HttpAsyncHook, SessionConfig
@@ -123,7 +123,7 @@ class CallbackHook(HttpAsyncHook):
                 ) from None
             auth = None
             if parts.username:
-                auth = aiohttp.BasicAuth(parts.username, parts.password or "")
+                auth = aiohttp.BasicAuth(unquote(parts.username), unquote(parts.password or ""))  # RFC 3986 3.2.1
             netloc = parts.hostname + (f":{port}" if port else "") if parts.hostname else ""
             url = f"{parts.scheme}://{netloc}{parts.path}" + (f"?{parts.query}" if parts.query else "")
             return _Settings(url=url, headers={}, auth=auth, timeout=self.timeout)
