@@ -14,18 +14,18 @@ import json
 import re
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, quote_plus, unquote, urlsplit
 
 import aiohttp
 from airflow.providers.http.hooks.http import HttpAsyncHook, SessionConfig
 from airflow.sdk.log import mask_secret
 from yarl import URL
 
-from cupid_airflow.config import redact_url, url_secrets
+from cupid_airflow.config import REDACTED, redact_url, url_secrets
 from cupid_airflow.core.delivery import Answer, Sender, SendFailed
 from cupid_airflow.core.errors import PermanentError
 from cupid_airflow.core.state import Event
@@ -174,6 +174,7 @@ class CallbackHook(HttpAsyncHook):
         URL it posts to."""
         settings = await self.settings()
         self.timeout = settings.timeout
+        scrub = _scrubber(settings, self.path_or_url)
         session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=self.concurrency, limit_per_host=self.concurrency, ssl=settings.ssl),
             timeout=aiohttp.ClientTimeout(total=settings.timeout),
@@ -196,7 +197,8 @@ class CallbackHook(HttpAsyncHook):
                         url, data=body, headers=headers, allow_redirects=False, **settings.request
                     ) as response:
                         if not 300 <= response.status < 400:
-                            return Answer(response.status, await _prefix(response), response.headers.get("Retry-After"))
+                            text = scrub(await _prefix(response))
+                            return Answer(response.status, text, response.headers.get("Retry-After"))
                         target, why = _redirect(
                             url, response.status, response.headers.get("Location"), settings.follow_redirects
                         )
@@ -210,10 +212,31 @@ class CallbackHook(HttpAsyncHook):
             except aiohttp.ClientConnectionError as e:
                 raise SendFailed(f"cannot connect: {type(e).__name__}") from None
             except aiohttp.ClientError as e:
-                raise SendFailed(f"{type(e).__name__}: {_without_urls(str(e))}", connection_problem=False) from None
+                detail = f"{type(e).__name__}: {scrub(_without_urls(str(e)))}"
+                raise SendFailed(detail, connection_problem=False) from None
 
         async with session:
             yield send, settings.url
+
+
+#: Secret values of the callback URL this short or longer are scrubbed from a receiver's answer.
+SHORTEST_SCRUBBED = 3
+
+
+def _scrubber(settings: _Settings, path_or_url: str) -> Callable[[str], str]:
+    """Replaces the URL's secrets (user-info, query values of any useful length) and the basic-auth
+    credentials, as sent or percent-encoded, by ``***`` in a receiver's answer before it is logged or
+    raised: a receiver may echo its request line or headers, and the masker skips short query values."""
+    found = set(url_secrets(path_or_url, SHORTEST_SCRUBBED) + url_secrets(settings.url, SHORTEST_SCRUBBED))
+    if settings.auth is not None:
+        found |= {settings.auth.login, settings.auth.password, settings.auth.encode().partition(" ")[2]}
+    forms = {
+        form for s in found if len(s) >= SHORTEST_SCRUBBED for form in (s, quote(s), quote(s, safe=""), quote_plus(s))
+    }
+    if not forms:
+        return lambda text: text
+    pattern = re.compile("|".join(re.escape(f) for f in sorted(forms, key=len, reverse=True)))
+    return lambda text: pattern.sub(REDACTED, text)
 
 
 async def _prefix(response: aiohttp.ClientResponse) -> str:
