@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import socket
 import ssl
 import threading
 import time
@@ -238,6 +239,97 @@ def test_client_certificate_and_private_ca(mutual_tls: tuple[Path, int], monkeyp
         post(connection(monkeypatch, "no_ca", **base, extra={"cert": trusted["cert"]}))
     with pytest.raises(SendFailed):  # no client certificate: the receiver hangs up
         post(connection(monkeypatch, "no_cert", **base, extra={"verify": trusted["verify"]}))
+
+
+# ---------------------------------------------------------------------------- http -> https
+
+
+@pytest.fixture
+def plain_and_tls(tmp_path: Path) -> Iterator[tuple[Path, int, list[tuple[str, str]]]]:
+    """One loopback port answering both plain HTTP and TLS (a ClientHello's first byte is 0x16):
+    plain /cb redirects (308) to https on the same port, TLS /down redirects to plain http, TLS
+    /cb answers 200. Records (scheme, path) of every POST."""
+    ca = _pem_pair(tmp_path, "ca", "cupid test CA", ca=True)
+    _pem_pair(tmp_path, "server", "localhost", issuer=ca)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tmp_path / "server.pem", tmp_path / "server.key")
+    seen: list[tuple[str, str]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            scheme = "https" if isinstance(self.connection, ssl.SSLSocket) else "http"
+            seen.append((scheme, self.path))
+            port = self.server.server_address[1]
+            location = {
+                ("http", "/cb"): f"https://localhost:{port}/cb",
+                ("https", "/down"): f"http://localhost:{port}/cb",
+            }
+            target = location.get((scheme, self.path))
+            self.send_response(308 if target else 200)
+            if target:
+                self.send_header("Location", target)
+            self.send_header("Content-Length", "6")
+            self.end_headers()
+            self.wfile.write(b"secure" if scheme == "https" else b"plain!")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    class PlainAndTls(ThreadingHTTPServer):
+        daemon_threads = True
+
+        def get_request(self) -> tuple[Any, Any]:
+            client, address = self.socket.accept()
+            client.settimeout(5)
+            if client.recv(1, socket.MSG_PEEK) == b"\x16":
+                client = context.wrap_socket(client, server_side=True)
+            return client, address
+
+    server = PlainAndTls(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield tmp_path, server.server_address[1], seen
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_redirect_from_http_to_https_on_the_same_host_is_followed_never_back(
+    plain_and_tls: tuple[Path, int, list[tuple[str, str]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder, port, seen = plain_and_tls
+    base = {"host": "localhost", "port": port}
+    extra = {"allow_redirects": True, "verify": str(folder / "ca.pem")}
+
+    upgraded = post(connection(monkeypatch, "upgrades", **base, extra=extra))
+    assert (upgraded.status, upgraded.text) == (200, "secure")
+    assert seen == [("http", "/cb"), ("https", "/cb")]
+
+    seen.clear()
+    off = post(connection(monkeypatch, "stays_plain", **base, extra={"verify": extra["verify"]}))
+    assert off.status == 308 and "allow_redirects is off" in off.text and seen == [("http", "/cb")]
+
+    seen.clear()
+    monkeypatch.setenv("AIRFLOW_CONN_TLS", json.dumps({"conn_type": "http", "schema": "https", **base, "extra": extra}))
+    downgraded = post(CallbackHook(url="/down", http_conn_id="tls"))
+    assert downgraded.status == 308 and "never followed" in downgraded.text
+    assert seen == [("https", "/down")]  # the event never went out in clear
+
+
+def test_only_same_or_default_ports_make_an_upgrade() -> None:
+    from yarl import URL
+
+    from cupid_airflow.hooks.callback import _redirect
+
+    assert _redirect(URL("http://h.example/cb"), 308, "https://h.example/cb", True)[0] == URL("https://h.example/cb")
+    for url, location in [
+        ("http://h.example:8080/cb", "https://h.example:8443/cb"),
+        ("http://h.example/cb", "https://other.example/cb"),
+        ("https://h.example/cb", "http://h.example/cb"),
+        ("https://h.example:8443/cb", "http://h.example:8443/cb"),
+    ]:
+        assert _redirect(URL(url), 308, location, True)[0] is None, (url, location)
 
 
 # ---------------------------------------------------------------------------- huge answers

@@ -74,7 +74,8 @@ class _Settings:
     ssl: ssl.SSLContext | bool = True
     trust_env: bool = False
     request: dict[str, Any] = field(default_factory=dict)  # per-POST options: proxy
-    follow_redirects: bool = False  # same-host 307/308 only; never another host, never a POST turned GET
+    # Same-host 307/308 only (http to https too); never another host, never a POST turned GET.
+    follow_redirects: bool = False
     max_redirects: int = MAX_REDIRECTS
 
 
@@ -86,8 +87,8 @@ class CallbackHook(HttpAsyncHook):
     :param http_conn_id: an Airflow HTTP connection; its extra ``webhook_secret`` signs requests,
         ``timeout``, ``verify``/``verify_ssl`` (false, or a CA bundle path), ``cert`` (a PEM
         path, or [cert, key]), ``proxy``/``proxies``, ``allow_redirects`` (same-host 307/308
-        only), ``max_redirects`` and ``trust_env`` are honoured; other extras are sent as
-        headers, as HttpHook does.
+        only, http to https on that host included), ``max_redirects`` and ``trust_env`` are
+        honoured; other extras are sent as headers, as HttpHook does.
     :param secret: a ``whsec_...`` secret that signs requests (the config's, which wins).
     :param concurrency: requests in flight at once, and keep-alive connections kept.
     :param timeout: seconds to wait for the receiver.
@@ -150,13 +151,16 @@ class CallbackHook(HttpAsyncHook):
             raise CallbackConfigError(f"{where} {', '.join(map(repr, unknown))} is not supported for callbacks")
         if "timeout" in extra:
             settings.timeout = float(extra["timeout"])
+        verify = _flag_or_text(where, "verify", extra.get("verify_ssl"))
         if urlsplit(settings.url).scheme == "https":
-            settings.ssl = _tls(where, _flag_or_text(where, "verify", extra.get("verify_ssl")), extra.get("cert"))
+            settings.ssl = _tls(where, verify, extra.get("cert"))
         elif extra.get("cert") is not None:
             raise CallbackConfigError(
                 f"{where} 'cert' is set but the callback URL is not https; give the connection the schema "
                 "'https' (a URI connection written https://... becomes http in Airflow: use the JSON form)"
             )
+        else:  # used only after a redirect upgrading http to https
+            settings.ssl = _tls(where, verify, None)
         if extra.get("trust_env") is not None:
             settings.trust_env = _flag(where, "trust_env", extra["trust_env"])
         if extra.get("proxy"):
@@ -274,13 +278,23 @@ def _redirect(url: URL, status: int, location: str | None, allowed: bool) -> tup
         shown = str(target.origin())
     except ValueError:
         return None, "a redirect to an unreadable Location"
-    if (target.scheme, target.host, target.port) != (url.scheme, url.host, url.port):
+    if (target.scheme, target.host, target.port) != (url.scheme, url.host, url.port) and not _upgrade(url, target):
         return None, f"redirect to another host, {shown}, never followed: only a 2xx to the POST itself delivers"
     if not allowed:
         return None, f"redirect to {shown} not followed (the connection extra allow_redirects is off by default)"
     if status not in _KEEP_METHOD:
         return None, f"redirect to {shown} not followed: a {status} turns the POST into a GET, which delivers nothing"
     return target, ""
+
+
+def _upgrade(url: URL, target: URL) -> bool:
+    """http://host[:port] to https://host on the same port, or from the default 80 to the default 443:
+    the same receiver asking for TLS. Never the other way: a downgrade would send the event in clear."""
+    return (
+        (url.scheme, target.scheme) == ("http", "https")
+        and url.host == target.host
+        and (url.port == target.port or (url.port, target.port) == (80, 443))
+    )
 
 
 _URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
