@@ -312,15 +312,19 @@ def redact_dsn(dsn: str) -> str:
 def _url_parts(url: str) -> tuple[str, str, str, str | None, str | None]:
     """``(scheme://, user-info, host and path, query, fragment)`` of a full URL, a ``host:port/path``
     or a bare path, split on the characters alone: nothing to fail on, nothing guessed. The
-    user-info ends at the last ``@`` before the first ``/``, even past a ``?`` or ``#`` that a
-    password should have percent-encoded: hiding too much is the safe mistake."""
+    user-info ends at the last ``@`` before the first ``?`` or ``#`` (a password with a raw ``/``,
+    as base64 tokens have, is still user-info), or at the last ``@`` before the first ``/`` if that
+    is later (a raw ``?`` or ``#`` in a password): hiding too much is the safe mistake."""
     scheme, sep, rest = url.partition("://")
     head = f"{scheme}{sep}" if sep else ""
     rest = rest if sep else url
-    authority = "" if rest.startswith("/") and not sep else rest.partition("/")[0]
-    userinfo, at, _ = authority.rpartition("@")
-    if at:
-        rest = rest[len(userinfo) + 1 :]
+    at = -1
+    if sep or not rest.startswith("/"):
+        query_at = min((i for i in (rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
+        slash = rest.find("/")
+        at = max(rest.rfind("@", 0, query_at), rest.rfind("@", 0, slash if slash >= 0 else len(rest)))
+    userinfo = rest[:at] if at >= 0 else ""
+    rest = rest[at + 1 :]
     rest, hash_, fragment = rest.partition("#")
     rest, mark, query = rest.partition("?")
     return head, userinfo, rest, query if mark else None, fragment if hash_ else None
@@ -339,13 +343,15 @@ def redact_url(url: str) -> str:
     return shown
 
 
-def url_secrets(url: str) -> list[str]:
-    """The pieces of a URL :func:`redact_url` hides that look like credentials, for Airflow's masker:
-    user-info parts, and query values of 8 characters or more (shorter ones are words like
-    ``json`` that would be masked all over the logs; they are still never shown)."""
+def url_secrets(url: str, shortest: int = 8) -> list[str]:
+    """The pieces of a URL :func:`redact_url` hides that look like credentials: user-info parts, and
+    query values (or bare query items) of ``shortest`` characters or more. For Airflow's masker, 8:
+    shorter ones are words like ``json`` that would be masked all over the logs (they are still never
+    shown); for scrubbing a receiver's answer, which may echo the request, fewer."""
     _, userinfo, _, query, _ = _url_parts(url)
     found = [unquote(p) for p in userinfo.split(":") if p]
-    found += [unquote(v) for _, _, v in (i.partition("=") for i in (query or "").split("&")) if len(v) >= 8]
+    values = [v if eq else k for k, eq, v in (i.partition("=") for i in (query or "").split("&"))]  # ?token bare
+    found += [unquote(v) for v in values if len(v) >= shortest]
     return found
 
 
@@ -483,6 +489,38 @@ def _reconcile_problems(path: str, settings: Reconcile | None) -> Iterator[Probl
         )
 
 
+def _callback_url_problems(path: str, url: str) -> Iterator[Problem]:
+    """What keeps a callback URL from being read one way only. The URL may carry user:password@ or a
+    token: name what is wrong, never the URL. Where urllib (which sends) and :func:`redact_url` (which
+    hides) could split it differently, a password would be sent as a host or port and shown in clear."""
+    expected = "; expected host:port/path or http(s)://host:port/path" + _URL_NOT_SHOWN
+    encode = "if it ends a user:password, percent-encode the password's '/', '?', '#' and '@' (as %2F, %3F, %23, %40)"
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # "Invalid IPv6 URL": an unmatched '[' or ']'
+        yield Problem(path, f"not an HTTP URL: its host has an unmatched '[' or ']' (IPv6 is written [::1]){expected}")
+        return
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        wrong = (
+            f"its scheme {parts.scheme!r} is not http or https"
+            if parts.scheme not in ("http", "https") and re.fullmatch(r"[a-zA-Z][\w+.-]{0,15}", parts.scheme)
+            else "it has no host"
+            if parts.scheme in ("http", "https")
+            else "it does not start with a scheme or host"
+        )
+        yield Problem(path, f"not an HTTP URL: {wrong}{expected}")
+        return
+    try:
+        parts.port  # noqa: B018 (urllib checks the port only when asked)
+    except ValueError:
+        yield Problem(path, f"what follows the host's ':' is not a port from 0 to 65535 ({encode}){expected}")
+        return
+    if "@" in parts.path:
+        yield Problem(path, f"an '@' after the host, in the path: {encode}; in a path, write '@' as %40{expected}")
+    elif _url_parts(url)[1] != parts.netloc.rpartition("@")[0]:
+        yield Problem(path, f"the user-info cannot be told from the host or path: {encode}{expected}")
+
+
 def _cross_problems(config: CupidConfig) -> Iterator[Problem]:
     src = config.src
     yield from _reconcile_problems("reconcile", config.reconcile)
@@ -500,22 +538,7 @@ def _cross_problems(config: CupidConfig) -> Iterator[Problem]:
             if url is None:
                 yield Problem(f"{path}.callbackNotification.url", "required unless httpConnId names an HTTP connection")
             else:
-                parts = urlsplit(des.callback_url or "")
-                if parts.scheme not in ("http", "https") or not parts.hostname:
-                    # The URL may carry user:password@ or a token: name what is wrong, never the URL.
-                    wrong = (
-                        f"its scheme {parts.scheme!r} is not http or https"
-                        if parts.scheme not in ("http", "https")
-                        and re.fullmatch(r"[a-zA-Z][\w+.-]{0,15}", parts.scheme)
-                        else "it has no host"
-                        if parts.scheme in ("http", "https")
-                        else "it does not start with a scheme or host"
-                    )
-                    yield Problem(
-                        f"{path}.callbackNotification.url",
-                        f"not an HTTP URL: {wrong}; expected host:port/path or http(s)://host:port/path"
-                        + _URL_NOT_SHOWN,
-                    )
+                yield from _callback_url_problems(f"{path}.callbackNotification.url", des.callback_url or "")
         elif url is not None and "://" in url:
             yield Problem(
                 f"{path}.callbackNotification.url",

@@ -280,3 +280,32 @@ def test_a_token_in_the_callback_url_never_reaches_logs_alerts_or_dag_docs(
     for place, text in places.items():
         for piece in {token[i : i + 6] for i in range(len(token) - 5)}:
             assert piece not in text, f"{piece!r} of the token is in the {place}"
+
+
+def test_a_receiver_echoing_its_request_shows_no_short_token_or_password_in_the_task_log(
+    pair: Pair, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The masker skips query values under 8 characters, and never sees the Authorization header: a
+    404 whose body echoes the request line and headers must still not put them in the task log."""
+    token, password = "abc1234", "Pw7x/9q"
+    config = json.loads(pair.config_path.read_text())
+    callback = config["des"][0]["callbackNotification"]
+    callback["url"] = f"http://cupid:Pw7x%2F9q@{callback['url'].removesuffix('/cb')}/cb?k={token}"
+    config.update(callbackRetries=0)
+    pair.config_path.write_text(json.dumps(config))
+    missing_rows(pair, 2)
+    seen: list[tuple[str, str]] = []
+
+    def echo(request: Request) -> Response:
+        seen.append((request.args["k"], request.authorization.password if request.authorization else ""))
+        return Response(f"no route for {request.method} {request.full_path} {dict(request.headers)}", 404)
+
+    pair.answer_with(echo)
+    result = run_dag(pair.dag_id)
+    logs = "".join(capfd.readouterr())
+
+    assert result.task_states[("callback", 0)] == "failed"
+    assert seen == [(token, password)] * 2  # what is hidden was sent
+    assert "not delivered: HTTP 404: no route for POST /cb?k=***" in logs
+    for secret in (token, password, "Y3VwaWQ6UHc3eC85cQ"):  # the last: base64 of cupid:Pw7x/9q
+        assert not [p for p in {secret[i : i + 6] for i in range(len(secret) - 5)} if p in logs], secret

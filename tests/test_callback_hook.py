@@ -7,8 +7,11 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import socket
 import ssl
 import threading
+import time
+import traceback
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -238,6 +241,97 @@ def test_client_certificate_and_private_ca(mutual_tls: tuple[Path, int], monkeyp
         post(connection(monkeypatch, "no_cert", **base, extra={"verify": trusted["verify"]}))
 
 
+# ---------------------------------------------------------------------------- http -> https
+
+
+@pytest.fixture
+def plain_and_tls(tmp_path: Path) -> Iterator[tuple[Path, int, list[tuple[str, str]]]]:
+    """One loopback port answering both plain HTTP and TLS (a ClientHello's first byte is 0x16):
+    plain /cb redirects (308) to https on the same port, TLS /down redirects to plain http, TLS
+    /cb answers 200. Records (scheme, path) of every POST."""
+    ca = _pem_pair(tmp_path, "ca", "cupid test CA", ca=True)
+    _pem_pair(tmp_path, "server", "localhost", issuer=ca)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tmp_path / "server.pem", tmp_path / "server.key")
+    seen: list[tuple[str, str]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            scheme = "https" if isinstance(self.connection, ssl.SSLSocket) else "http"
+            seen.append((scheme, self.path))
+            port = self.server.server_address[1]
+            location = {
+                ("http", "/cb"): f"https://localhost:{port}/cb",
+                ("https", "/down"): f"http://localhost:{port}/cb",
+            }
+            target = location.get((scheme, self.path))
+            self.send_response(308 if target else 200)
+            if target:
+                self.send_header("Location", target)
+            self.send_header("Content-Length", "6")
+            self.end_headers()
+            self.wfile.write(b"secure" if scheme == "https" else b"plain!")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    class PlainAndTls(ThreadingHTTPServer):
+        daemon_threads = True
+
+        def get_request(self) -> tuple[Any, Any]:
+            client, address = self.socket.accept()
+            client.settimeout(5)
+            if client.recv(1, socket.MSG_PEEK) == b"\x16":
+                client = context.wrap_socket(client, server_side=True)
+            return client, address
+
+    server = PlainAndTls(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield tmp_path, server.server_address[1], seen
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_redirect_from_http_to_https_on_the_same_host_is_followed_never_back(
+    plain_and_tls: tuple[Path, int, list[tuple[str, str]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder, port, seen = plain_and_tls
+    base = {"host": "localhost", "port": port}
+    extra = {"allow_redirects": True, "verify": str(folder / "ca.pem")}
+
+    upgraded = post(connection(monkeypatch, "upgrades", **base, extra=extra))
+    assert (upgraded.status, upgraded.text) == (200, "secure")
+    assert seen == [("http", "/cb"), ("https", "/cb")]
+
+    seen.clear()
+    off = post(connection(monkeypatch, "stays_plain", **base, extra={"verify": extra["verify"]}))
+    assert off.status == 308 and "allow_redirects is off" in off.text and seen == [("http", "/cb")]
+
+    seen.clear()
+    monkeypatch.setenv("AIRFLOW_CONN_TLS", json.dumps({"conn_type": "http", "schema": "https", **base, "extra": extra}))
+    downgraded = post(CallbackHook(url="/down", http_conn_id="tls"))
+    assert downgraded.status == 308 and "never followed" in downgraded.text
+    assert seen == [("https", "/down")]  # the event never went out in clear
+
+
+def test_only_same_or_default_ports_make_an_upgrade() -> None:
+    from yarl import URL
+
+    from cupid_airflow.hooks.callback import _redirect
+
+    assert _redirect(URL("http://h.example/cb"), 308, "https://h.example/cb", True)[0] == URL("https://h.example/cb")
+    for url, location in [
+        ("http://h.example:8080/cb", "https://h.example:8443/cb"),
+        ("http://h.example/cb", "https://other.example/cb"),
+        ("https://h.example/cb", "http://h.example/cb"),
+        ("https://h.example:8443/cb", "http://h.example:8443/cb"),
+    ]:
+        assert _redirect(URL(url), 308, location, True)[0] is None, (url, location)
+
+
 # ---------------------------------------------------------------------------- huge answers
 
 
@@ -297,6 +391,51 @@ def test_a_huge_answer_is_read_only_as_far_as_the_log_needs(huge_answers: int) -
     assert peak < 8 * 2**20, f"peak {peak / 2**20:.1f} MB while answers were 50 MB each"
 
 
+def test_an_answer_echoing_the_event_keeps_the_connection(echoing_answers: tuple[int, list[int]]) -> None:
+    """Receivers often answer with the event they got, a few KB: the body is drained (up to
+    DRAIN_LIMIT) so the keep-alive connection serves the next POST, and still only its first KB is kept."""
+    port, client_ports = echoing_answers
+
+    async def go() -> list[Answer]:
+        async with CallbackHook(url=f"http://127.0.0.1:{port}/cb", concurrency=1).sender() as (send, _):
+            return [await send(EVENT) for _ in range(5)]
+
+    answers = asyncio.run(go())
+    assert [a.status for a in answers] == [200] * 5 and {len(a.text) for a in answers} == {ANSWER_PREFIX}
+    assert len(client_ports) == 5 and len(set(client_ports)) == 1, client_ports  # one TCP connection for all
+
+
+@pytest.fixture
+def echoing_answers() -> Iterator[tuple[int, list[int]]]:
+    """A keep-alive receiver answering each POST with 5 KB, the last 3 KB a moment later; it records
+    each request's client port."""
+    client_ports: list[int] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            client_ports.append(self.client_address[1])
+            self.send_response(200)
+            self.send_header("Content-Length", str(5 * 1024))
+            self.end_headers()
+            self.wfile.write(b"e" * 2 * 1024)  # in two parts, as over a network: the tail is not there yet
+            self.wfile.flush()
+            time.sleep(0.05)
+            self.wfile.write(b"e" * 3 * 1024)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1], client_ports
+    server.shutdown()
+    server.server_close()
+
+
 def test_a_protocol_error_is_reported_without_the_urls_query() -> None:
     """aiohttp puts the request URL, query and all, into some errors' text: the reason shows it redacted."""
     import socket
@@ -316,3 +455,29 @@ def test_a_protocol_error_is_reported_without_the_urls_query() -> None:
     finally:
         listener.close()
     assert "Pr0toc0lT0ken" not in failed.value.detail and "token=***" in failed.value.detail
+
+
+@pytest.mark.parametrize("url", ["http://user:abc/defS3cretPassw0rd==@127.0.0.1/cb", "http://[::1/cb?k=S3cretPassw0rd"])
+def test_a_callback_url_urllib_cannot_read_fails_without_quoting_it(url: str) -> None:
+    """urllib's own error quotes the URL ("Port could not be cast to integer value as 'abc/def...'"),
+    and an error's text reaches the task log and the alert: the hook's names the config key only."""
+    with pytest.raises(CallbackConfigError, match=r"callbackNotification\.url cannot be read as a URL") as failed:
+        asyncio.run(CallbackHook(url=url).settings())
+    shown = "".join(traceback.format_exception(failed.value))
+    assert not [p for p in {"S3cretPassw0rd"[i : i + 6] for i in range(9)} if p in shown], shown
+
+
+def test_a_percent_encoded_password_in_the_url_is_sent_decoded(httpserver: HTTPServer) -> None:
+    """Config validation asks for a password's '/', '?', '#' and '@' as %2F, %3F, %23, %40: the
+    receiver must get the password itself, not its encoding."""
+    seen: list[tuple[str, str]] = []
+
+    def record(request: Request) -> Response:
+        assert request.authorization is not None
+        seen.append((str(request.authorization.username), str(request.authorization.password)))
+        return Response("ok")
+
+    httpserver.expect_request("/cb", method="POST").respond_with_handler(record)
+    url = httpserver.url_for("/cb").replace("://", "://us%40er:p%2Fa%3Fs%23s%40w%25d@")
+    assert post(CallbackHook(url=url)).status == 200
+    assert seen == [("us@er", "p/a?s#s@w%d")]

@@ -8,7 +8,15 @@ from typing import Any
 
 import pytest
 
-from cupid_airflow.config import ConfigError, CupidConfig, dag_ids, load_config, parse_config, redact_url
+from cupid_airflow.config import (
+    ConfigError,
+    CupidConfig,
+    dag_ids,
+    load_config,
+    parse_config,
+    redact_url,
+    url_secrets,
+)
 from tests.conftest import REPO, sample_config
 
 ORIGINAL_README_EXAMPLE = """{
@@ -436,12 +444,53 @@ def test_redacted_hides_every_secret() -> None:
         ("127.0.0.1:8080/cb?token=Tok3n-in-query&v=2", "127.0.0.1:8080/cb?token=***&v=***"),
         ("/test/callback?Tok3n-bare#Tok3n-frag", "/test/callback?***#***"),
         ("http://u:pa?ss@host/cb", "http://***@host/cb"),  # an unencoded ? in a password: still hidden
-        ("http://host/a@b/cb?e=x@y", "http://host/a@b/cb?e=***"),  # an @ in the path is no user-info
+        ("http://user:abc/defS3cret==@host/cb", "http://***@host/cb"),  # a raw / in a (base64) password
+        ("http://host/a@b/cb?e=x@y", "http://***@b/cb?e=***"),  # an @ in the path may end a password: hidden
+        ("http://host/cb?e=x@y#f@g", "http://host/cb?e=***#***"),  # an @ in the query or fragment is not
         ("127.0.0.1:20000/test/callback", "127.0.0.1:20000/test/callback"),
     ],
 )
 def test_redact_url_hides_user_info_and_query_values(url: str, shown: str) -> None:
     assert redact_url(url) == shown
+
+
+def test_url_secrets_are_the_pieces_redact_url_hides() -> None:
+    assert url_secrets("http://user:abc/defS3cret==@host/cb") == ["user", "abc/defS3cret=="]
+    assert url_secrets("http://host/cb?k=abc1234&token=Tok3nTok3n&json") == ["Tok3nTok3n"]  # 8+ for the masker
+    assert url_secrets("http://host/cb?k=abc1234&v=2&json", shortest=3) == ["abc1234", "json"]
+    assert url_secrets("http://host/cb?Bare-T0ken-99") == ["Bare-T0ken-99"]
+
+
+URL_SECRET = "abc/defS3cretPassw0rd=="
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        (f"http://user:{URL_SECRET}@host/cb", "what follows the host's ':' is not a port"),
+        (f"user:{URL_SECRET}@127.0.0.1:8080/cb", "what follows the host's ':' is not a port"),
+        ("http://host:S3cretPort99/cb", "what follows the host's ':' is not a port"),
+        ("http://host:99999/cb", "what follows the host's ':' is not a port"),
+        (f"http://user:123/{URL_SECRET}@host/cb", "an '@' after the host, in the path"),
+        ("http://u:12?S3cretPassw0rd@host/cb", "the user-info cannot be told from the host or path"),
+        ("http://[::1/cb?k=S3cretPassw0rd", "its host has an unmatched '[' or ']'"),
+    ],
+)
+def test_a_callback_url_read_two_ways_is_refused_without_showing_it(url: str, message: str) -> None:
+    """urllib would send part of the password as a host, port or path while redact_url hid another
+    part: refused, naming the key, with no piece of the URL's secret."""
+    found = problems(with_des(callbackNotification={"url": url}))
+    assert [p for p in found if p.startswith("des[0].callbackNotification.url: ") and message in p], found
+    text = "\n".join(found)
+    assert "ValueError" not in text and not [p for p in pieces("S3cretPassw0rd") | pieces("S3cretPort99") if p in text]
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://[::1]:8080/cb", "https://u:p%2Fw%40d@host:443/cb?e=a@b", "host/cb#x@y", "http://user:pw@host/a%40b"],
+)
+def test_callback_urls_read_one_way_are_accepted(url: str) -> None:
+    parse_config(json.dumps(with_des(callbackNotification={"url": url})))
 
 
 def test_a_bad_callback_url_is_named_without_its_token() -> None:

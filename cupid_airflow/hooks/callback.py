@@ -14,18 +14,18 @@ import json
 import re
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, quote_plus, unquote, urlsplit
 
 import aiohttp
 from airflow.providers.http.hooks.http import HttpAsyncHook, SessionConfig
 from airflow.sdk.log import mask_secret
 from yarl import URL
 
-from cupid_airflow.config import redact_url, url_secrets
+from cupid_airflow.config import REDACTED, redact_url, url_secrets
 from cupid_airflow.core.delivery import Answer, Sender, SendFailed
 from cupid_airflow.core.errors import PermanentError
 from cupid_airflow.core.state import Event
@@ -39,9 +39,12 @@ SECRET_EXTRA = "webhook_secret"
 #: Connection extras HttpAsyncHook hands over as request options and that a callback honours.
 #: ``stream`` and ``check_response`` are refused: a callback reads its small answer whole, and a
 #: non-2xx answer is never raised but judged (retry, wait, or 410 gone).
-#: How much of an answer's body is read (for the log); the rest is dropped with the connection, so
-#: a receiver answering gigabytes costs a task nothing.
+#: How much of an answer's body is kept (for the log).
 ANSWER_PREFIX = 1024
+#: How much of an answer's body is read at most: up to this the rest is drained so the keep-alive
+#: connection is reused (receivers often echo the event); past it the connection is dropped, so a
+#: receiver answering gigabytes costs a task nothing.
+DRAIN_LIMIT = 64 * 1024
 #: aiohttp's default: how many same-host 307/308 redirects one POST follows when redirects are allowed.
 MAX_REDIRECTS = 10
 _HONOURED = frozenset({"timeout", "verify_ssl", "cert", "proxy", "allow_redirects", "max_redirects", "trust_env"})
@@ -71,7 +74,8 @@ class _Settings:
     ssl: ssl.SSLContext | bool = True
     trust_env: bool = False
     request: dict[str, Any] = field(default_factory=dict)  # per-POST options: proxy
-    follow_redirects: bool = False  # same-host 307/308 only; never another host, never a POST turned GET
+    # Same-host 307/308 only (http to https too); never another host, never a POST turned GET.
+    follow_redirects: bool = False
     max_redirects: int = MAX_REDIRECTS
 
 
@@ -83,8 +87,8 @@ class CallbackHook(HttpAsyncHook):
     :param http_conn_id: an Airflow HTTP connection; its extra ``webhook_secret`` signs requests,
         ``timeout``, ``verify``/``verify_ssl`` (false, or a CA bundle path), ``cert`` (a PEM
         path, or [cert, key]), ``proxy``/``proxies``, ``allow_redirects`` (same-host 307/308
-        only), ``max_redirects`` and ``trust_env`` are honoured; other extras are sent as
-        headers, as HttpHook does.
+        only, http to https on that host included), ``max_redirects`` and ``trust_env`` are
+        honoured; other extras are sent as headers, as HttpHook does.
     :param secret: a ``whsec_...`` secret that signs requests (the config's, which wins).
     :param concurrency: requests in flight at once, and keep-alive connections kept.
     :param timeout: seconds to wait for the receiver.
@@ -108,13 +112,20 @@ class CallbackHook(HttpAsyncHook):
     async def settings(self) -> _Settings:
         """The session's settings from the connection (through HttpAsyncHook's public ``config``) or the URL."""
         if not self.http_conn_id:
-            parts = urlsplit(self.path_or_url)
-            auth = None
             for piece in url_secrets(self.path_or_url):
                 mask_secret(piece)
+            try:
+                parts = urlsplit(self.path_or_url)
+                port = parts.port
+            except ValueError:  # its text quotes the URL ("Port could not be cast ... as 'pass'"): never shown
+                raise CallbackConfigError(
+                    "callbackNotification.url cannot be read as a URL (an unmatched '[', or a port that is not a "
+                    "number: percent-encode a password's '/', '?', '#' and '@'); the URL is not shown"
+                ) from None
+            auth = None
             if parts.username:
-                auth = aiohttp.BasicAuth(parts.username, parts.password or "")
-            netloc = parts.hostname + (f":{parts.port}" if parts.port else "") if parts.hostname else ""
+                auth = aiohttp.BasicAuth(unquote(parts.username), unquote(parts.password or ""))  # RFC 3986 3.2.1
+            netloc = parts.hostname + (f":{port}" if port else "") if parts.hostname else ""
             url = f"{parts.scheme}://{netloc}{parts.path}" + (f"?{parts.query}" if parts.query else "")
             return _Settings(url=url, headers={}, auth=auth, timeout=self.timeout)
         config: SessionConfig = await self.config()
@@ -140,13 +151,16 @@ class CallbackHook(HttpAsyncHook):
             raise CallbackConfigError(f"{where} {', '.join(map(repr, unknown))} is not supported for callbacks")
         if "timeout" in extra:
             settings.timeout = float(extra["timeout"])
+        verify = _flag_or_text(where, "verify", extra.get("verify_ssl"))
         if urlsplit(settings.url).scheme == "https":
-            settings.ssl = _tls(where, _flag_or_text(where, "verify", extra.get("verify_ssl")), extra.get("cert"))
+            settings.ssl = _tls(where, verify, extra.get("cert"))
         elif extra.get("cert") is not None:
             raise CallbackConfigError(
                 f"{where} 'cert' is set but the callback URL is not https; give the connection the schema "
                 "'https' (a URI connection written https://... becomes http in Airflow: use the JSON form)"
             )
+        else:  # used only after a redirect upgrading http to https
+            settings.ssl = _tls(where, verify, None)
         if extra.get("trust_env") is not None:
             settings.trust_env = _flag(where, "trust_env", extra["trust_env"])
         if extra.get("proxy"):
@@ -164,6 +178,7 @@ class CallbackHook(HttpAsyncHook):
         URL it posts to."""
         settings = await self.settings()
         self.timeout = settings.timeout
+        scrub = _scrubber(settings, self.path_or_url)
         session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=self.concurrency, limit_per_host=self.concurrency, ssl=settings.ssl),
             timeout=aiohttp.ClientTimeout(total=settings.timeout),
@@ -186,7 +201,8 @@ class CallbackHook(HttpAsyncHook):
                         url, data=body, headers=headers, allow_redirects=False, **settings.request
                     ) as response:
                         if not 300 <= response.status < 400:
-                            return Answer(response.status, await _prefix(response), response.headers.get("Retry-After"))
+                            text = scrub(await _prefix(response))
+                            return Answer(response.status, text, response.headers.get("Retry-After"))
                         target, why = _redirect(
                             url, response.status, response.headers.get("Location"), settings.follow_redirects
                         )
@@ -200,23 +216,48 @@ class CallbackHook(HttpAsyncHook):
             except aiohttp.ClientConnectionError as e:
                 raise SendFailed(f"cannot connect: {type(e).__name__}") from None
             except aiohttp.ClientError as e:
-                raise SendFailed(f"{type(e).__name__}: {_without_urls(str(e))}", connection_problem=False) from None
+                detail = f"{type(e).__name__}: {scrub(_without_urls(str(e)))}"
+                raise SendFailed(detail, connection_problem=False) from None
 
         async with session:
             yield send, settings.url
 
 
+#: Secret values of the callback URL this short or longer are scrubbed from a receiver's answer.
+SHORTEST_SCRUBBED = 3
+
+
+def _scrubber(settings: _Settings, path_or_url: str) -> Callable[[str], str]:
+    """Replaces the URL's secrets (user-info, query values of any useful length) and the basic-auth
+    credentials, as sent or percent-encoded, by ``***`` in a receiver's answer before it is logged or
+    raised: a receiver may echo its request line or headers, and the masker skips short query values."""
+    found = set(url_secrets(path_or_url, SHORTEST_SCRUBBED) + url_secrets(settings.url, SHORTEST_SCRUBBED))
+    if settings.auth is not None:
+        found |= {settings.auth.login, settings.auth.password, settings.auth.encode().partition(" ")[2]}
+    forms = {
+        form for s in found if len(s) >= SHORTEST_SCRUBBED for form in (s, quote(s), quote(s, safe=""), quote_plus(s))
+    }
+    if not forms:
+        return lambda text: text
+    pattern = re.compile("|".join(re.escape(f) for f in sorted(forms, key=len, reverse=True)))
+    return lambda text: pattern.sub(REDACTED, text)
+
+
 async def _prefix(response: aiohttp.ClientResponse) -> str:
-    """The first :data:`ANSWER_PREFIX` bytes of the body, as text; a longer body is not read but
-    dropped with its connection (a receiver answering gigabytes must not fill the worker's memory)."""
-    prefix = b""
-    while len(prefix) < ANSWER_PREFIX:
-        chunk = await response.content.read(ANSWER_PREFIX - len(prefix))
+    """The first :data:`ANSWER_PREFIX` bytes of the body, as text. The rest is read and dropped up to
+    :data:`DRAIN_LIMIT`, so a receiver echoing the event keeps its keep-alive connection (closing it
+    costs a TCP/TLS handshake per event); a longer body is dropped with its connection unread (a
+    receiver answering gigabytes must not fill the worker's memory or hold the task)."""
+    prefix, read = b"", 0
+    while read < DRAIN_LIMIT:
+        chunk = await response.content.read(min(2**14, DRAIN_LIMIT - read))
         if not chunk:
             break
-        prefix += chunk
-    if len(prefix) >= ANSWER_PREFIX and not response.content.at_eof():
-        response.close()  # do not drain the rest: the connection goes, the pool opens another
+        read += len(chunk)
+        if len(prefix) < ANSWER_PREFIX:
+            prefix += chunk[: ANSWER_PREFIX - len(prefix)]
+    if read >= DRAIN_LIMIT and not response.content.at_eof():
+        response.close()  # not drained: the connection goes, the pool opens another
     try:
         return prefix.decode(response.charset or "utf-8", errors="replace")
     except LookupError:
@@ -237,13 +278,23 @@ def _redirect(url: URL, status: int, location: str | None, allowed: bool) -> tup
         shown = str(target.origin())
     except ValueError:
         return None, "a redirect to an unreadable Location"
-    if (target.scheme, target.host, target.port) != (url.scheme, url.host, url.port):
+    if (target.scheme, target.host, target.port) != (url.scheme, url.host, url.port) and not _upgrade(url, target):
         return None, f"redirect to another host, {shown}, never followed: only a 2xx to the POST itself delivers"
     if not allowed:
         return None, f"redirect to {shown} not followed (the connection extra allow_redirects is off by default)"
     if status not in _KEEP_METHOD:
         return None, f"redirect to {shown} not followed: a {status} turns the POST into a GET, which delivers nothing"
     return target, ""
+
+
+def _upgrade(url: URL, target: URL) -> bool:
+    """http://host[:port] to https://host on the same port, or from the default 80 to the default 443:
+    the same receiver asking for TLS. Never the other way: a downgrade would send the event in clear."""
+    return (
+        (url.scheme, target.scheme) == ("http", "https")
+        and url.host == target.host
+        and (url.port == target.port or (url.port, target.port) == (80, 443))
+    )
 
 
 _URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
