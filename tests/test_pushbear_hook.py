@@ -5,13 +5,17 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
+import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
+import cupid_airflow.hooks.pushbear as pushbear_module
 from cupid_airflow.hooks.pushbear import DEADLINE_SECONDS, PushBearHook
 from tests.conftest import PUSHBEAR_NOWHERE
 from tests.pairs import Pair, pair
@@ -145,3 +149,59 @@ def test_without_a_stand_in_tests_page_a_closed_loopback_port_never_the_public_s
     output = "".join(capfd.readouterr())
     assert f"PushBear alert not sent to {PUSHBEAR_NOWHERE}" in output
     assert "ftqq" not in output
+
+
+HANGING_HOST = "pushbear-dns-hangs.test"
+
+
+@pytest.fixture
+def hanging_dns(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
+    """Resolving :data:`HANGING_HOST` blocks for 30 s (or until the event is set), as a dead DNS
+    server does; every other name resolves as usual. The event is set at teardown."""
+    release = threading.Event()
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == HANGING_HOST:
+            release.wait(30)
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    yield release
+    release.set()
+
+
+@pytest.mark.parametrize("how", ["sync", "sync inside a running loop", "async"])
+def test_a_hanging_dns_lookup_is_given_up_at_the_deadline(
+    how: str,
+    hanging_dns: threading.Event,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """aiohttp resolves names in the event loop's executor, and ``asyncio.run`` waits for that
+    executor on the way out: the alert gave up at the deadline, yet the caller waited 30 s."""
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.setattr(pushbear_module, "DEADLINE_SECONDS", 2)
+    point_pushbear_at(monkeypatch, f"http://{HANGING_HOST}:8080")
+    hook = PushBearHook(sendkey=SENDKEY)
+
+    async def in_a_loop() -> tuple[bool, float]:
+        started = time.monotonic()
+        sent = hook.send("cupid: test", "- body") if how.startswith("sync") else await hook.async_send("t", "d")
+        elapsed = time.monotonic() - started
+        hanging_dns.set()  # lets this test's own asyncio.run end without waiting 30 s for its executor
+        return sent, elapsed
+
+    if how == "sync":
+        started = time.monotonic()
+        sent, elapsed = hook.send("cupid: test", "- body"), time.monotonic() - started
+    else:
+        sent, elapsed = asyncio.run(in_a_loop())
+
+    assert sent is False
+    assert elapsed < 2 + 3  # the lookup alone blocks 30 s
+    output = caplog.text + "".join(capfd.readouterr())
+    assert f"PushBear alert not sent: http://{HANGING_HOST}:8080 gave no complete answer within 2 s" in output
+    assert not leaked(output), output

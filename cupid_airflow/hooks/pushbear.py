@@ -12,6 +12,7 @@ waits at most :data:`DEADLINE_SECONDS` for its alert.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import re
 import ssl
 import threading
@@ -93,8 +94,9 @@ class PushBearHook(BaseHook):
             return None
 
     def send(self, text: str, desp: str) -> bool:
-        """Send; return whether PushBear took it. Never raises and returns within
-        :data:`DEADLINE_SECONDS`: an alert must not fail a task, nor hold it up."""
+        """Send; return whether PushBear took it. Never raises and returns within about
+        :data:`DEADLINE_SECONDS`, a hanging DNS lookup included: an alert must not fail a task, nor
+        hold it up."""
         try:
             base, sendkey = self._resolve(self._connection())
         except Exception as e:
@@ -104,7 +106,7 @@ class PushBearHook(BaseHook):
         if not sendkey:
             self.log.info("No PushBear sendkey (config pushbearSendKey or connection password): alert not sent")
             return False
-        return _run_to_end(self._get(base, sendkey, text, desp))
+        return _run_to_end(self._get(base, sendkey, text, desp), self.log)
 
     async def async_send(self, text: str, desp: str) -> bool:
         """:meth:`send` for the triggerer (deadline alerts), without blocking its event loop."""
@@ -176,14 +178,43 @@ def _ssl_context(base: str) -> ssl.SSLContext | bool:
     return ssl.create_default_context(cafile=certifi.where())
 
 
-def _run_to_end(coroutine: Coroutine[Any, Any, bool]) -> bool:
-    """Run ``coroutine`` from sync code, also when this thread already runs an event loop."""
+def _run_to_end(coroutine: Coroutine[Any, Any, bool], log: Any) -> bool:
+    """Run ``coroutine`` from sync code (also when this thread already runs an event loop) and give
+    up on it after :data:`DEADLINE_SECONDS` + 1. It runs on its own loop in a daemon thread, whose
+    close does not wait for the loop's executor: aiohttp resolves host names there, and
+    ``asyncio.run`` would wait out a hanging DNS lookup long after the deadline."""
+    outcome: concurrent.futures.Future[bool] = concurrent.futures.Future()
+
+    def run() -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)  # as asyncio.run does: code may ask for "the" loop
+        try:
+            outcome.set_result(loop.run_until_complete(coroutine))
+        except BaseException as e:  # handed to the caller, which logs it
+            outcome.set_exception(e)
+        finally:
+            _close(loop)
+
+    threading.Thread(target=run, daemon=True, name="pushbear-alert").start()
     try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coroutine)
-    result: list[bool] = [False]
-    thread = threading.Thread(target=lambda: result.__setitem__(0, asyncio.run(coroutine)), daemon=True)
-    thread.start()
-    thread.join()
-    return result[0]
+        return outcome.result(timeout=DEADLINE_SECONDS + 1)
+    except TimeoutError:
+        log.error("PushBear alert not sent: no outcome within %d s", DEADLINE_SECONDS)
+    except Exception as e:
+        log.error("PushBear alert not sent: %s", type(e).__name__)  # the message may hold the key
+    return False
+
+
+def _close(loop: asyncio.AbstractEventLoop) -> None:
+    """What ``asyncio.run`` does on the way out, except waiting for the default executor: a
+    lookup still blocked in it is left to finish on its own."""
+    try:
+        tasks = asyncio.all_tasks(loop)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()  # shuts the default executor down with wait=False
