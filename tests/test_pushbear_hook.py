@@ -19,7 +19,7 @@ import cupid_airflow.hooks.pushbear as pushbear_module
 from cupid_airflow.hooks.pushbear import DEADLINE_SECONDS, PushBearHook
 from tests.conftest import PUSHBEAR_NOWHERE
 from tests.pairs import Pair, pair
-from tests.servers import TrickleServer, closed_port
+from tests.servers import ScriptedServer, TrickleServer, closed_port
 from tests.test_alerts import failing_then_ok
 
 __all__ = ["pair"]  # the fixture
@@ -204,4 +204,49 @@ def test_a_hanging_dns_lookup_is_given_up_at_the_deadline(
     assert elapsed < 2 + 3  # the lookup alone blocks 30 s
     output = caplog.text + "".join(capfd.readouterr())
     assert f"PushBear alert not sent: http://{HANGING_HOST}:8080 gave no complete answer within 2 s" in output
+    assert not leaked(output), output
+
+
+def error_page_split_in_the_key(length: int | None = None) -> tuple[bytes, bytes]:
+    """A 502 whose page names the key bare, sent as two pieces cut in the middle of the key."""
+    page = f"<html><h1>502 Bad Gateway</h1><p>key {SENDKEY}</p></html>".encode()
+    cut = page.index(SENDKEY.encode()) + len(SENDKEY) // 2
+    head = f"HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/html\r\nContent-Length: {length or len(page)}\r\n\r\n"
+    return head.encode() + page[:cut], page[cut:]
+
+
+@pytest.mark.parametrize("how", ["sync", "async"])
+def test_an_error_page_arriving_in_pieces_is_read_whole_before_the_key_is_blanked(
+    how: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """One read returns only what has arrived: the first half of the key, which no redaction finds."""
+    caplog.set_level(logging.DEBUG)
+    with ScriptedServer(*error_page_split_in_the_key(), pause=0.5) as server:
+        point_pushbear_at(monkeypatch, f"http://127.0.0.1:{server.port}")
+        assert send(how) is False
+
+    assert server.accepted == 1
+    output = caplog.text + "".join(capfd.readouterr())
+    assert "HTTP 502 <html><h1>502 Bad Gateway</h1><p>key ***</p></html>" in output
+    assert not leaked(output), output
+
+
+@pytest.mark.parametrize("how", ["sync", "async"])
+def test_an_error_page_cut_off_in_the_key_is_logged_without_the_piece_of_key(
+    how: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The page stops half-way through the key and the deadline ends the wait: the status and the
+    page so far are logged, the half key blanked."""
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.setattr(pushbear_module, "DEADLINE_SECONDS", 2)
+    first, _ = error_page_split_in_the_key(length=500)
+    with ScriptedServer(first, hold=True) as server:
+        point_pushbear_at(monkeypatch, f"http://127.0.0.1:{server.port}")
+        started = time.monotonic()
+        assert send(how) is False
+        elapsed = time.monotonic() - started
+
+    assert elapsed < 2 + 3
+    output = caplog.text + "".join(capfd.readouterr())
+    assert "HTTP 502, answer cut short: <html><h1>502 Bad Gateway</h1><p>key ***" in output
     assert not leaked(output), output

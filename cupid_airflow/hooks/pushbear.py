@@ -34,6 +34,10 @@ TIMEOUT_SECONDS = 10
 DEADLINE_SECONDS = 15
 #: Characters of an error answer that are logged (after the key was blanked out).
 ERROR_BODY_CHARS = 200
+#: Bytes of an error answer that are read: the whole key around the logged part, at any char width.
+ERROR_BODY_BYTES = 16 * ERROR_BODY_CHARS
+#: The shortest piece of the key that is blanked at the ends of an answer cut short.
+_MIN_KEY_PIECE = 4
 _SENDKEY_PARAM = re.compile(r"(sendkey=)[^&\s\"'<>]*", re.IGNORECASE)
 
 
@@ -44,6 +48,22 @@ def redact_sendkey(text: str, sendkey: str | None) -> str:
         for form in {sendkey, quote(sendkey, safe=""), quote_plus(sendkey)}:
             text = text.replace(form, "***")
     return _SENDKEY_PARAM.sub(r"\1***", text)
+
+
+def _redact_edges(text: str, sendkey: str) -> str:
+    """``text`` with a piece of the key (:data:`_MIN_KEY_PIECE` characters or more) blanked where
+    it ends in the key's start or starts with the key's end: an answer cut off at the byte cap or
+    the deadline may hold part of the key, which :func:`redact_sendkey` does not find."""
+    for form in {sendkey, quote(sendkey, safe=""), quote_plus(sendkey)}:
+        for n in range(len(form) - 1, _MIN_KEY_PIECE - 1, -1):
+            if text.endswith(form[:n]):
+                text = text[:-n] + "***"
+                break
+        for n in range(len(form) - 1, _MIN_KEY_PIECE - 1, -1):
+            if text.startswith(form[-n:]):
+                text = "***" + text[n:]
+                break
+    return text
 
 
 class PushBearHook(BaseHook):
@@ -134,6 +154,9 @@ class PushBearHook(BaseHook):
         where = _origin(base)
         timeout = aiohttp.ClientTimeout(total=DEADLINE_SECONDS, connect=TIMEOUT_SECONDS, sock_read=TIMEOUT_SECONDS)
         params = {"sendkey": sendkey, "text": text, "desp": desp}
+        status: int | None = None
+        body = bytearray()
+        cut = ""
         try:
             async with (
                 asyncio.timeout(DEADLINE_SECONDS),
@@ -141,17 +164,27 @@ class PushBearHook(BaseHook):
                 session.get(f"{base}/sub", params=params, ssl=_ssl_context(base)) as response,
             ):
                 status = response.status
-                body = b"" if status < 300 else await response.content.read(16 * ERROR_BODY_CHARS)
+                # One read returns what has arrived so far, maybe half the key: read up to the cap.
+                while status >= 300 and len(body) < ERROR_BODY_BYTES:
+                    if not (chunk := await response.content.read(ERROR_BODY_BYTES - len(body))):
+                        break
+                    body += chunk
         except TimeoutError:
-            self.log.error("PushBear alert not sent: %s gave no complete answer within %d s", where, DEADLINE_SECONDS)
-            return False
+            if status is None or status < 300:
+                self.log.error(
+                    "PushBear alert not sent: %s gave no complete answer within %d s", where, DEADLINE_SECONDS
+                )
+                return False
+            cut = ", answer cut short:"  # the error page stalled: log what came
         except Exception as e:
             self.log.error("PushBear alert not sent to %s: %s: %s", where, type(e).__name__,
                            redact_sendkey(str(e), sendkey))  # fmt: skip
             return False
         if status >= 300:
-            shown = redact_sendkey(body.decode("utf-8", "replace"), sendkey)[:ERROR_BODY_CHARS]
-            self.log.error("PushBear alert not accepted by %s: HTTP %s %s", where, status, shown)
+            shown = _redact_edges(redact_sendkey(body.decode("utf-8", "replace"), sendkey), sendkey)
+            self.log.error(
+                "PushBear alert not accepted by %s: HTTP %s%s %s", where, status, cut, shown[:ERROR_BODY_CHARS]
+            )
             return False
         self.log.info("PushBear alert sent: %s", text)
         return True
