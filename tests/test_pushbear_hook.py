@@ -9,6 +9,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +20,7 @@ import cupid_airflow.hooks.pushbear as pushbear_module
 from cupid_airflow.hooks.pushbear import DEADLINE_SECONDS, PushBearHook
 from tests.conftest import PUSHBEAR_NOWHERE
 from tests.pairs import Pair, pair
-from tests.servers import ScriptedServer, TrickleServer, closed_port
+from tests.servers import ScriptedServer, SilentServer, TrickleServer, closed_port
 from tests.test_alerts import failing_then_ok
 
 __all__ = ["pair"]  # the fixture
@@ -250,3 +251,71 @@ def test_an_error_page_cut_off_in_the_key_is_logged_without_the_piece_of_key(
     output = caplog.text + "".join(capfd.readouterr())
     assert "HTTP 502, answer cut short: <html><h1>502 Bad Gateway</h1><p>key ***" in output
     assert not leaked(output), output
+
+
+ACCEPTED = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 26\r\nConnection: close\r\n\r\n"
+    b'{"code": 0, "message": ""}'
+)
+PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
+
+
+def clear_proxy_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+@pytest.mark.parametrize("how", ["sync", "async"])
+def test_a_loopback_pushbear_is_reached_directly_whatever_proxy_the_environment_names(
+    host: str, how: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With HTTP(S)_PROXY set and no NO_PROXY, aiohttp's trust_env sent even a loopback stand-in
+    through the proxy (here one that never answers)."""
+    monkeypatch.setattr(pushbear_module, "DEADLINE_SECONDS", 2)
+    clear_proxy_environment(monkeypatch)
+    with SilentServer() as proxy, ScriptedServer(ACCEPTED) as pushbear:
+        for name in PROXY_VARIABLES[:3]:
+            monkeypatch.setenv(name, f"http://127.0.0.1:{proxy.port}")
+        point_pushbear_at(monkeypatch, f"http://{host}:{pushbear.port}")
+
+        assert send(how) is True
+
+    assert pushbear.accepted == 1 and proxy.accepted == 0
+
+
+def test_no_netrc_login_is_sent_to_pushbear(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """aiohttp's trust_env also looked the PushBear host up in ~/.netrc and sent that login along."""
+    clear_proxy_environment(monkeypatch)
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login someone password netrc-pw-8c1e\n", encoding="utf-8")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    with ScriptedServer(ACCEPTED) as pushbear:
+        point_pushbear_at(monkeypatch, f"http://127.0.0.1:{pushbear.port}")
+        assert send("sync") is True
+
+    assert b"GET /sub?sendkey=" in pushbear.requests[0]
+    assert b"authorization" not in pushbear.requests[0].lower()
+
+
+def test_any_other_host_goes_through_the_proxy_the_environment_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As cupid-go and the requests-based hook did: a deployment behind an egress proxy keeps its alerts."""
+    clear_proxy_environment(monkeypatch)
+    real = socket.getaddrinfo
+
+    def loopback_only(host: Any, *args: Any, **kwargs: Any) -> Any:  # a slip must not query real DNS
+        if host not in ("127.0.0.1", "localhost"):
+            raise socket.gaierror(socket.EAI_NONAME, "this test resolves loopback names only")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", loopback_only)
+    with ScriptedServer(ACCEPTED) as proxy:
+        monkeypatch.setenv("HTTP_PROXY", f"http://someone:proxy-pw@127.0.0.1:{proxy.port}")
+        point_pushbear_at(monkeypatch, "http://pushbear.example.test")
+        assert send("sync") is True
+
+    request = proxy.requests[0].decode()
+    assert request.startswith("GET http://pushbear.example.test/sub?sendkey=")
+    assert "Proxy-Authorization: Basic " in request

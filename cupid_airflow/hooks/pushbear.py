@@ -4,6 +4,9 @@ The base URL and, optionally, the sendkey (as its password) come from the ``push
 connection, so alerts can go to a mirror or a test server; without that connection the public
 service is used.
 
+Proxies come from the environment (``HTTPS_PROXY``, ``NO_PROXY``...), except for loopback hosts,
+which are always reached directly; ``~/.netrc`` is never read.
+
 The key travels in the query string, so every exception message and error page that echoes the
 request URL is redacted before it is logged, and the whole request has a deadline: a failing task
 waits at most :data:`DEADLINE_SECONDS` for its alert.
@@ -13,9 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import ipaddress
 import re
 import ssl
 import threading
+import urllib.request
 from collections.abc import Coroutine
 from typing import Any
 from urllib.parse import quote, quote_plus, urlsplit
@@ -160,8 +165,8 @@ class PushBearHook(BaseHook):
         try:
             async with (
                 asyncio.timeout(DEADLINE_SECONDS),
-                aiohttp.ClientSession(timeout=timeout, trust_env=True) as session,
-                session.get(f"{base}/sub", params=params, ssl=_ssl_context(base)) as response,
+                aiohttp.ClientSession(timeout=timeout) as session,  # no trust_env: see _env_proxy
+                session.get(f"{base}/sub", params=params, ssl=_ssl_context(base), **_env_proxy(base)) as response,
             ):
                 status = response.status
                 # One read returns what has arrived so far, maybe half the key: read up to the cap.
@@ -198,6 +203,35 @@ def _origin(base: str) -> str:
     except ValueError:
         port = ""
     return f"{parts.scheme}://{parts.hostname or ''}{port}"
+
+
+def _env_proxy(base: str) -> dict[str, Any]:
+    """The proxy the environment names for ``base`` (``HTTP_PROXY``/``HTTPS_PROXY``, minus
+    ``NO_PROXY``), as request options: PushBear is a public service, and cupid-go (Go's
+    ProxyFromEnvironment) and the requests-based hook before took proxies from there. As in Go,
+    a loopback host always goes direct, so a local stand-in is never sent through a proxy.
+    aiohttp's ``trust_env`` is not used: it would also send ``~/.netrc`` logins to PushBear."""
+    import aiohttp
+    from yarl import URL
+
+    parts = urlsplit(base)
+    host = parts.hostname or ""
+    if _is_loopback(host) or urllib.request.proxy_bypass(host):
+        return {}
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if not proxy:
+        return {}
+    url = URL(proxy if "://" in proxy else f"http://{proxy}")
+    return {"proxy": url.with_user(None), "proxy_auth": aiohttp.BasicAuth.from_url(url)}
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _ssl_context(base: str) -> ssl.SSLContext | bool:
