@@ -319,3 +319,17 @@ def test_any_other_host_goes_through_the_proxy_the_environment_names(monkeypatch
     request = proxy.requests[0].decode()
     assert request.startswith("GET http://pushbear.example.test/sub?sendkey=")
     assert "Proxy-Authorization: Basic " in request
+
+
+def test_a_deployment_stack_pages_a_closed_loopback_port_unless_told_otherwise(tmp_path: Path) -> None:
+    """tests/stack.py starts real Airflow components, which never see this process's conftest:
+    without its default, a stack test with a sendkey in its config paged the public service."""
+    from tests.stack import AirflowStack
+
+    default = json.loads(AirflowStack(tmp_path).env["AIRFLOW_CONN_PUSHBEAR_DEFAULT"])
+    assert default == {"conn_type": "pushbear", "host": PUSHBEAR_NOWHERE}
+    mine = json.dumps({"conn_type": "pushbear", "host": "http://127.0.0.1:1234"})
+    assert (
+        AirflowStack(tmp_path, extra_env={"AIRFLOW_CONN_PUSHBEAR_DEFAULT": mine}).env["AIRFLOW_CONN_PUSHBEAR_DEFAULT"]
+        == mine
+    )
