@@ -1,4 +1,5 @@
-"""Loopback servers that misbehave for real: one that never answers, one that answers a byte a second."""
+"""Loopback servers that misbehave for real: one that never answers, one that answers a byte a second,
+one that answers in scripted pieces."""
 
 from __future__ import annotations
 
@@ -73,6 +74,39 @@ class TrickleServer(SilentServer):
                     return
                 client.sendall(self.response[i : i + 1])
                 time.sleep(1)
+        except OSError:
+            pass  # the client gave up
+        finally:
+            _close(client)
+
+
+class ScriptedServer(SilentServer):
+    """Reads an HTTP request (kept in ``requests``), then sends ``parts`` with ``pause`` seconds
+    between them, each in its own TCP segment, and closes; with ``hold`` it keeps the connection
+    open after the last part instead: an answer that arrives in pieces, or stops half-way."""
+
+    def __init__(self, *parts: bytes, pause: float = 0.5, hold: bool = False) -> None:
+        self.parts, self.pause, self.hold = parts, pause, hold
+        self.requests: list[bytes] = []
+        super().__init__()
+
+    def _serve(self, client: socket.socket) -> None:
+        threading.Thread(target=self._answer, args=(client,), daemon=True, name="scripted").start()
+
+    def _answer(self, client: socket.socket) -> None:
+        try:
+            client.settimeout(5)
+            request = b""
+            while b"\r\n\r\n" not in request and (data := client.recv(4096)):
+                request += data
+            self.requests.append(request)
+            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for i, part in enumerate(self.parts):
+                if i:
+                    time.sleep(self.pause)
+                client.sendall(part)
+            if self.hold:
+                self._stop.wait(60)
         except OSError:
             pass  # the client gave up
         finally:

@@ -34,6 +34,8 @@ from typing import Any, TypeVar
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
+#: Where the components send PushBear alerts unless extra_env says otherwise: nothing listens there.
+PUSHBEAR_NOWHERE = "http://127.0.0.1:9"
 COMPONENTS = ("scheduler", "dag-processor", "triggerer", "api-server")
 T = TypeVar("T")
 
@@ -116,6 +118,9 @@ class AirflowStack:
                 "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
                 "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.5",
                 "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+                # The components never see conftest's fixture: alerts go to a closed loopback port,
+                # never to the public PushBear service, unless extra_env names a stand-in.
+                "AIRFLOW_CONN_PUSHBEAR_DEFAULT": json.dumps({"conn_type": "pushbear", "host": PUSHBEAR_NOWHERE}),
             }
         )
         env.update(self.extra_env)
