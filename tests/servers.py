@@ -65,10 +65,7 @@ class TrickleServer(SilentServer):
 
     def _trickle(self, client: socket.socket) -> None:
         try:
-            client.settimeout(5)
-            request = b""
-            while b"\r\n\r\n" not in request and (data := client.recv(4096)):
-                request += data
+            _read_request(client)
             for i in range(len(self.response)):
                 if self._stop.is_set():
                     return
@@ -95,10 +92,7 @@ class ScriptedServer(SilentServer):
 
     def _answer(self, client: socket.socket) -> None:
         try:
-            client.settimeout(5)
-            request = b""
-            while b"\r\n\r\n" not in request and (data := client.recv(4096)):
-                request += data
+            request = _read_request(client)
             self.requests.append(request)
             client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             for i, part in enumerate(self.parts):
@@ -144,3 +138,12 @@ class FreezableProxy(CuttableProxy):
             pass  # the other direction closed it
         for s in (src, dst):
             _close(s)
+
+
+def _read_request(client: socket.socket) -> bytes:
+    """An HTTP request's head, as far as the client sent it within 5 s."""
+    client.settimeout(5)
+    request = b""
+    while b"\r\n\r\n" not in request and (data := client.recv(4096)):
+        request += data
+    return request
