@@ -25,7 +25,7 @@ from tests.test_alerts import failing_then_ok
 
 __all__ = ["pair"]  # the fixture
 
-SENDKEY = "SCT-leak-check-5f3a9c1d7e20"
+SENDKEY = "SCT-q7Zx2Wk9Lm4Rv8Tp3N5f"
 #: PushBear's answer, padded to take over 200 s at a byte a second.
 TRICKLED = (
     b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Padding: " + b"." * 100 + b"\r\n"
