@@ -15,12 +15,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import DAG, CronDataIntervalTimetable, DeltaDataIntervalTimetable, Param
+from airflow.sdk import DAG, CronDataIntervalTimetable, DeltaDataIntervalTimetable, Param, get_parsing_context
 from airflow.sdk.definitions.callback import AsyncCallback
 from airflow.sdk.definitions.dag import TAG_MAX_LEN
 from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
 
-from cupid_airflow.catalog import ConfigEntry, config_files, default_config_dir, load_catalog
+from cupid_airflow.catalog import ConfigEntry, config_files, default_config_dir, files_for_dag, load_catalog
 from cupid_airflow.config import MAX_DAG_ID_LENGTH, ConfigError, CupidConfig, Problem, reconcile_dag_id
 from cupid_airflow.notifiers.pushbear import PushBearNotifier
 from cupid_airflow.operators.base import CupidOperator
@@ -317,13 +317,19 @@ def build_dags(dag_file: str | Path | None = None, config_dir: str | Path | None
     beside ``dag_file``), keyed by dag id, ready for ``globals().update(...)``.
 
     A file that does not load, or whose DAGs Airflow refuses, becomes one placeholder DAG; it never
-    takes the other files' DAGs down with it.
+    takes the other files' DAGs down with it. In a task process (Airflow's parsing context names
+    its DAG) only the file that builds that DAG is loaded, so a task starts as fast with 500
+    configs in the folder as with one.
     """
     folder = Path(config_dir) if config_dir is not None else default_config_dir(dag_file)
     if not folder.is_dir():
         log.error("cupid: configs folder %s does not exist; no cupid DAGs were built", folder)
         return {}
-    entries = load_catalog(config_files([folder]))
+    files = config_files([folder])
+    wanted = get_parsing_context().dag_id  # set in a task process: it runs one DAG
+    if wanted is not None:
+        files = files_for_dag(wanted, files) or files
+    entries = load_catalog(files)
     dags: dict[str, DAG] = {}
     for entry in entries:
         if entry.config is not None:

@@ -420,3 +420,49 @@ def test_docs_show_only_their_own_pair_and_thousands_of_destinations_load(write_
     assert f"des: {MAX_DESTINATIONS + 1} destinations; at most {MAX_DESTINATIONS} per file" in (
         bag.dags["cupid_too_many"].description or ""
     )
+
+
+def test_a_task_process_builds_only_the_file_of_its_dag(
+    write_config: WriteConfig, configs_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Airflow's parsing context names the DAG a task runs: only its file is loaded and built, so
+    task starts do not grow with the folder. A dagId another file might claim loads them all."""
+    from cupid_airflow.dag_factory import build_dags
+
+    two = sample_config(reconcile={"schedule": "@daily"})
+    two["des"] = two["des"] * 2
+    write_config("orders.json", two)
+    write_config("users.json", sample_config())
+    write_config("broken.json", "{ not json")
+    loaded: list[str] = []
+    from cupid_airflow import catalog
+
+    real = catalog.load_config
+    monkeypatch.setattr(catalog, "load_config", lambda path: loaded.append(Path(path).name) or real(path))
+
+    for dag_id, built in (
+        ("cupid_users", {"cupid_users"}),
+        (
+            "cupid_orders_2",
+            {"cupid_orders_1", "cupid_orders_2", "cupid_orders_1_reconcile", "cupid_orders_2_reconcile"},
+        ),
+        (
+            "cupid_orders_2_reconcile",
+            {"cupid_orders_1", "cupid_orders_2", "cupid_orders_1_reconcile", "cupid_orders_2_reconcile"},
+        ),
+        ("cupid_broken", {"cupid_broken"}),
+    ):
+        loaded.clear()
+        monkeypatch.setenv("_AIRFLOW_PARSING_CONTEXT_DAG_ID", dag_id)
+        assert set(build_dags(config_dir=configs_dir)) == built, dag_id
+        assert len(loaded) == 1, (dag_id, loaded)
+
+    write_config("custom.json", sample_config(des=[{**sample_config()["des"][0], "dagId": "cupid_users"}]))
+    loaded.clear()
+    monkeypatch.setenv("_AIRFLOW_PARSING_CONTEXT_DAG_ID", "cupid_users")
+    dags = build_dags(config_dir=configs_dir)  # custom.json names cupid_users: the whole folder decides
+    assert len(loaded) == 4 and "cupid_users" in dags
+    monkeypatch.delenv("_AIRFLOW_PARSING_CONTEXT_DAG_ID")
+    loaded.clear()
+    build_dags(config_dir=configs_dir)
+    assert len(loaded) == 4  # the dag-processor: every file
