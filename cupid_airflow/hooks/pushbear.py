@@ -123,15 +123,10 @@ class PushBearHook(BaseHook):
         :data:`DEADLINE_SECONDS`, a hanging DNS lookup included: an alert must not fail a task, nor
         hold it up."""
         try:
-            base, sendkey = self._resolve(self._connection())
+            target = self._target(self._connection())
         except Exception as e:
-            self.log.error("PushBear alert not sent: connection %r: %s: %s", self.pushbear_conn_id,
-                           type(e).__name__, redact_sendkey(str(e), self.sendkey))  # fmt: skip
-            return False
-        if not sendkey:
-            self.log.info("No PushBear sendkey (config pushbearSendKey or connection password): alert not sent")
-            return False
-        return _run_to_end(self._get(base, sendkey, text, desp), self.log)
+            return self._not_sent(e)
+        return _run_to_end(self._get(*target, text, desp), self.log) if target else False
 
     async def async_send(self, text: str, desp: str) -> bool:
         """:meth:`send` for the triggerer (deadline alerts), without blocking its event loop."""
@@ -140,15 +135,23 @@ class PushBearHook(BaseHook):
                 connection = await self.aget_connection(self.pushbear_conn_id)
             except AirflowNotFoundException:
                 connection = None
-            base, sendkey = self._resolve(connection)
+            target = self._target(connection)
         except Exception as e:
-            self.log.error("PushBear alert not sent: connection %r: %s: %s", self.pushbear_conn_id,
-                           type(e).__name__, redact_sendkey(str(e), self.sendkey))  # fmt: skip
-            return False
+            return self._not_sent(e)
+        return await self._get(*target, text, desp) if target else False
+
+    def _target(self, connection: Any | None) -> tuple[str, str] | None:
+        """The base URL and the key to send with, or None (said in the log) without a key."""
+        base, sendkey = self._resolve(connection)
         if not sendkey:
-            self.log.info("No PushBear sendkey: deadline alert not sent")
-            return False
-        return await self._get(base, sendkey, text, desp)
+            self.log.info("No PushBear sendkey (config pushbearSendKey or connection password): alert not sent")
+            return None
+        return base, sendkey
+
+    def _not_sent(self, error: Exception) -> bool:
+        self.log.error("PushBear alert not sent: connection %r: %s: %s", self.pushbear_conn_id,
+                       type(error).__name__, redact_sendkey(str(error), self.sendkey))  # fmt: skip
+        return False
 
     async def _get(self, base: str, sendkey: str, text: str, desp: str) -> bool:
         """The GET itself, all of it (connect, headers, an error page) within :data:`DEADLINE_SECONDS`.
