@@ -601,11 +601,3 @@ def event_types(data: Any) -> dict[str, int]:
     for event in output:
         types[str(event["type"])] = types.get(str(event["type"]), 0) + 1
     return types
-
-
-def as_events(data: Any) -> list[Event]:
-    """Events handed over inline (reconcile progress, tests); chunked outputs need their task's XCom."""
-    output = read_event_output(data)
-    if not isinstance(output, list):
-        raise StateError(f"{output['count']} events are kept in XCom chunks of {output['task_id']}")
-    return output
