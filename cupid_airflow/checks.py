@@ -26,9 +26,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Finding", "check_pair"]
 
-#: A connect that takes longer than this is reported as unreachable (the DSN's own timeout wins).
-CONNECT_TIMEOUT_SECONDS = 10
-
 
 @dataclass(frozen=True)
 class Finding:
@@ -149,8 +146,6 @@ def check_pair(pair: SyncPair) -> list[Finding]:
     src_endpoint = "src.dsn" if pair.src.dsn is not None else "src.connId"
     des_endpoint = f"{des}.dsn" if pair.des.dsn is not None else f"{des}.connId"
     source_table, destination_table = pair.source_table(), pair.destination_table()
-    for table in (source_table, destination_table):
-        _bound_connect(table)
     with (
         _described(source_table, src_endpoint, findings) as source,
         _described(destination_table, des_endpoint, findings) as destination,
@@ -162,19 +157,6 @@ def check_pair(pair: SyncPair) -> list[Finding]:
         if source is not None and destination is not None:
             findings += _pair_findings(pair, source, destination)
     return findings
-
-
-def _bound_connect(table: Table) -> None:
-    """A DSN without ``timeout`` gets :data:`CONNECT_TIMEOUT_SECONDS`: an unreachable host is a
-    finding in seconds, not a two-minute hang."""
-    import json
-
-    connection: Any = getattr(table.hook, "connection", None)
-    if connection is None or table.kind != "mysql":
-        return
-    extra = connection.extra_dejson
-    if "connect_timeout" not in extra:
-        connection.extra = json.dumps({**extra, "connect_timeout": CONNECT_TIMEOUT_SECONDS})
 
 
 def _source_findings(pair: SyncPair, source: _Side) -> list[Finding]:
