@@ -250,6 +250,8 @@ class CupidConfig(_Model):
     src: Source
     des: Annotated[list[Destination], Field(min_length=1)]
     schedule: Annotated[str | int, AfterValidator(_schedule)] | None = None
+    # Run when the triggerer sees the source change (plus ``schedule`` as a safety net).
+    watch: bool = True
     catchup: bool = False
     paused_at_creation: bool = False
     pool: Annotated[str, Field(min_length=1, max_length=256)] | None = None

@@ -15,7 +15,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import DAG, CronDataIntervalTimetable, DeltaDataIntervalTimetable, Param, get_parsing_context
+from airflow.sdk import (
+    DAG,
+    Asset,
+    AssetOrTimeSchedule,
+    AssetWatcher,
+    CronDataIntervalTimetable,
+    DeltaDataIntervalTimetable,
+    Param,
+    get_parsing_context,
+)
 from airflow.sdk.definitions.callback import AsyncCallback
 from airflow.sdk.definitions.dag import TAG_MAX_LEN
 from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
@@ -30,8 +39,9 @@ from cupid_airflow.operators.config_error import ConfigErrorOperator
 from cupid_airflow.operators.reconcile import ReconcileOperator, ReconcilePlanOperator
 from cupid_airflow.operators.scan_insert import ScanInsertOperator
 from cupid_airflow.operators.scan_update import ScanUpdateOperator
+from cupid_airflow.triggers.watch import SourceWatchTrigger
 
-__all__ = ["CONFIG_ERROR_TAG", "MIN_SCHEDULE_SECONDS", "build_dags", "schedule_for"]
+__all__ = ["CONFIG_ERROR_TAG", "MIN_SCHEDULE_SECONDS", "build_dags", "safety_schedule", "schedule_for", "watch_asset"]
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +61,19 @@ _PRESET_CRON = {
 }
 
 
-def schedule_for(config: CupidConfig) -> Any:
-    """A data-interval timetable, so every run has a real, contiguous window for the update scan.
+def schedule_for(config: CupidConfig, dag_id: str = "", config_file: str = "", index: int = 0) -> Any:
+    """When a pair's DAG runs: by default when its source changes (the triggerer's watcher) or
+    when its safety schedule comes due, whichever is first; with ``watch: false`` on the schedule
+    alone. Every timetable has data intervals, so update windows stay contiguous and backfillable.
 
-    ``schedule`` wins: seconds, a cron expression or preset (in UTC), ``@once`` or ``@continuous``.
-    Without it, the shortest enabled cupid interval, raised to :data:`MIN_SCHEDULE_SECONDS`.
+    ``schedule``: seconds, a cron expression or preset (in UTC), ``@once`` or ``@continuous`` (these
+    two do not watch). Without it: watching pairs check hourly at a minute of their own
+    (:func:`safety_schedule`); others run at the shortest enabled cupid interval, raised to
+    :data:`MIN_SCHEDULE_SECONDS`.
     """
+    if config.watch and config.schedule not in ("@once", "@continuous"):
+        safety = _timetable(config.schedule) if config.schedule is not None else safety_schedule(dag_id)
+        return AssetOrTimeSchedule(timetable=safety, assets=watch_asset(dag_id, config_file, index))
     if config.schedule is not None:
         return _timetable(config.schedule)
     src = config.src
@@ -67,6 +84,27 @@ def schedule_for(config: CupidConfig) -> Any:
     ]
     seconds = max(MIN_SCHEDULE_SECONDS, min(intervals) // 1000)
     return DeltaDataIntervalTimetable(timedelta(seconds=seconds))
+
+
+def safety_schedule(dag_id: str) -> Any:
+    """Hourly, at a minute derived from the DAG id: a watched pair's check for what no event
+    showed (a late commit below the newest id, an update stamped in the past), spread over the
+    hour so hundreds of pairs never start together."""
+    minute = int(hashlib.sha256(dag_id.encode()).hexdigest()[:8], 16) % 60
+    return CronDataIntervalTimetable(f"{minute} * * * *", timezone="UTC")
+
+
+def watch_asset(dag_id: str, config_file: str, index: int) -> Asset:
+    """The pair's own asset, watched by a :class:`SourceWatchTrigger`: its events start the DAG
+    and its state store keeps the watcher's marks. One asset per pair (not per source table), so
+    each pair keeps its own marks; pairs of one source still share a single poll."""
+    trigger = SourceWatchTrigger(config_file=config_file, destination=index, pair_id=dag_id)
+    return Asset(
+        name=f"cupid-watch/{dag_id}",
+        uri=f"cupid-watch://{dag_id}/",
+        group="cupid",
+        watchers=[AssetWatcher(name=f"cupid_watch_{dag_id}", trigger=trigger)],
+    )
 
 
 def _timetable(schedule: str | int) -> Any:
@@ -141,7 +179,7 @@ def _build_pair(entry: ConfigEntry, config: CupidConfig, index: int, dag_id: str
         auto_register=False,  # only what build_dags returns: a file that fails half-built registers nothing
         dag_id=dag_id,
         description=f"cupid: {config.src.table} -> {des.table}",
-        schedule=schedule_for(config),
+        schedule=schedule_for(config, dag_id, config_file, index),
         start_date=START_DATE,
         catchup=config.catchup,
         is_paused_upon_creation=config.paused_at_creation,

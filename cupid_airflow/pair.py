@@ -8,6 +8,7 @@ scan, compare, reconcile and callback operators, the CLI and the watch trigger a
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from cupid_airflow.core.errors import PermanentError
 from cupid_airflow.core.partitions import ColumnTime, time_kind
 from cupid_airflow.core.state import Event, Partition, decode_value
 from cupid_airflow.core.threads import LookupPool, prefetched
+from cupid_airflow.core.watch import Observation
 
 if TYPE_CHECKING:
     from cupid_airflow.hooks.table import Table
@@ -93,10 +95,11 @@ class SyncPair:
 
     # ------------------------------------------------------------------ tables
 
-    def source_table(self) -> Table:
+    def source_table(self, read_timeout: int | None = None) -> Table:
         from cupid_airflow.hooks.table import Table, db_hook
 
-        return Table(db_hook(self.src, f"cupid_{self.pair_id}_src"), self.src.table, self._side("src"))
+        hook = db_hook(self.src, f"cupid_{self.pair_id}_src", read_timeout)
+        return Table(hook, self.src.table, self._side("src"))
 
     def destination_table(self) -> Table:
         from cupid_airflow.hooks.table import Table, db_hook
@@ -129,6 +132,29 @@ class SyncPair:
             return ColumnTime(time_kind(sample), self.src.timezone, self.src.time_format)
         except PermanentError as e:
             raise type(e)(f"src.updateColumn {column!r}: {e}") from None
+
+    # ------------------------------------------------------------------ watching
+
+    def watch_key(self) -> tuple[str, ...]:
+        """What identifies the source table and how it is polled: pairs with equal keys (every
+        destination of one source, in one file or several) share one poll. The DSN enters only as
+        a digest, so the key is safe to print."""
+        src = self.src
+        endpoint = f"conn:{src.conn_id}" if src.dsn is None else "dsn:" + hashlib.sha256(src.dsn.encode()).hexdigest()
+        update = src.update_column if src.update and src.update_column else ""
+        return (
+            endpoint,
+            src.table,
+            str(src.insert_interval_millisecond) if src.insert else "",
+            update,
+            str(src.update_interval_millisecond) if update else "",
+        )
+
+    def observe(self, table: Table, ids: bool, updates: bool) -> Observation:
+        """One poll of the source: the parts asked for (and enabled) of what the trigger watches."""
+        ids = ids and self.src.insert
+        column = self.src.update_column if updates and self.src.update else None
+        return Observation.from_row(ids, column is not None, *table.newest(ids, column))
 
     # ------------------------------------------------------------------ compare
 

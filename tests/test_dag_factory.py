@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 from airflow.dag_processing.dagbag import DagBag
-from airflow.sdk import CronDataIntervalTimetable, DeltaDataIntervalTimetable
+from airflow.sdk import Asset, AssetOrTimeSchedule, CronDataIntervalTimetable, DeltaDataIntervalTimetable
 from airflow.serialization.serialized_objects import DagSerialization
 from airflow.timetables.simple import NullTimetable
 
-from cupid_airflow.dag_factory import CONFIG_ERROR_TAG, MIN_SCHEDULE_SECONDS
+from cupid_airflow.dag_factory import CONFIG_ERROR_TAG, MIN_SCHEDULE_SECONDS, safety_schedule
 from tests.conftest import REPO, sample_config
 
 DAG_FILE = REPO / "dags" / "cupid_dags.py"
@@ -85,13 +85,50 @@ def test_only_enabled_scans_become_tasks(write_config: WriteConfig) -> None:
     ],
 )
 def test_schedules_have_real_data_intervals(write_config: WriteConfig, schedule: Any, expected: Any) -> None:
-    config = sample_config() if schedule is None else sample_config(schedule=schedule)
+    config = sample_config(watch=False) if schedule is None else sample_config(schedule=schedule, watch=False)
     write_config("user.json", config)
     assert load_bag().dags["cupid_user"].timetable == expected
 
 
+@pytest.mark.parametrize(
+    ("schedule", "expected"),
+    [
+        (None, safety_schedule("cupid_user")),
+        (300, DeltaDataIntervalTimetable(timedelta(seconds=300))),
+        ("@daily", CronDataIntervalTimetable("0 0 * * *", timezone="UTC")),
+    ],
+)
+def test_a_watched_pair_runs_on_its_watcher_or_its_safety_schedule(
+    write_config: WriteConfig, schedule: Any, expected: Any
+) -> None:
+    config = sample_config() if schedule is None else sample_config(schedule=schedule)
+    path = write_config("user.json", config)
+    timetable = load_bag().dags["cupid_user"].timetable
+
+    assert isinstance(timetable, AssetOrTimeSchedule)
+    assert timetable.timetable == expected
+    asset = timetable.asset_condition
+    assert isinstance(asset, Asset) and asset.name == "cupid-watch/cupid_user"
+    (watcher,) = asset.watchers
+    classpath, kwargs = watcher.trigger.serialize()
+    assert classpath == "cupid_airflow.triggers.watch.SourceWatchTrigger"
+    # the path, never the config's content: trigger arguments are stored in the metadata database
+    assert kwargs == {"config_file": str(path.resolve()), "destination": 0, "pair_id": "cupid_user"}
+
+
+def test_safety_schedules_spread_over_the_hour() -> None:
+    minutes = {safety_schedule(f"cupid_t{i}").expression.split()[0] for i in range(200)}
+    assert len(minutes) > 45  # 200 pairs never start their safety runs together
+
+
+@pytest.mark.parametrize("schedule", ["@once", "@continuous"])
+def test_once_and_continuous_do_not_watch(write_config: WriteConfig, schedule: str) -> None:
+    write_config("user.json", sample_config(schedule=schedule))
+    assert not isinstance(load_bag().dags["cupid_user"].timetable, AssetOrTimeSchedule)
+
+
 def test_long_cupid_intervals_set_the_schedule(write_config: WriteConfig) -> None:
-    config = sample_config()
+    config = sample_config(watch=False)
     config["src"].update(insertIntervalMillisecond=600_000, updateIntervalMillisecond=300_000)
     write_config("user.json", config)
     assert load_bag().dags["cupid_user"].timetable == DeltaDataIntervalTimetable(timedelta(seconds=300))

@@ -44,6 +44,8 @@ __all__ = [
     "EVENT_CHUNK",
     "PROGRESS_KEY",
     "STATE_VERSION",
+    "WATCH_MARKS_KEY",
+    "WATCH_MARKS_VERSION",
     "DeliveredBits",
     "DeliveredIds",
     "Event",
@@ -59,6 +61,7 @@ __all__ = [
     "StateError",
     "Store",
     "UpdateMark",
+    "WatchMarks",
     "WindowPartition",
     "decode_value",
     "encode_value",
@@ -66,6 +69,7 @@ __all__ = [
     "event_types",
     "insert_cursor_key",
     "read_event_output",
+    "read_watch_marks",
     "update_mark_key",
 ]
 
@@ -241,6 +245,32 @@ def read_update_mark(store: Store, dag_id: str) -> datetime | None:
 
 def write_update_state(store: Store, dag_id: str, state: UpdateMark) -> None:
     store.set(update_mark_key(dag_id), {**state, "version": STATE_VERSION})
+
+
+class WatchMarks(TypedDict):
+    """What a pair's watch trigger last fired for, kept in the asset state store of the pair's
+    watch asset (key :data:`WATCH_MARKS_KEY`) so a triggerer restart neither loses a change nor
+    fires again for an old one. ``max_updated`` is stored as :func:`encode_value` writes it."""
+
+    version: int
+    max_id: int | None
+    max_updated: Any
+    rows_at_max: int
+
+
+WATCH_MARKS_KEY = "cupid_watch_marks"
+WATCH_MARKS_VERSION = 1
+
+
+def read_watch_marks(data: Any) -> WatchMarks | None:
+    """The marks as stored, or None when there are none or they cannot be read (then the trigger
+    fires once and stores fresh ones: a spare run, never a lost change)."""
+    if not isinstance(data, dict) or data.get("version") != WATCH_MARKS_VERSION:
+        return None
+    max_id, rows = data.get("max_id"), data.get("rows_at_max", 0)
+    if not (max_id is None or type(max_id) is int) or type(rows) is not int:
+        return None
+    return WatchMarks(version=WATCH_MARKS_VERSION, max_id=max_id, max_updated=data.get("max_updated"), rows_at_max=rows)
 
 
 def _aware(moment: datetime) -> datetime:

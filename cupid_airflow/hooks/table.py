@@ -52,11 +52,14 @@ class CupidMySqlHook(MySqlHook):
     mysqlclient driver (mysql-connector-python's ``connection_timeout`` bounds every read, so no
     default is set there: set it in the connection's extras)."""
 
+    #: The default read timeout; the watch trigger, whose queries answer in milliseconds, lowers it.
+    read_timeout_seconds: int = READ_TIMEOUT_SECONDS
+
     def _get_conn_config_mysql_client(self, conn: Any) -> dict[str, Any]:
         config: dict[str, Any] = super()._get_conn_config_mysql_client(conn)
         defaults = {
             "connect_timeout": CONNECT_TIMEOUT_SECONDS,
-            "read_timeout": READ_TIMEOUT_SECONDS,
+            "read_timeout": self.read_timeout_seconds,
             "write_timeout": WRITE_TIMEOUT_SECONDS,
         }
         for key, default in defaults.items():
@@ -64,14 +67,21 @@ class CupidMySqlHook(MySqlHook):
         return config
 
 
-def db_hook(endpoint: Source | Destination, conn_id: str) -> DbApiHook:
-    """The hook for a config endpoint: its Airflow connection, or its DSN as an in-memory one."""
+def db_hook(endpoint: Source | Destination, conn_id: str, read_timeout: int | None = None) -> DbApiHook:
+    """The hook for a config endpoint: its Airflow connection, or its DSN as an in-memory one.
+    ``read_timeout`` replaces the default read timeout of MySQL hooks (extras still win)."""
+    mysql: CupidMySqlHook | None = None
     if endpoint.dsn is not None:
-        return CupidMySqlHook(connection=connection_from_dsn(endpoint.dsn, conn_id), log_sql=False)
-    assert endpoint.conn_id is not None
-    connection = BaseHook.get_connection(endpoint.conn_id)
-    if connection.conn_type == "mysql":
-        return CupidMySqlHook(mysql_conn_id=endpoint.conn_id, log_sql=False)
+        mysql = CupidMySqlHook(connection=connection_from_dsn(endpoint.dsn, conn_id), log_sql=False)
+    else:
+        assert endpoint.conn_id is not None
+        connection = BaseHook.get_connection(endpoint.conn_id)
+        if connection.conn_type == "mysql":
+            mysql = CupidMySqlHook(mysql_conn_id=endpoint.conn_id, log_sql=False)
+    if mysql is not None:
+        if read_timeout is not None:
+            mysql.read_timeout_seconds = read_timeout
+        return mysql
     hook = connection.get_hook()  # type: ignore[no-untyped-call]
     if not isinstance(hook, DbApiHook):
         raise TypeError(
@@ -187,6 +197,19 @@ class Table:
 
     def max_id(self) -> int | None:
         return self.scalar(f"SELECT MAX({self.quote(ID_COLUMN)}) FROM {self.quoted}")
+
+    def newest(self, ids: bool, update_column: str | None) -> tuple[Any, Any, Any]:
+        """``(MAX(id), MAX(update_column), rows holding that maximum)`` in one statement; a part not
+        asked for is None. With the columns indexed the server answers from the index ends ("Select
+        tables optimized away") and one index lookup: what the watch trigger can afford every 2 s."""
+        max_id = f"(SELECT MAX({self.quote(ID_COLUMN)}) FROM {self.quoted})" if ids else "NULL"
+        if update_column is None:
+            return self.fetch_all(f"SELECT {max_id}, NULL, NULL")[0]
+        col = self.quote(update_column)
+        return self.fetch_all(
+            f"SELECT {max_id}, m.v, (SELECT COUNT(*) FROM {self.quoted} WHERE {col} = m.v) "
+            f"FROM (SELECT MAX({col}) AS v FROM {self.quoted}) m"
+        )[0]
 
     def id_gaps(self, after: int, upto: int, limit: int, block: int = 100_000) -> list[tuple[int, int]]:
         """The runs of ids missing in ``after < id <= upto`` as ``(lo, hi)``, the highest ``limit``.

@@ -1,0 +1,197 @@
+"""The source watcher on a real MariaDB table: one event per advance, none while idle, marks that
+survive a restart. (The end-to-end test runs it in Airflow's real triggerer.)"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+
+from cupid_airflow.core.state import WATCH_MARKS_KEY
+from cupid_airflow.core.watch import Observation, advance
+from cupid_airflow.triggers.watch import SourceWatchTrigger
+from tests.pairs import Pair, pair
+
+__all__ = ["pair"]  # the fixture
+
+POLL_MS = 500  # the watcher's floor (MIN_POLL_SECONDS)
+
+
+class MemoryStateStore:
+    """The two calls the trigger makes on Airflow's asset state store (``aget``/``aset``), kept in
+    a dict: the triggerer injects the real one, which the end-to-end test exercises."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, Any] = {}
+
+    async def aget(self, key: str, default: Any = None) -> Any:
+        return json.loads(json.dumps(self.data.get(key, default)))  # JSON round trip, like the real one
+
+    async def aset(self, key: str, value: Any) -> None:
+        self.data[key] = json.loads(json.dumps(value))
+
+
+class Watching:
+    """A trigger running in its own event loop thread, as the triggerer runs it."""
+
+    def __init__(self, trigger: SourceWatchTrigger) -> None:
+        self.trigger = trigger
+        self.events: list[dict[str, Any]] = []
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.task: Any = None
+
+    def start(self) -> None:
+        self.thread.start()
+
+        async def pump() -> None:
+            async for event in self.trigger.run():
+                self.events.append(event.payload)
+
+        self.task = asyncio.run_coroutine_threadsafe(pump(), self.loop)
+
+    def wait(self, count: int, timeout: float = 15) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while len(self.events) < count:
+            if self.task.done():
+                self.task.result()  # raises what the trigger raised
+            assert time.monotonic() < deadline, f"{len(self.events)} event(s) after {timeout} s, wanted {count}"
+            time.sleep(0.05)
+        return self.events
+
+    def quiet_for(self, seconds: float) -> None:
+        """No new event in ``seconds`` (several polls)."""
+        before = len(self.events)
+        time.sleep(seconds)
+        assert self.events[before:] == [], "the watcher fired while nothing changed"
+
+    def stop(self) -> None:
+        self.task.cancel()
+        time.sleep(0.2)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+@contextmanager
+def watching(watched: Pair, store: MemoryStateStore) -> Iterator[Watching]:
+    trigger = SourceWatchTrigger(config_file=str(watched.config_path), destination=0, pair_id=watched.dag_id)
+    trigger.asset_state_store = store  # type: ignore[assignment]
+    watch = Watching(trigger)
+    watch.start()
+    try:
+        yield watch
+    finally:
+        watch.stop()
+
+
+@pytest.fixture
+def watched(pair: Pair) -> Pair:
+    pair.configure(
+        src={
+            "update": True,
+            "updateColumn": "update_time",
+            "insertIntervalMillisecond": POLL_MS,
+            "updateIntervalMillisecond": POLL_MS,
+        }
+    )
+    pair.add_source(("n1", "a", None, None, None, "2024-05-01 10:00:00"))
+    return pair
+
+
+def test_one_event_per_advance_and_none_while_idle(watched: Pair) -> None:
+    store = MemoryStateStore()
+    with watching(watched, store) as watch:
+        (first,) = watch.wait(1)
+        assert first["changes"] == ["first look at the source"] and first["max_id"] == 1
+        watch.quiet_for(2.5)
+
+        watched.add_source(("n2", "b", None, None, None, "2024-05-01 10:00:00"))
+        second = watch.wait(2)[1]
+        # n2 also joined the rows holding the newest update time: one event says both
+        assert second["changes"] == ["new ids up to 2", "rows updated at 2024-05-01T10:00:00"]
+        watch.quiet_for(2)
+
+        watched.src.execute("UPDATE `user` SET name = 'c', update_time = '2024-05-01 11:00:00' WHERE number = 'n1'")
+        assert watch.wait(3)[2]["changes"] == ["rows updated at 2024-05-01T11:00:00"]
+        # another row stamped with the same second: the maximum stays, the count moves
+        watched.src.execute("UPDATE `user` SET name = 'd', update_time = '2024-05-01 11:00:00' WHERE number = 'n2'")
+        assert watch.wait(4)[3]["changes"] == ["rows updated at 2024-05-01T11:00:00"]
+        watch.quiet_for(2)
+
+        watched.src.execute("DELETE FROM `user` WHERE number = 'n2'")  # the newest id goes away
+        watch.wait(5)  # the count at the newest update time changed
+        watched.add_source(("n3", "e", None, None, None, "2024-05-01 09:00:00"))  # id 3: still new
+        assert watch.wait(6)[5]["changes"] == ["new ids up to 3"]
+    assert store.data[WATCH_MARKS_KEY]["max_id"] == 3
+
+
+def test_marks_survive_a_restart(watched: Pair) -> None:
+    store = MemoryStateStore()
+    with watching(watched, store) as watch:
+        watch.wait(1)
+    marks = dict(store.data[WATCH_MARKS_KEY])
+
+    with watching(watched, store) as watch:  # the triggerer came back: nothing changed meanwhile
+        watch.quiet_for(2.5)
+    assert store.data[WATCH_MARKS_KEY] == marks
+
+    watched.add_source(("n2", "b", None, None, None, "2024-05-01 09:00:00"))  # while nobody watches
+    with watching(watched, store) as watch:
+        (event,) = watch.wait(1)
+        assert event["changes"] == ["new ids up to 2"]
+        watch.quiet_for(2)
+
+
+def test_an_unreachable_source_is_retried_without_a_secret_in_the_log(
+    watched: Pair, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = json.loads(watched.config_path.read_text())
+    config["src"]["dsn"] = "cupid:watch-s3cret-pw@tcp(127.0.0.1:9)/nowhere"
+    watched.config_path.write_text(json.dumps(config))
+    with caplog.at_level("WARNING"), watching(watched, MemoryStateStore()) as watch:
+        time.sleep(2)
+        assert not watch.task.done()  # still trying: a source outage does not end the watcher
+        watch.quiet_for(0.5)
+    failures = [r.getMessage() for r in caplog.records if "polling user failed" in r.getMessage()]
+    assert failures, caplog.text
+    assert "127.0.0.1:9" in failures[0] or "Can't connect" in failures[0]
+    assert "watch-s3cret-pw" not in caplog.text
+
+
+def test_destinations_of_one_source_share_a_poll(watched: Pair) -> None:
+    config = json.loads(watched.config_path.read_text())
+    config["des"].append({**config["des"][0], "table": "user_copy"})
+    watched.config_path.write_text(json.dumps(config))
+    first, second = (
+        SourceWatchTrigger(config_file=str(watched.config_path), destination=i, pair_id=f"{watched.dag_id}_{i}")
+        for i in (0, 1)
+    )
+    assert first.shared_stream_key() == second.shared_stream_key() is not None
+    assert "s3cret" not in repr(first.shared_stream_key()) and config["src"]["dsn"] not in repr(
+        first.shared_stream_key()
+    )
+    config["src"]["table"] = "user_other"
+    other = watched.config_path.with_name("other.json")
+    other.write_text(json.dumps(config))
+    third = SourceWatchTrigger(config_file=str(other), destination=0, pair_id="cupid_other")
+    assert third.shared_stream_key() != first.shared_stream_key()
+
+
+def test_advance_rules() -> None:
+    marks, changes = advance(None, Observation(observed_ids=True, max_id=None))
+    assert changes == ["first look at the source"] and marks["max_id"] is None  # an empty table
+    marks, changes = advance(marks, Observation(observed_ids=True, max_id=None))
+    assert changes == []
+    marks, changes = advance(marks, Observation(observed_ids=True, max_id=5))
+    assert changes == ["new ids up to 5"]
+    marks, changes = advance(marks, Observation(observed_updates=True, max_updated="x", rows_at_max=1))
+    assert changes == ["rows updated at x"] and marks["max_id"] == 5  # a part not polled keeps its mark
+    marks, changes = advance(marks, Observation(observed_ids=True, max_id=2))  # truncated
+    assert changes == [] and marks["max_id"] == 2
+    assert advance(marks, Observation(observed_ids=True, max_id=3))[1] == ["new ids up to 3"]
