@@ -136,16 +136,33 @@ class AirflowStack:
         _pg_admin(f'CREATE DATABASE "{self.database}"')
         self.cli("db", "migrate", timeout=600)
         for component in COMPONENTS:
-            args = [component, "--workers", "1", "--host", "127.0.0.1"] if component == "api-server" else [component]
-            log = (self.home / "component-logs" / f"{component}.log").open("wb")
-            self.procs[component] = subprocess.Popen(
-                [str(BIN / "airflow"), *args],
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group: SIGTERM reaches its children too
-            )
+            self._launch(component)
         wait_for(self._api_up, 120, "the api-server to answer")
+
+    def _launch(self, component: str) -> None:
+        args = [component, "--workers", "1", "--host", "127.0.0.1"] if component == "api-server" else [component]
+        log = (self.home / "component-logs" / f"{component}.log").open("ab")
+        self.procs[component] = subprocess.Popen(
+            [str(BIN / "airflow"), *args],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: SIGTERM reaches its children too
+        )
+
+    def stop_component(self, component: str, timeout: float = 60) -> int | None:
+        """SIGTERM one component's process group and wait; its exit code (None: killed after ``timeout``)."""
+        proc = self.procs.pop(component)
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return None
+
+    def start_component(self, component: str) -> None:
+        self._launch(component)
 
     def stop(self, timeout: float = 60) -> dict[str, int | None]:
         """SIGTERM every component (api-server last), wait for each; return their exit codes
@@ -289,6 +306,7 @@ class Recorder:
         self.events: dict[str, dict[str, Any]] = {}
         self.arrivals: dict[str, float] = {}
         self.posts = 0
+        self.bodies: list[dict[str, Any]] = []  # every accepted POST, repeats included
         self.gets: list[dict[str, str]] = []
         self.status = 200  # what POSTs get; anything but 200 records nothing
         self.lock = threading.Lock()
@@ -320,6 +338,7 @@ class Recorder:
                     return
                 with recorder.lock:
                     recorder.posts += 1
+                    recorder.bodies.append(body)
                     event_id = self.headers.get("webhook-id") or body["eventId"]
                     recorder.events.setdefault(event_id, body)
                     recorder.arrivals.setdefault(event_id, time.time())

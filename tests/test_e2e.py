@@ -79,6 +79,7 @@ def _config(src: MySqlDatabase, des: MySqlDatabase, receiver: Recorder) -> dict[
         "failureJobRetrySecond": 2,
         "slaSeconds": 30,
         "schedule": "@daily",
+        "watch": False,  # runs only when this test says so (tests/test_e2e_watch.py watches)
         "pool": "mysql_primary",
         "reconcile": {"schedule": None},  # full passes only when triggered
         "src": {
