@@ -219,7 +219,8 @@ def _update_column_findings(pair: SyncPair, source: _Side) -> list[Finding]:
         findings.append(
             Finding(
                 "src.updateColumn",
-                f"`{column_name}` of {where} has no index: every update scan reads the whole table; add one",
+                f"`{column_name}` of {where} has no index: every update scan, and every poll of the "
+                "watcher (each 2 s by default), reads the whole table; add one",
                 "warning",
             )
         )

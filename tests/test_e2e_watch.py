@@ -4,7 +4,7 @@ pair DAGs when it changed, nobody triggers anything.
 One source table with two destinations (two DAGs) polled once per second: a new row and an
 updated row are called back for both destinations; the two DAGs share one poll (counted in the
 server's general log); a triggerer restarted between two inserts reports both, each once, with
-no burst of runs; and an idle source starts no run at all.
+no burst of runs; a watched DAG backfills; and an idle source starts no run at all.
 """
 
 from __future__ import annotations
@@ -181,7 +181,24 @@ def test_changes_start_runs_without_a_trigger(
         assert 2 <= len(runs) - before[dag_id] <= 3, (dag_id, len(runs) - before[dag_id])
         assert {r["state"] for r in runs} == {"success"}
 
-    # 6. An idle source starts nothing.
+    # 6. A watched DAG still backfills: its safety timetable gives the runs their intervals.
+    src.execute(
+        f"UPDATE `{table}` SET name = 'edited in 2024', update_time = '2024-06-01 12:00:00' WHERE number = 'n7'"
+    )
+    stack.cli("backfill", "create", "--dag-id", DAGS[0], "--from-date", "2024-01-01", "--to-date", "2024-01-01")
+
+    def backfilled() -> list[dict[str, Any]] | None:
+        runs = [r for r in stack.runs(DAGS[0]) if r["run_type"] == "backfill"]
+        return runs if runs and all(r["state"] in ("success", "failed") for r in runs) else None
+
+    (backfill,) = wait_for(backfilled, 120, "the backfill run", every=1)
+    assert backfill["state"] == "success" and backfill["logical_date"].startswith("2024-01-01")
+    with receiver.lock:
+        edited = [b for b in receiver.bodies if b["byValue"] == "n7"]
+    assert [(b["type"], b["desTable"], b["srcColumn"]["name"]) for b in edited] == [(2, "user", "edited in 2024")]
+    done = wait_for(lambda: _all_done(stack), 60, "the runs to finish", every=1)
+
+    # 7. An idle source starts nothing.
     idle = {dag_id: len(runs) for dag_id, runs in done.items()}
     time.sleep(8)
     assert {dag_id: len(runs) for dag_id, runs in _watcher_runs(stack).items()} == idle
