@@ -52,14 +52,15 @@ class CupidMySqlHook(MySqlHook):
     mysqlclient driver (mysql-connector-python's ``connection_timeout`` bounds every read, so no
     default is set there: set it in the connection's extras)."""
 
-    #: The default read timeout; the watch trigger, whose queries answer in milliseconds, lowers it.
-    read_timeout_seconds: int = READ_TIMEOUT_SECONDS
+    #: Replaces :data:`READ_TIMEOUT_SECONDS`: the watch trigger, whose queries answer in
+    #: milliseconds, lowers it.
+    read_timeout_seconds: int | None = None
 
     def _get_conn_config_mysql_client(self, conn: Any) -> dict[str, Any]:
         config: dict[str, Any] = super()._get_conn_config_mysql_client(conn)
         defaults = {
             "connect_timeout": CONNECT_TIMEOUT_SECONDS,
-            "read_timeout": self.read_timeout_seconds,
+            "read_timeout": self.read_timeout_seconds or READ_TIMEOUT_SECONDS,
             "write_timeout": WRITE_TIMEOUT_SECONDS,
         }
         for key, default in defaults.items():
