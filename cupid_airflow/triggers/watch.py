@@ -17,13 +17,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 from collections.abc import AsyncIterator, Callable, Hashable
 from concurrent.futures import Future, ThreadPoolExecutor
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
+from cupid_airflow.config import CupidConfig, load_config
 from cupid_airflow.core.state import WATCH_MARKS_KEY, WatchMarks, read_watch_marks
 from cupid_airflow.core.watch import Observation, advance
 from cupid_airflow.pair import SyncPair
@@ -71,13 +73,25 @@ def _problem(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}" + (f" ({notes})" if notes else "")
 
 
+@lru_cache(maxsize=64)
+def _config_at(path: str, mtime_ns: int, size: int) -> CupidConfig:
+    return load_config(path)
+
+
+def load_pair(config_file: str, destination: int, pair_id: str) -> SyncPair:
+    """The pair, its config file read once per version: the triggerer starts every watcher of a
+    500-destination file at once, and each asks for its stream key on the event loop."""
+    stat = os.stat(config_file)
+    return SyncPair(_config_at(config_file, stat.st_mtime_ns, stat.st_size), destination, pair_id, config_file)
+
+
 async def _load(config_file: str, destination: int, pair_id: str) -> SyncPair:
     """The pair, waiting out a config that does not load (a deploy rewriting it, say): the DAG was
     valid when parsed, and the next parse replaces or removes this watcher if it no longer is."""
     failures = 0
     while True:
         try:
-            pair = await _in_thread(SyncPair.load, config_file, destination, pair_id)
+            pair = await _in_thread(load_pair, config_file, destination, pair_id)
         except Exception as e:
             failures += 1
             delay = _backoff(failures, 1.0)
@@ -179,7 +193,7 @@ class SourceWatchTrigger(BaseEventTrigger):
     @cached_property
     def _pair(self) -> SyncPair | None:
         try:
-            return SyncPair.load(self.config_file, self.destination, self.pair_id)
+            return load_pair(self.config_file, self.destination, self.pair_id)
         except Exception:
             return None  # run() waits for the config to load
 
