@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import DAG, CronDataIntervalTimetable, DeltaDataIntervalTimetable, Param, get_parsing_context
+from airflow.sdk import DAG, CronDataIntervalTimetable, DeltaDataIntervalTimetable, get_parsing_context
 from airflow.sdk.definitions.callback import AsyncCallback
 from airflow.sdk.definitions.dag import TAG_MAX_LEN
 from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
@@ -30,6 +30,7 @@ from cupid_airflow.operators.config_error import ConfigErrorOperator
 from cupid_airflow.operators.reconcile import ReconcileOperator, ReconcilePlanOperator
 from cupid_airflow.operators.scan_insert import ScanInsertOperator
 from cupid_airflow.operators.scan_update import ScanUpdateOperator
+from cupid_airflow.run_params import run_params
 
 __all__ = ["CONFIG_ERROR_TAG", "MIN_SCHEDULE_SECONDS", "build_dags", "schedule_for"]
 
@@ -76,18 +77,6 @@ def _timetable(schedule: str | int) -> Any:
     if schedule in ("@once", "@continuous"):
         return schedule
     return CronDataIntervalTimetable(_PRESET_CRON.get(schedule, schedule), timezone="UTC")
-
-
-def _run_params() -> dict[str, Param]:
-    """What ``airflow dags trigger --conf`` (and the UI's trigger form) may set for one run."""
-    optional_int: dict[str, Any] = {"type": ["null", "integer"], "minimum": 1}
-    optional_time: dict[str, Any] = {"type": ["null", "string"], "format": "date-time"}
-    return {
-        "start_id": Param(None, description="Restart the insert cursor at this id (cupid's -s).", **optional_int),
-        "end_id": Param(None, description="With start_id: re-check ids start_id..end_id only.", **optional_int),
-        "since": Param(None, description="With until: re-check rows updated in [since, until).", **optional_time),
-        "until": Param(None, description="End of the window to re-check (exclusive).", **optional_time),
-    }
 
 
 def _doc(entry: ConfigEntry, config: CupidConfig, index: int) -> str:
@@ -148,7 +137,7 @@ def _build_pair(entry: ConfigEntry, config: CupidConfig, index: int, dag_id: str
         deadline=_deadline(config_file, config),
         default_args={"on_failure_callback": [alert]},
         max_active_runs=1,  # a run's scans start from where the last one ended, or take over its ranges
-        params=_run_params(),
+        params=run_params(),
         doc_md=_doc(entry, config, index),
         tags=["cupid", *_table_tags(config, index)],
     ) as dag:
