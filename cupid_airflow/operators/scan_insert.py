@@ -6,6 +6,7 @@ import copy
 import re
 import time
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from airflow.sdk import Context
 
@@ -21,8 +22,10 @@ from cupid_airflow.core.state import (
     write_insert_cursor,
 )
 from cupid_airflow.exceptions import CupidFailure
-from cupid_airflow.hooks.table import Table
 from cupid_airflow.operators.base import CupidOperator
+
+if TYPE_CHECKING:  # the SQL hooks load when a scan opens its table: a callback task never needs them
+    from cupid_airflow.hooks.table import Table
 
 __all__ = ["ScanInsertOperator"]
 
