@@ -142,7 +142,7 @@ def test_id_gaps_of_millions_cost_nothing(pair: Pair) -> None:
 
 def test_cursor_advances_and_only_new_ids_are_checked(pair: Pair) -> None:
     pair.add_source(("a", "1", None, None, None), ("b", "2", None, None, None))
-    pair.run()
+    first = pair.run()
     assert insert_cursor(pair)["cursor"] == 2 and len(pair.callbacks()) == 2
 
     pair.add_source(("c", "3", None, None, None))
@@ -153,6 +153,55 @@ def test_cursor_advances_and_only_new_ids_are_checked(pair: Pair) -> None:
     third = pair.run()
     assert third.partitions == [] and pair.callbacks() == []
     assert third.task_states[("compare", -1)] == "skipped"
+    assert insert_cursor(pair)["claims"] == {first.run_id: [0, 2], second.run_id: [2, 3]}  # none for the idle run
+    assert insert_cursor(pair)["open"] == {}
+
+
+def test_an_idle_run_leaves_the_insert_cursor_as_it_was(pair: Pair) -> None:
+    """Nothing new, nothing open: the Variable is not rewritten (each write is an Execution API call)."""
+    pair.add_source(("a", "1", None, None, None))
+    pair.run()
+    pair.run()  # settles the first run's claim
+    before = Variable.get(f"cupid.{pair.dag_id}.insert_cursor")
+
+    pair.run()
+
+    assert Variable.get(f"cupid.{pair.dag_id}.insert_cursor") == before
+
+
+def test_a_runs_state_is_asked_for_only_when_its_compares_did_not_all_succeed() -> None:
+    from types import SimpleNamespace
+
+    from cupid_airflow.operators.scan_insert import ScanInsertOperator
+
+    asked: list[str] = []
+
+    def run_state(dag_id: str, run_id: str) -> str:
+        asked.append(run_id)
+        if run_id == "deleted":
+            raise RuntimeError("not found")
+        return {"failed_compare": "failed", "compares_running": "running"}[run_id]
+
+    states = {
+        "passed": {"compare_0": "success", "compare_1": "skipped"},
+        "nothing_to_compare": {"compare": "skipped"},
+        "failed_compare": {"compare_0": "success", "compare_1": "failed"},
+        "compares_running": {"compare_0": "success", "compare_1": "running"},
+        "deleted": {},
+    }
+    ti = SimpleNamespace(get_task_states=lambda **_: states, get_dagrun_state=run_state)
+    op = ScanInsertOperator(task_id="scan_insert", config_file="unused.json")
+
+    outcomes = op.compare_outcomes({"ti": ti}, [*states])  # type: ignore[typeddict-item]
+
+    assert outcomes == {
+        "passed": True,
+        "nothing_to_compare": True,
+        "failed_compare": False,
+        "compares_running": None,
+        "deleted": False,
+    }
+    assert asked == ["failed_compare", "compares_running", "deleted"]
 
 
 def test_a_retried_run_gets_the_same_claim(pair: Pair) -> None:

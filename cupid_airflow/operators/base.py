@@ -70,22 +70,26 @@ class CupidOperator(BaseOperator):
     def compare_outcomes(self, context: Context, run_ids: list[str]) -> dict[str, bool | None]:
         """How the compares of earlier runs ended: True when all succeeded (or there was nothing
         to compare), None while the run is still going, False otherwise (a compare failed, never
-        ran because a scan failed, or the run is gone)."""
+        ran because a scan failed, or the run is gone).
+
+        The run's state is asked for only when its compares did not all succeed: each question is
+        an Execution API call, and a run whose compares all passed has checked its ranges whether
+        or not its callbacks are still delivering."""
         if not run_ids:
             return {}
         ti: Any = context["ti"]
         states = ti.get_task_states(dag_id=self.dag_id, task_ids=["compare"], run_ids=run_ids)
         outcomes: dict[str, bool | None] = {}
         for run_id in run_ids:
+            compares = [str(s).lower() for s in (states.get(run_id) or {}).values()]
+            if compares and all(s.endswith(("success", "skipped")) for s in compares):
+                outcomes[run_id] = True
+                continue
             try:
                 run_state = str(ti.get_dagrun_state(dag_id=self.dag_id, run_id=run_id)).lower()
             except Exception:  # the run was deleted: nothing says its ranges were checked
                 run_state = "gone"
-            compares = [str(s).lower() for s in (states.get(run_id) or {}).values()]
-            if run_state.endswith(("running", "queued")):
-                outcomes[run_id] = None
-            else:
-                outcomes[run_id] = bool(compares) and all(s.endswith(("success", "skipped")) for s in compares)
+            outcomes[run_id] = None if run_state.endswith(("running", "queued")) else False
         return outcomes
 
     def event_spool(self, context: Context) -> EventSpool:

@@ -22,7 +22,6 @@ from cupid_airflow.core.state import (
     read_event_output,
 )
 from cupid_airflow.exceptions import CallbackDeliveryError, ReceiverGoneError
-from cupid_airflow.hooks.callback import CallbackHook
 from cupid_airflow.operators.base import CupidOperator
 
 __all__ = ["CallbackOperator"]
@@ -121,6 +120,10 @@ class CallbackOperator(CupidOperator):
     async def _deliver(
         self, chunks: Iterator[list[Event]], bits: DeliveredBits, store: Store | None, pending: int
     ) -> tuple[DeliveryReport, str]:
+        # Imported here: aiohttp and the http provider cost every task process that parses the DAG
+        # file (the scans' included) about a CPU-second, and only a callback task sends anything.
+        from cupid_airflow.hooks.callback import CallbackHook
+
         pair = self.pair
         notification = pair.des.callback_notification
         hook = CallbackHook(

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import re
 import time
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from airflow.sdk import Context
 
@@ -20,8 +22,10 @@ from cupid_airflow.core.state import (
     write_insert_cursor,
 )
 from cupid_airflow.exceptions import CupidFailure
-from cupid_airflow.hooks.table import Table
 from cupid_airflow.operators.base import CupidOperator
+
+if TYPE_CHECKING:  # the SQL hooks load when a scan opens its table: a callback task never needs them
+    from cupid_airflow.hooks.table import Table
 
 __all__ = ["ScanInsertOperator"]
 
@@ -77,6 +81,7 @@ class ScanInsertOperator(CupidOperator):
         """This run's ranges: the open ranges it took over from failed runs, then its new claim."""
         dag_id, run_id = self.pair.pair_id, context["run_id"]
         state = read_insert_cursor(self.variables, dag_id)
+        unchanged = copy.deepcopy(state)
         if run_id in state["claims"]:
             after, upto = state["claims"][run_id]
             self.log.info("Run %s already claimed ids (%s, %s]: reusing that claim", run_id, after, upto)
@@ -106,13 +111,15 @@ class ScanInsertOperator(CupidOperator):
         else:
             bound = table.nth_after(ID_COLUMN, after, None, self.config.max_rows_per_run - 1)
             upto = int(max_id) if bound is None else min(int(bound), int(max_id))
-        state["claims"][run_id] = [after, upto]
-        state["claims"] = dict(list(state["claims"].items())[-KEEP_CLAIMS:])
+        if after < upto:  # an empty claim is not kept: a retry may as well claim what came since
+            state["claims"][run_id] = [after, upto]
+            state["claims"] = dict(list(state["claims"].items())[-KEEP_CLAIMS:])
         state["cursor"] = upto
         late = self._watch_gaps(table, state, after, upto)
         for entry in [*late, [after, upto]] if after < upto else late:
             state["open"].setdefault(run_id, []).append(entry)
-        write_insert_cursor(self.variables, dag_id, state)
+        if state != unchanged:  # an idle run writes nothing (a Variable write is an Execution API call)
+            write_insert_cursor(self.variables, dag_id, state)
         self.log.info("Claimed ids (%s, %s] (source max id %s); cursor now %s", after, upto, max_id, upto)
         return state["open"].get(run_id, [])
 

@@ -72,7 +72,7 @@ class ScanUpdateOperator(CupidOperator):
                 )  # fmt: skip
                 column, chunk = pair.src.update_column, self.config.chunk_size
                 parts += window_partitions(table, column, writer.vtype, low, high, chunk)
-        claim = self._insert_claim(context["run_id"])
+        claim = self._insert_claim(context["run_id"]) if parts else None  # a Variable read: only when needed
         if claim is not None:
             for part in parts:  # scan_insert's partitions of this run already compare these rows
                 part["exclude_ids"] = claim
