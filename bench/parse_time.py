@@ -17,12 +17,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 DAG_FILE = REPO / "dags" / "cupid_dags.py"
 
 
-def write_configs(folder: Path, count: int) -> None:
+def write_configs(folder: Path, count: int, watch: bool = True) -> None:
     for i in range(count):
         two = i % 5 == 0  # every fifth config has two destinations, like orders.json
         des = [
@@ -36,6 +37,7 @@ def write_configs(folder: Path, count: int) -> None:
             for n in range(2 if two else 1)
         ]
         config = {
+            "watch": watch,
             "src": {
                 "dsn": f"cupid:secret{i}@tcp(db.internal:3306)/app?charset=utf8",
                 "table": f"t{i}",
@@ -46,6 +48,30 @@ def write_configs(folder: Path, count: int) -> None:
             "des": des,
         }
         (folder / f"table_{i:04d}.json").write_text(json.dumps(config, indent=2))
+
+
+def measure(repeat: int) -> tuple[list[float], list[float], list[float], Any]:
+    """What the dag-processor does, ``repeat`` times: run the DAG file, serialize every DAG."""
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    parse, serialize, total = [], [], []
+    bag: Any = None
+    for _ in range(repeat):
+        for mod in [m for m in sys.modules if m.startswith("unusual_prefix")]:
+            del sys.modules[mod]
+        t1 = time.perf_counter()
+        bag = DagBag(dag_folder=str(DAG_FILE), bundle_path=REPO / "dags")
+        t2 = time.perf_counter()
+        for dag in bag.dags.values():
+            DagSerialization.to_dict(dag)
+        t3 = time.perf_counter()
+        if bag.import_errors:
+            sys.exit(f"import errors: {bag.import_errors}")
+        parse.append(t2 - t1)
+        serialize.append(t3 - t2)
+        total.append(t3 - t1)
+    return parse, serialize, total, bag
 
 
 def main() -> None:
@@ -61,24 +87,10 @@ def main() -> None:
         os.environ.setdefault("AIRFLOW_HOME", str(folder / "airflow_home"))
         t0 = time.perf_counter()
         from airflow.dag_processing.dagbag import DagBag
-        from airflow.serialization.serialized_objects import DagSerialization
+        from airflow.serialization.serialized_objects import DagSerialization  # noqa: F401 (timed: the import)
 
         import_seconds = time.perf_counter() - t0
-        parse, serialize, total = [], [], []
-        for _ in range(args.repeat):
-            for mod in [m for m in sys.modules if m.startswith("unusual_prefix")]:
-                del sys.modules[mod]
-            t1 = time.perf_counter()
-            bag = DagBag(dag_folder=str(DAG_FILE), bundle_path=REPO / "dags")
-            t2 = time.perf_counter()
-            for dag in bag.dags.values():
-                DagSerialization.to_dict(dag)
-            t3 = time.perf_counter()
-            if bag.import_errors:
-                sys.exit(f"import errors: {bag.import_errors}")
-            parse.append(t2 - t1)
-            serialize.append(t3 - t2)
-            total.append(t3 - t1)
+        parse, serialize, total, bag = measure(args.repeat)
         print(f"configs: {args.configs}  dags: {len(bag.dags)}  tasks: {sum(len(d.tasks) for d in bag.dags.values())}")
         print(f"airflow import (paid once by the dag-processor, not per parse): {import_seconds:.2f} s")
         print(f"parse DAG file, median of {args.repeat}: {statistics.median(parse):.3f} s")
@@ -101,6 +113,15 @@ def main() -> None:
         t_task, t_all = statistics.median(task), statistics.median(parse)
         print(f"a task's parse (only its own config, Airflow's parsing context), median: {t_task:.3f} s "
               f"= {t_all / t_task:.0f}x less than parsing all {args.configs} configs")  # fmt: skip
+
+        # The same configs with "watch": false: what the watchers (assets, triggers) add to a parse.
+        for path in folder.glob("table_*.json"):
+            path.unlink()
+        write_configs(folder, args.configs, watch=False)
+        unwatched = statistics.median(measure(args.repeat)[2])
+        watched = statistics.median(total)
+        print(f'the same with "watch": false, parse + serialize, median: {unwatched:.3f} s: watching costs '
+              f"{watched / unwatched:.2f}x per parse")  # fmt: skip
 
 
 if __name__ == "__main__":
