@@ -38,6 +38,7 @@ from cupid_airflow.operators.config_error import ConfigErrorOperator
 from cupid_airflow.operators.reconcile import ReconcileOperator, ReconcilePlanOperator
 from cupid_airflow.operators.scan_insert import ScanInsertOperator
 from cupid_airflow.operators.scan_update import ScanUpdateOperator
+from cupid_airflow.pair import SyncPair
 from cupid_airflow.run_params import run_params
 from cupid_airflow.triggers.watch import SourceWatchTrigger
 
@@ -73,7 +74,7 @@ def schedule_for(config: CupidConfig, dag_id: str = "", config_file: str = "", i
     """
     if config.watch and config.schedule not in ("@once", "@continuous"):
         safety = _timetable(config.schedule) if config.schedule is not None else safety_schedule(dag_id)
-        return AssetOrTimeSchedule(timetable=safety, assets=watch_asset(dag_id, config_file, index))
+        return AssetOrTimeSchedule(timetable=safety, assets=watch_asset(dag_id, config_file, index, config))
     if config.schedule is not None:
         return _timetable(config.schedule)
     src = config.src
@@ -94,11 +95,12 @@ def safety_schedule(dag_id: str) -> Any:
     return CronDataIntervalTimetable(f"{minute} * * * *", timezone="UTC")
 
 
-def watch_asset(dag_id: str, config_file: str, index: int) -> Asset:
+def watch_asset(dag_id: str, config_file: str, index: int, config: CupidConfig) -> Asset:
     """The pair's own asset, watched by a :class:`SourceWatchTrigger`: its events start the DAG
     and its state store keeps the watcher's marks. One asset per pair (not per source table), so
     each pair keeps its own marks; pairs of one source still share a single poll."""
-    trigger = SourceWatchTrigger(config_file=config_file, destination=index, pair_id=dag_id)
+    source = SyncPair(config, index, dag_id).watch_version()
+    trigger = SourceWatchTrigger(config_file=config_file, destination=index, pair_id=dag_id, source=source)
     return Asset(
         name=f"cupid-watch/{dag_id}",
         uri=f"cupid-watch://{dag_id}/",

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from cupid_airflow.config import CupidConfig, Destination, Reconcile, Source, load_config
+from cupid_airflow.config import CupidConfig, Destination, Reconcile, Source, load_config, redact_dsn
 from cupid_airflow.core.compare import BATCH_SIZE, ID_COLUMN, LOOKUP_THREADS, PairComparer
 from cupid_airflow.core.errors import PermanentError
 from cupid_airflow.core.partitions import ColumnTime, time_kind
@@ -137,10 +137,10 @@ class SyncPair:
 
     def watch_key(self) -> tuple[str, ...]:
         """What identifies the source table and how it is polled: pairs with equal keys (every
-        destination of one source, in one file or several) share one poll. The DSN enters only as
-        a digest, so the key is safe to print."""
+        destination of one source, in one file or several) share one poll. The DSN enters without
+        its password, so the key is safe to print (Airflow logs it)."""
         src = self.src
-        endpoint = f"conn:{src.conn_id}" if src.dsn is None else "dsn:" + hashlib.sha256(src.dsn.encode()).hexdigest()
+        endpoint = f"conn:{src.conn_id}" if src.dsn is None else "dsn:" + redact_dsn(src.dsn)
         update = src.update_column if src.update and src.update_column else ""
         return (
             endpoint,
@@ -149,6 +149,11 @@ class SyncPair:
             update,
             str(src.update_interval_millisecond) if update else "",
         )
+
+    def watch_version(self) -> str:
+        """A digest of :meth:`watch_key`, for the watch trigger's arguments: a config edit that
+        changes the source or how it is polled changes the trigger, so Airflow replaces it."""
+        return hashlib.sha256("\x1f".join(self.watch_key()).encode()).hexdigest()[:16]
 
     def observe(self, table: Table, ids: bool, updates: bool) -> Observation:
         """One poll of the source: the parts asked for (and enabled) of what the trigger watches."""

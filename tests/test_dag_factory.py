@@ -113,7 +113,30 @@ def test_a_watched_pair_runs_on_its_watcher_or_its_safety_schedule(
     classpath, kwargs = watcher.trigger.serialize()
     assert classpath == "cupid_airflow.triggers.watch.SourceWatchTrigger"
     # the path, never the config's content: trigger arguments are stored in the metadata database
-    assert kwargs == {"config_file": str(path.resolve()), "destination": 0, "pair_id": "cupid_user"}
+    assert set(kwargs) == {"config_file", "destination", "pair_id", "source"}
+    assert kwargs["config_file"] == str(path.resolve()) and kwargs["pair_id"] == "cupid_user"
+    assert kwargs["destination"] == 0
+
+
+def test_the_watcher_changes_when_the_watched_source_does(write_config: WriteConfig) -> None:
+    """Airflow replaces a watcher only when its trigger's arguments change: an edit of what is
+    watched must change them (a password edit is picked up by the running poll)."""
+
+    def source_kwarg(config: dict[str, Any]) -> str:
+        write_config("user.json", config)
+        timetable = load_bag().dags["cupid_user"].timetable
+        kwargs = timetable.asset_condition.watchers[0].trigger.serialize()[1]
+        assert "s3cret" not in json.dumps(kwargs) and "other-pw" not in json.dumps(kwargs)
+        return str(kwargs["source"])
+
+    base = source_kwarg(sample_config())
+    new_password = sample_config()
+    new_password["src"]["dsn"] = new_password["src"]["dsn"].replace("s3cret-pw", "other-pw")
+    assert source_kwarg(new_password) == base
+    for change in ({"table": "user_v2"}, {"insertIntervalMillisecond": 500}, {"updateColumn": "mtime"}):
+        config = sample_config()
+        config["src"].update(change)
+        assert source_kwarg(config) != base, change
 
 
 def test_safety_schedules_spread_over_the_hour() -> None:

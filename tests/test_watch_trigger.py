@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
+from cupid_airflow.core import watch as core_watch
 from cupid_airflow.core.state import WATCH_MARKS_KEY
-from cupid_airflow.core.watch import Observation, advance
+from cupid_airflow.core.watch import Observation, Pacer, advance
 from cupid_airflow.triggers.watch import SourceWatchTrigger
 from tests.pairs import Pair, pair
 
@@ -91,7 +92,14 @@ def watching(watched: Pair, store: MemoryStateStore) -> Iterator[Watching]:
 
 
 @pytest.fixture
-def watched(pair: Pair) -> Pair:
+def at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Events and stores without the production pauses (10 s each), which test_pacing covers."""
+    monkeypatch.setattr(core_watch, "MIN_EVENT_GAP_SECONDS", 0.0)
+    monkeypatch.setattr(core_watch, "STORE_DELAY_SECONDS", 0.0)
+
+
+@pytest.fixture
+def watched(pair: Pair, at_once: None) -> Pair:
     pair.configure(
         src={
             "update": True,
@@ -166,21 +174,24 @@ def test_an_unreachable_source_is_retried_without_a_secret_in_the_log(
 
 def test_destinations_of_one_source_share_a_poll(watched: Pair) -> None:
     config = json.loads(watched.config_path.read_text())
+    config["src"]["dsn"] = "cupid:share-s3cret-pw@tcp(127.0.0.1:3306)/app"
     config["des"].append({**config["des"][0], "table": "user_copy"})
     watched.config_path.write_text(json.dumps(config))
     first, second = (
         SourceWatchTrigger(config_file=str(watched.config_path), destination=i, pair_id=f"{watched.dag_id}_{i}")
         for i in (0, 1)
     )
-    assert first.shared_stream_key() == second.shared_stream_key() is not None
-    assert "s3cret" not in repr(first.shared_stream_key()) and config["src"]["dsn"] not in repr(
-        first.shared_stream_key()
-    )
-    config["src"]["table"] = "user_other"
+    key = first.shared_stream_key()
+    assert key == second.shared_stream_key() is not None
+    assert "share-s3cret-pw" not in repr(key)  # Airflow logs the key
+
     other = watched.config_path.with_name("other.json")
+    config["src"]["dsn"] = "cupid:changed-pw@tcp(127.0.0.1:3306)/app"  # a new password: the same source
     other.write_text(json.dumps(config))
-    third = SourceWatchTrigger(config_file=str(other), destination=0, pair_id="cupid_other")
-    assert third.shared_stream_key() != first.shared_stream_key()
+    assert SourceWatchTrigger(config_file=str(other), pair_id="cupid_other").shared_stream_key() == key
+    config["src"]["table"] = "user_other"
+    other.write_text(json.dumps(config))
+    assert SourceWatchTrigger(config_file=str(other), pair_id="cupid_other2").shared_stream_key() != key
 
 
 def test_advance_rules() -> None:
@@ -190,8 +201,35 @@ def test_advance_rules() -> None:
     assert changes == []
     marks, changes = advance(marks, Observation(observed_ids=True, max_id=5))
     assert changes == ["new ids up to 5"]
+    # the update column seen for the first time (a pair that joined between two kinds of poll): adopted
     marks, changes = advance(marks, Observation(observed_updates=True, max_updated="x", rows_at_max=1))
-    assert changes == ["rows updated at x"] and marks["max_id"] == 5  # a part not polled keeps its mark
+    assert changes == [] and marks["max_updated"] == "x" and marks["max_id"] == 5
+    marks, changes = advance(marks, Observation(observed_updates=True, max_updated="y", rows_at_max=1))
+    assert changes == ["rows updated at y"] and marks["max_id"] == 5  # a part not polled keeps its mark
     marks, changes = advance(marks, Observation(observed_ids=True, max_id=2))  # truncated
     assert changes == [] and marks["max_id"] == 2
     assert advance(marks, Observation(observed_ids=True, max_id=3))[1] == ["new ids up to 3"]
+
+
+def test_pacing() -> None:
+    """A busy table fires once per gap, never loses the change it held back, and marks are stored
+    only once the event they stand for is surely persisted."""
+    gap, delay = core_watch.MIN_EVENT_GAP_SECONDS, core_watch.STORE_DELAY_SECONDS  # the real values
+    assert gap == 10 and delay == 10
+    pacer = Pacer(None)
+    assert pacer.observe(Observation(observed_ids=True, max_id=1), now=0) == ["first look at the source"]
+    assert pacer.to_store(now=1) is None  # too soon after the event
+    assert pacer.observe(Observation(observed_ids=True, max_id=2), now=2) == []  # held back
+    assert pacer.observe(Observation(observed_ids=True, max_id=2), now=4) == []
+    assert pacer.observe(Observation(observed_ids=True, max_id=2), now=10.5) == ["new ids up to 2"]
+    stored = pacer.to_store(now=21)
+    assert stored is not None and stored["max_id"] == 2
+    pacer.store_failed(now=21)
+    assert pacer.to_store(now=30) is None  # the state store refused: not again every poll
+    assert pacer.to_store(now=82) == stored
+    pacer.stored_as(stored)
+    assert pacer.to_store(now=90) is None
+    assert pacer.observe(Observation(observed_ids=True, max_id=2), now=100) == []  # idle: nothing
+
+    restarted = Pacer(stored)  # a triggerer restart: the stored marks, nothing new
+    assert restarted.observe(Observation(observed_ids=True, max_id=2), now=0) == []

@@ -71,6 +71,7 @@ __all__ = [
     "read_event_output",
     "read_watch_marks",
     "update_mark_key",
+    "watch_marks_value",
 ]
 
 STATE_VERSION = 1
@@ -256,6 +257,7 @@ class WatchMarks(TypedDict):
     max_id: int | None
     max_updated: Any
     rows_at_max: int
+    parts: list[str]  # what has been observed: "ids", "updates"
 
 
 WATCH_MARKS_KEY = "cupid_watch_marks"
@@ -267,10 +269,21 @@ def read_watch_marks(data: Any) -> WatchMarks | None:
     fires once and stores fresh ones: a spare run, never a lost change)."""
     if not isinstance(data, dict) or data.get("version") != WATCH_MARKS_VERSION:
         return None
-    max_id, rows = data.get("max_id"), data.get("rows_at_max", 0)
-    if not (max_id is None or type(max_id) is int) or type(rows) is not int:
+    max_id, rows, parts = data.get("max_id"), data.get("rows_at_max", 0), data.get("parts")
+    if not (max_id is None or type(max_id) is int) or type(rows) is not int or not isinstance(parts, list):
         return None
-    return WatchMarks(version=WATCH_MARKS_VERSION, max_id=max_id, max_updated=data.get("max_updated"), rows_at_max=rows)
+    return WatchMarks(
+        version=WATCH_MARKS_VERSION,
+        max_id=max_id,
+        max_updated=data.get("max_updated"),
+        rows_at_max=rows,
+        parts=[str(p) for p in parts],
+    )
+
+
+def watch_marks_value(marks: WatchMarks) -> dict[str, Any]:
+    """The marks as the state store keeps them (JSON)."""
+    return {**marks, "version": WATCH_MARKS_VERSION}
 
 
 def _aware(moment: datetime) -> datetime:

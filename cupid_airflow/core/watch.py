@@ -14,19 +14,35 @@ What counts as an advance:
   before hold it but a different number: a second row updated within the same second (or other
   unit the column stores) changes the count, not the maximum.
 
-A change the maxima cannot show (a transaction that commits an id below the maximum, or an
-update stamped earlier than the newest one) is caught by the insert scan's settle window and the
-pair's safety schedule, whose runs re-check the whole interval.
+A change the maxima cannot show (a transaction that commits an id below the maximum, an update
+stamped earlier than the newest one, updates while a row stamped in the future holds the maximum)
+is caught by the insert scan's settle window and the pair's safety schedule, whose runs re-check
+the whole interval.
+
+:class:`Pacer` decides when to fire and when to store: a busy table fires at most every
+:data:`MIN_EVENT_GAP_SECONDS` (a run is already queued; the next event needs to say no more), and
+marks are stored only :data:`STORE_DELAY_SECONDS` after the event they stand for, once Airflow has
+surely persisted it: the triggerer keeps fired events in memory for up to a second and drops them
+when it is stopped, so marks stored at once could claim an event nobody saw.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 from cupid_airflow.core.state import WATCH_MARKS_VERSION, WatchMarks, encode_value
 
-__all__ = ["Observation", "advance"]
+__all__ = ["MIN_EVENT_GAP_SECONDS", "STORE_DELAY_SECONDS", "Observation", "Pacer", "advance"]
+
+#: Shortest time between two events of one pair.
+MIN_EVENT_GAP_SECONDS = 10.0
+#: How long after an event its marks are stored.
+STORE_DELAY_SECONDS = 10.0
+#: How long to wait before storing again after the state store refused.
+STORE_RETRY_SECONDS = 60.0
+_IDS, _UPDATES = "ids", "updates"
 
 
 @dataclass(frozen=True)
@@ -55,25 +71,70 @@ def advance(marks: WatchMarks | None, seen: Observation) -> tuple[WatchMarks, li
     """The pair's marks after ``seen``, and what advanced in words (empty: do not fire).
 
     ``marks`` is None for a pair that was never watched: its first observation fires once, so a
-    new config's first pass starts at once instead of at its first scheduled run.
+    new config's first pass starts at once instead of at its first scheduled run. A part seen for
+    the first time later (a pair that joined a running poll between an ids poll and an updates
+    poll) is adopted without firing.
     """
+    first = marks is None
     if marks is None:
-        fresh = WatchMarks(version=WATCH_MARKS_VERSION, max_id=None, max_updated=None, rows_at_max=0)
-        new, _ = advance(fresh, seen)
-        return new, ["first look at the source"]
+        marks = WatchMarks(version=WATCH_MARKS_VERSION, max_id=None, max_updated=None, rows_at_max=0, parts=[])
     new = marks.copy()
+    new["parts"] = list(marks["parts"])
     changes: list[str] = []
     if seen.observed_ids:
-        if seen.max_id is not None and (marks["max_id"] is None or seen.max_id > marks["max_id"]):
+        known = _IDS in marks["parts"]
+        if known and seen.max_id is not None and (marks["max_id"] is None or seen.max_id > marks["max_id"]):
             changes.append(f"new ids up to {seen.max_id}")
         new["max_id"] = seen.max_id
+        if not known:
+            new["parts"].append(_IDS)
     if seen.observed_updates:
-        if seen.max_updated is not None and (
-            seen.max_updated != marks["max_updated"] or seen.rows_at_max != marks["rows_at_max"]
+        known = _UPDATES in marks["parts"]
+        if (
+            known
+            and seen.max_updated is not None
+            and (seen.max_updated != marks["max_updated"] or seen.rows_at_max != marks["rows_at_max"])
         ):
             changes.append(f"rows updated at {_shown(seen.max_updated)}")
         new["max_updated"], new["rows_at_max"] = seen.max_updated, seen.rows_at_max
-    return new, changes
+        if not known:
+            new["parts"].append(_UPDATES)
+    return new, ["first look at the source"] if first else changes
+
+
+class Pacer:
+    """One pair's event and store decisions, given the marks it had stored (None: none)."""
+
+    def __init__(self, stored: WatchMarks | None) -> None:
+        self.fired = stored  # what the last event covered (or what was stored)
+        self.stored = stored
+        self.last_fire = -math.inf
+        self.retry_at = -math.inf
+
+    def observe(self, seen: Observation, now: float) -> list[str]:
+        """What to fire for ``seen`` (empty: nothing). A change held back by the gap stays
+        pending against the last event's marks, so a later observation fires it."""
+        new, changes = advance(self.fired, seen)
+        if changes and now - self.last_fire < MIN_EVENT_GAP_SECONDS:
+            return []
+        self.fired = new
+        if changes:
+            self.last_fire = now
+        return changes
+
+    def to_store(self, now: float) -> WatchMarks | None:
+        """The marks to store now, if any."""
+        if self.fired is None or self.fired == self.stored:
+            return None
+        if now - self.last_fire < STORE_DELAY_SECONDS or now < self.retry_at:
+            return None
+        return self.fired
+
+    def stored_as(self, marks: WatchMarks) -> None:
+        self.stored = marks
+
+    def store_failed(self, now: float) -> None:
+        self.retry_at = now + STORE_RETRY_SECONDS
 
 
 def _shown(encoded: Any) -> Any:

@@ -52,25 +52,27 @@ class CupidMySqlHook(MySqlHook):
     mysqlclient driver (mysql-connector-python's ``connection_timeout`` bounds every read, so no
     default is set there: set it in the connection's extras)."""
 
-    #: Replaces :data:`READ_TIMEOUT_SECONDS`: the watch trigger, whose queries answer in
-    #: milliseconds, lowers it.
+    #: A cap on the read timeout, whatever the extras or the default say: the watch trigger's
+    #: queries answer in milliseconds, so it waits at most this long.
     read_timeout_seconds: int | None = None
 
     def _get_conn_config_mysql_client(self, conn: Any) -> dict[str, Any]:
         config: dict[str, Any] = super()._get_conn_config_mysql_client(conn)
         defaults = {
             "connect_timeout": CONNECT_TIMEOUT_SECONDS,
-            "read_timeout": self.read_timeout_seconds or READ_TIMEOUT_SECONDS,
+            "read_timeout": READ_TIMEOUT_SECONDS,
             "write_timeout": WRITE_TIMEOUT_SECONDS,
         }
         for key, default in defaults.items():
             config[key] = int(conn.extra_dejson[key]) if key in conn.extra_dejson else default
+        if self.read_timeout_seconds is not None:
+            config["read_timeout"] = min(config["read_timeout"], self.read_timeout_seconds)
         return config
 
 
 def db_hook(endpoint: Source | Destination, conn_id: str, read_timeout: int | None = None) -> DbApiHook:
     """The hook for a config endpoint: its Airflow connection, or its DSN as an in-memory one.
-    ``read_timeout`` replaces the default read timeout of MySQL hooks (extras still win)."""
+    ``read_timeout`` caps the read timeout of MySQL hooks (default and extras alike)."""
     mysql: CupidMySqlHook | None = None
     if endpoint.dsn is not None:
         mysql = CupidMySqlHook(connection=connection_from_dsn(endpoint.dsn, conn_id), log_sql=False)
@@ -199,18 +201,24 @@ class Table:
     def max_id(self) -> int | None:
         return self.scalar(f"SELECT MAX({self.quote(ID_COLUMN)}) FROM {self.quoted}")
 
-    def newest(self, ids: bool, update_column: str | None) -> tuple[Any, Any, Any]:
-        """``(MAX(id), MAX(update_column), rows holding that maximum)`` in one statement; a part not
-        asked for is None. With the columns indexed the server answers from the index ends ("Select
-        tables optimized away") and one index lookup: what the watch trigger can afford every 2 s."""
+    def newest(self, ids: bool, update_column: str | None, count_limit: int = 1000) -> tuple[Any, Any, Any]:
+        """``(MAX(id), MAX(update_column), rows holding that maximum)``; a part not asked for is
+        None. With the columns indexed the server answers the maxima from the index ends ("Select
+        tables optimized away") and counts at most ``count_limit`` index entries: what the watch
+        trigger can afford every 2 s, also after a bulk update stamped a million rows alike."""
         max_id = f"(SELECT MAX({self.quote(ID_COLUMN)}) FROM {self.quoted})" if ids else "NULL"
         if update_column is None:
             return self.fetch_all(f"SELECT {max_id}, NULL, NULL")[0]
         col = self.quote(update_column)
-        return self.fetch_all(
-            f"SELECT {max_id}, m.v, (SELECT COUNT(*) FROM {self.quoted} WHERE {col} = m.v) "
-            f"FROM (SELECT MAX({col}) AS v FROM {self.quoted}) m"
-        )[0]
+        newest_id, newest = self.fetch_all(f"SELECT {max_id}, (SELECT MAX({col}) FROM {self.quoted})")[0]
+        if newest is None:
+            return newest_id, None, 0
+        count = self.scalar(
+            f"SELECT COUNT(*) FROM (SELECT 1 FROM {self.quoted} WHERE {col} = {self.placeholder} "
+            f"LIMIT {int(count_limit)}) c",
+            [newest],
+        )
+        return newest_id, newest, count
 
     def id_gaps(self, after: int, upto: int, limit: int, block: int = 100_000) -> list[tuple[int, int]]:
         """The runs of ids missing in ``after < id <= upto`` as ``(lo, hi)``, the highest ``limit``.

@@ -21,13 +21,13 @@ import os
 from collections.abc import AsyncIterator, Callable, Hashable
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import cached_property, lru_cache
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
 from cupid_airflow.config import CupidConfig, load_config
-from cupid_airflow.core.state import WATCH_MARKS_KEY, WatchMarks, read_watch_marks
-from cupid_airflow.core.watch import Observation, advance
+from cupid_airflow.core.state import WATCH_MARKS_KEY, WatchMarks, read_watch_marks, watch_marks_value
+from cupid_airflow.core.watch import Observation, Pacer
 from cupid_airflow.pair import SyncPair
 
 if TYPE_CHECKING:
@@ -48,6 +48,9 @@ MAX_BACKOFF_SECONDS = 60.0
 #: a hung source server cannot starve other triggers. A poll never overlaps itself, so a thread is
 #: busy for milliseconds per poll, and for at most the timeouts when a server hangs.
 WATCH_THREADS = 16
+#: The longest one poll (connect and queries) may take before it counts as failed; MySQL's own
+#: timeouts end it sooner, and this bounds drivers that have none.
+POLL_TIMEOUT_SECONDS = 45.0
 _executor: ThreadPoolExecutor | None = None
 
 
@@ -56,10 +59,6 @@ def _pool() -> ThreadPoolExecutor:
     if _executor is None:
         _executor = ThreadPoolExecutor(WATCH_THREADS, thread_name_prefix="cupid-watch")
     return _executor
-
-
-def _in_thread(func: Callable[..., _T], *args: Any) -> asyncio.Future[_T]:
-    return asyncio.get_running_loop().run_in_executor(_pool(), func, *args)
 
 
 def _backoff(failures: int, interval: float) -> float:
@@ -78,6 +77,14 @@ def _config_at(path: str, mtime_ns: int, size: int) -> CupidConfig:
     return load_config(path)
 
 
+def _version(config_file: str) -> tuple[int, int] | None:
+    try:
+        stat = os.stat(config_file)
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_size
+
+
 def load_pair(config_file: str, destination: int, pair_id: str) -> SyncPair:
     """The pair, its config file read once per version: the triggerer starts every watcher of a
     500-destination file at once, and each asks for its stream key on the event loop."""
@@ -85,45 +92,108 @@ def load_pair(config_file: str, destination: int, pair_id: str) -> SyncPair:
     return SyncPair(_config_at(config_file, stat.st_mtime_ns, stat.st_size), destination, pair_id, config_file)
 
 
+def _mask(pair: SyncPair) -> None:
+    """Register the config's secrets with the triggerer's log masker (from a worker thread, whose
+    calls reach the supervisor, where the masking happens)."""
+    from airflow.sdk.log import mask_secret
+
+    for secret in pair.config.secrets():
+        mask_secret(secret)
+
+
 async def _load(config_file: str, destination: int, pair_id: str) -> SyncPair:
     """The pair, waiting out a config that does not load (a deploy rewriting it, say): the DAG was
     valid when parsed, and the next parse replaces or removes this watcher if it no longer is."""
+    loop = asyncio.get_running_loop()
     failures = 0
     while True:
         try:
-            pair = await _in_thread(load_pair, config_file, destination, pair_id)
+            pair = await loop.run_in_executor(_pool(), load_pair, config_file, destination, pair_id)
+            await loop.run_in_executor(_pool(), _mask, pair)
+            return pair
         except Exception as e:
             failures += 1
             delay = _backoff(failures, 1.0)
             log.warning("cupid watch %s: config %s does not load, trying again in %.0f s: %s",
                         pair_id, config_file, delay, _problem(e))  # fmt: skip
             await asyncio.sleep(delay)
-            continue
-        _mask(pair)
-        return pair
 
 
-def _mask(pair: SyncPair) -> None:
-    try:
-        from airflow.sdk.log import mask_secret
-    except ImportError:  # pragma: no cover - the SDK ships with every Airflow 3
-        return
-    for secret in pair.config.secrets():
-        mask_secret(secret)
+class _Source:
+    """The source table of one poll loop and the thread its driver calls run on.
 
+    Every blocking call runs on a worker thread: the shared pool, or a thread of its own for
+    drivers whose connections belong to one thread (SQLite). A connection is closed on the thread
+    that used it, after its last call returned: closing one under a running query can crash the
+    process. A config edit that only changes credentials is picked up at the next poll; one that
+    changes the source changes the trigger's arguments, and Airflow replaces the trigger.
+    """
 
-def _close_after(table: Table, pending: Future[Any] | asyncio.Future[Any] | None) -> None:
-    """Close the connection once no thread uses it: a driver connection closed under a running
-    query can crash the process."""
-    if pending is None or pending.done():
-        table.close()
-    else:
-        pending.add_done_callback(lambda _: table.close())
+    def __init__(self, pair: SyncPair) -> None:
+        self.pair = pair
+        self.key = pair.watch_key()
+        self.version = _version(pair.config_file or "")
+        self.executor: ThreadPoolExecutor = _pool()
+        self.table: Table | None = None
+        self.running: Future[Any] | None = None
+
+    async def _call(self, func: Callable[..., _T], *args: Any) -> _T:
+        self.running = self.executor.submit(func, *args)
+        return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(self.running)), POLL_TIMEOUT_SECONDS)
+
+    def refresh(self) -> None:
+        config_file = self.pair.config_file or ""
+        version = _version(config_file)
+        if version is None or version == self.version:
+            return
+        self.version = version
+        try:
+            pair = load_pair(config_file, self.pair.index, self.pair.pair_id)
+        except Exception:
+            return  # being rewritten, or broken: keep polling as configured; the next parse decides
+        if pair.watch_key() == self.key:
+            self.pair = pair
+            self.drop()  # new credentials, maybe: connect again with them
+
+    async def observe(self, ids: bool, updates: bool) -> Observation:
+        if self.table is None:
+            table = await self._call(self.pair.source_table, WATCH_READ_TIMEOUT_SECONDS)
+            if not table.thread_safe and self.executor is _pool():
+                self.executor = ThreadPoolExecutor(1, thread_name_prefix="cupid-watch-own")
+            self.table = table
+            await self._call(_mask, self.pair)
+        return await self._call(self.pair.observe, self.table, ids, updates)
+
+    def drop(self) -> None:
+        """Close the connection once no thread uses it; errors closing it are only logged."""
+        table, running, self.table = self.table, self.running, None
+        if table is None:
+            return
+
+        def close(*_: Any) -> None:
+            try:
+                table.close()
+            except Exception as e:
+                log.debug("cupid watch: closing %s: %s", table.name, e)
+
+        if running is not None and not running.done():
+            running.add_done_callback(close)  # runs on the worker thread when the call returns
+            return
+        try:
+            self.executor.submit(close)
+        except RuntimeError:  # the executor is shut down: the interpreter is exiting
+            close()
+
+    def close(self) -> None:
+        self.drop()
+        if self.executor is not _pool():
+            self.executor.shutdown(wait=False)
 
 
 async def observe_source(pair: SyncPair) -> AsyncIterator[Observation]:
-    """Poll ``pair``'s source for ever, yielding each observation; connection errors are logged
-    and retried with backoff (never raised: the watcher outlives a source outage)."""
+    """Poll ``pair``'s source for ever, yielding each observation; errors (connection, timeout,
+    driver) are logged and retried with backoff, never raised: the watcher outlives a source
+    outage, and a raise would end the watcher of every pair sharing the poll."""
     src = pair.src
     ids_every = max(MIN_POLL_SECONDS, src.insert_interval_millisecond / 1000) if src.insert else math.inf
     watches_updates = src.update and src.update_column is not None
@@ -133,27 +203,21 @@ async def observe_source(pair: SyncPair) -> AsyncIterator[Observation]:
         await asyncio.Event().wait()  # never fires; the safety schedule still runs the DAG
     loop = asyncio.get_running_loop()
     next_ids = next_updates = loop.time()
-    table: Table | None = None
-    pending: asyncio.Future[Any] | None = None
+    source = _Source(pair)
     failures = 0
     try:
         while True:
             now = loop.time()
             ids_due, updates_due = now >= next_ids, now >= next_updates
+            source.refresh()
             try:
-                if table is None:
-                    pending = _in_thread(pair.source_table, WATCH_READ_TIMEOUT_SECONDS)
-                    table = await pending
-                pending = _in_thread(pair.observe, table, ids_due, updates_due)
-                seen = await pending
+                seen = await source.observe(ids_due, updates_due)
             except Exception as e:
                 failures += 1
                 delay = _backoff(failures, min(ids_every, updates_every))
                 log.warning("cupid watch %s: polling %s failed, trying again in %.0f s: %s",
                             pair.pair_id, src.table, delay, _problem(e))  # fmt: skip
-                if table is not None:
-                    _close_after(table, pending)
-                    table = None
+                source.drop()
                 await asyncio.sleep(delay)
                 continue
             if failures:
@@ -166,8 +230,7 @@ async def observe_source(pair: SyncPair) -> AsyncIterator[Observation]:
             yield seen
             await asyncio.sleep(max(0.0, min(next_ids, next_updates) - loop.time()))
     finally:
-        if table is not None:
-            _close_after(table, pending)
+        source.close()
 
 
 class SourceWatchTrigger(BaseEventTrigger):
@@ -175,19 +238,26 @@ class SourceWatchTrigger(BaseEventTrigger):
     gained ids or updated rows since the pair's last event.
 
     Used through an :class:`~airflow.sdk.AssetWatcher` on the pair's watch asset; the DAG factory
-    sets it up (config key ``watch``).
+    sets it up (config key ``watch``). ``source`` is :meth:`SyncPair.watch_version` when the DAG
+    was parsed: it only makes the arguments change when the watched source does.
     """
 
-    def __init__(self, *, config_file: str, destination: int = 0, pair_id: str) -> None:
+    def __init__(self, *, config_file: str, destination: int = 0, pair_id: str, source: str = "") -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.config_file = config_file
         self.destination = destination
         self.pair_id = pair_id
+        self.source = source
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
             f"{type(self).__module__}.{type(self).__qualname__}",
-            {"config_file": self.config_file, "destination": self.destination, "pair_id": self.pair_id},
+            {
+                "config_file": self.config_file,
+                "destination": self.destination,
+                "pair_id": self.pair_id,
+                "source": self.source,
+            },
         )
 
     @cached_property
@@ -213,18 +283,21 @@ class SourceWatchTrigger(BaseEventTrigger):
             yield event
 
     async def filter_shared_stream(self, shared_stream: AsyncIterator[Any]) -> AsyncIterator[TriggerEvent]:
-        stored = await self._read_marks()
-        marks = stored
+        loop = asyncio.get_running_loop()
+        pacer = Pacer(await self._read_marks())
         async for seen in shared_stream:
-            marks, changes = advance(marks, seen)
+            changes = pacer.observe(seen, loop.time())
             if changes:
+                marks = pacer.fired
+                assert marks is not None
                 self.log.info("cupid watch %s: %s: starting a run", self.pair_id, "; ".join(changes))
                 yield TriggerEvent(  # type: ignore[no-untyped-call]
                     {"pair_id": self.pair_id, "changes": changes, "max_id": marks["max_id"],
                      "max_updated": marks["max_updated"], "rows_at_max": marks["rows_at_max"]}
                 )  # fmt: skip
-            if marks != stored and await self._write_marks(marks):
-                stored = marks
+            marks = pacer.to_store(loop.time())
+            if marks is not None:
+                await self._write_marks(pacer, marks, loop.time())
 
     async def _read_marks(self) -> WatchMarks | None:
         store = self.asset_state_store
@@ -236,15 +309,16 @@ class SourceWatchTrigger(BaseEventTrigger):
             self.log.warning("cupid watch %s: cannot read its marks (%s): the first poll fires", self.pair_id, e)
             return None
 
-    async def _write_marks(self, marks: WatchMarks) -> bool:
-        """Store the marks after the event went out: a crash in between costs one spare run at the
-        restart, never a change that nobody checks."""
+    async def _write_marks(self, pacer: Pacer, marks: WatchMarks, now: float) -> None:
+        """Store the marks (:class:`Pacer` says when: after Airflow persisted the event)."""
         store = self.asset_state_store
         if store is None:
-            return True
+            pacer.stored_as(marks)
+            return
         try:
-            await store.aset(WATCH_MARKS_KEY, cast("dict[str, Any]", marks))
+            await store.aset(WATCH_MARKS_KEY, watch_marks_value(marks))
         except Exception as e:
-            self.log.warning("cupid watch %s: cannot store its marks (%s); trying at the next change", self.pair_id, e)
-            return False
-        return True
+            self.log.warning("cupid watch %s: cannot store its marks (%s); trying again in a minute", self.pair_id, e)
+            pacer.store_failed(now)
+            return
+        pacer.stored_as(marks)
