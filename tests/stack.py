@@ -19,13 +19,15 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -372,3 +374,29 @@ def demo_seed_statements(prefix: str) -> list[str]:
     databases renamed ``<prefix>`` and ``<prefix>_replica`` so a test can load it on a shared server."""
     sql = (REPO / "docker" / "mysql-init" / "01-demo.sql").read_text().replace("cupid_demo", prefix)
     return [s.strip() for s in re.sub(r"^--.*$", "", sql, flags=re.M).split(";") if s.strip()]
+
+
+@contextmanager
+def deployment(prefix: str, extra_env: dict[str, str] | None = None) -> Iterator[AirflowStack]:
+    """An :class:`AirflowStack` in a fresh temporary home (not started), stopped, its database
+    dropped and its home removed afterwards; the components' log tails are printed (pytest shows
+    them when a test fails)."""
+    home = Path(tempfile.mkdtemp(prefix=prefix))
+    stack = AirflowStack(home, extra_env=extra_env or {})
+    try:
+        yield stack
+    finally:
+        print(stack.log_tail(80))
+        stack.stop()
+        stack.drop_database()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@contextmanager
+def recording() -> Iterator[Recorder]:
+    """A started :class:`Recorder`, stopped afterwards."""
+    recorder = Recorder().start()
+    try:
+        yield recorder
+    finally:
+        recorder.stop()

@@ -12,18 +12,15 @@ every component stops cleanly.
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import MySqlDatabase
 from tests.pairs import DES_TABLE, SRC_TABLE
-from tests.stack import AirflowStack, Recorder, wait_for
+from tests.stack import AirflowStack, Recorder, deployment, recording, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
 
@@ -37,30 +34,21 @@ CHANGED = {f"n{i}" for i in range(25, ROWS, 30)}  # 10 rows the replica garbled:
 
 @pytest.fixture
 def pushbear() -> Iterator[Recorder]:
-    recorder = Recorder().start()
-    yield recorder
-    recorder.stop()
+    with recording() as recorder:
+        yield recorder
 
 
 @pytest.fixture
 def receiver() -> Iterator[Recorder]:
-    recorder = Recorder().start()
-    yield recorder
-    recorder.stop()
+    with recording() as recorder:
+        yield recorder
 
 
 @pytest.fixture
 def stack(pushbear: Recorder) -> Iterator[AirflowStack]:
-    home = Path(tempfile.mkdtemp(prefix="cupid-e2e-"))
     conn = json.dumps({"conn_type": "pushbear", "host": pushbear.url})
-    deployment = AirflowStack(home, extra_env={"AIRFLOW_CONN_PUSHBEAR_DEFAULT": conn})
-    try:
-        yield deployment
-    finally:
-        print(deployment.log_tail(80))  # pytest shows it when the test fails
-        deployment.stop()
-        deployment.drop_database()
-        shutil.rmtree(home, ignore_errors=True)
+    with deployment("cupid-e2e-", {"AIRFLOW_CONN_PUSHBEAR_DEFAULT": conn}) as stack:
+        yield stack
 
 
 def _seed(src: MySqlDatabase, des: MySqlDatabase) -> None:

@@ -10,19 +10,16 @@ no burst of runs; a watched DAG backfills; and an idle source starts no run at a
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import MySqlDatabase
 from tests.pairs import DES_TABLE, SRC_TABLE
-from tests.stack import AirflowStack, Recorder, wait_for
+from tests.stack import AirflowStack, Recorder, deployment, recording, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
 
@@ -33,22 +30,14 @@ POLL_MS = 1000
 
 @pytest.fixture
 def receiver() -> Iterator[Recorder]:
-    recorder = Recorder().start()
-    yield recorder
-    recorder.stop()
+    with recording() as recorder:
+        yield recorder
 
 
 @pytest.fixture
 def stack() -> Iterator[AirflowStack]:
-    home = Path(tempfile.mkdtemp(prefix="cupid-e2e-watch-"))
-    deployment = AirflowStack(home)
-    try:
-        yield deployment
-    finally:
-        print(deployment.log_tail(80))  # pytest shows it when the test fails
-        deployment.stop()
-        deployment.drop_database()
-        shutil.rmtree(home, ignore_errors=True)
+    with deployment("cupid-e2e-watch-") as stack:
+        yield stack
 
 
 def _config(src: MySqlDatabase, table: str, des: MySqlDatabase, receiver: Recorder) -> dict[str, Any]:
