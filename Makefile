@@ -8,7 +8,7 @@ UV     := $(VENV)/bin/uv
 UV_VERSION := 0.13.9
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint lock bench-parse bench-scan bench-callback bench-latency bench-reconcile screenshot clean
+.PHONY: install demo test lint lock bench-parse bench-scan bench-callback bench-latency bench-reconcile bench-fleet screenshot clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt scripts/build_deps.py
 	$(PYTHON) scripts/build_deps.py
@@ -47,6 +47,9 @@ bench-latency: install
 
 bench-reconcile: install
 	$(PY) bench/reconcile.py
+
+bench-fleet: install
+	$(PY) bench/fleet.py
 
 # The README's UI screenshots (docs/img/); needs Debian's chromium.
 screenshot: install
