@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 
 #: An Airflow run costs seconds of scheduling; cupid's 2 s polling intervals are raised to this.
 MIN_SCHEDULE_SECONDS = 60
+#: A watched pair's safety schedule runs every this many hours (a divisor of 24).
+SAFETY_EVERY_HOURS = 6
 CONFIG_ERROR_TAG = "cupid-config-error"
 #: cupid-go alerts when a callback has failed this many times.
 ALERT_AT_TRY = 3
@@ -68,7 +70,7 @@ def schedule_for(config: CupidConfig, dag_id: str = "", config_file: str = "", i
     alone. Every timetable has data intervals, so update windows stay contiguous and backfillable.
 
     ``schedule``: seconds, a cron expression or preset (in UTC), ``@once`` or ``@continuous`` (these
-    two do not watch). Without it: watching pairs check hourly at a minute of their own
+    two do not watch). Without it: watching pairs check every 6 hours at a time of their own
     (:func:`safety_schedule`); others run at the shortest enabled cupid interval, raised to
     :data:`MIN_SCHEDULE_SECONDS`.
     """
@@ -88,11 +90,15 @@ def schedule_for(config: CupidConfig, dag_id: str = "", config_file: str = "", i
 
 
 def safety_schedule(dag_id: str) -> Any:
-    """Hourly, at a minute derived from the DAG id: a watched pair's check for what no event
-    showed (a late commit below the newest id, an update stamped in the past), spread over the
-    hour so hundreds of pairs never start together."""
-    minute = int(hashlib.sha256(dag_id.encode()).hexdigest()[:8], 16) % 60
-    return CronDataIntervalTimetable(f"{minute} * * * *", timezone="UTC")
+    """Every 6 hours, at an hour and minute derived from the DAG id: a watched pair's check for
+    what no event showed (a late commit below the newest id, an update stamped in the past, an
+    event lost while no triggerer ran), spread so hundreds of pairs never start together. Each run
+    re-checks its whole interval, so every update is compared twice however often it runs; 6 hours
+    keeps 200 idle pairs' safety runs at about 0.02 cores. The latest interval runs as soon as the
+    DAG appears: that is a new pair's first pass."""
+    digest = int(hashlib.sha256(dag_id.encode()).hexdigest()[:8], 16)
+    minute, hour = digest % 60, (digest // 60) % SAFETY_EVERY_HOURS
+    return CronDataIntervalTimetable(f"{minute} {hour}-23/{SAFETY_EVERY_HOURS} * * *", timezone="UTC")
 
 
 def watch_asset(dag_id: str, config_file: str, index: int, config: CupidConfig) -> Asset:

@@ -139,9 +139,10 @@ def test_the_watcher_changes_when_the_watched_source_does(write_config: WriteCon
         assert source_kwarg(config) != base, change
 
 
-def test_safety_schedules_spread_over_the_hour() -> None:
-    minutes = {safety_schedule(f"cupid_t{i}").expression.split()[0] for i in range(200)}
-    assert len(minutes) > 45  # 200 pairs never start their safety runs together
+def test_safety_schedules_spread_over_six_hours() -> None:
+    starts = {tuple(safety_schedule(f"cupid_t{i}").expression.split()[:2]) for i in range(200)}
+    assert len(starts) > 150  # 200 pairs never start their safety runs together
+    assert safety_schedule("cupid_t1").expression.split()[1].endswith("-23/6")
 
 
 @pytest.mark.parametrize("schedule", ["@once", "@continuous"])

@@ -66,6 +66,14 @@ class Watching:
             time.sleep(0.05)
         return self.events
 
+    def stored(self, store: MemoryStateStore, timeout: float = 15) -> dict[str, Any]:
+        """The marks, once the trigger has stored them (its first poll adopts what it sees)."""
+        deadline = time.monotonic() + timeout
+        while WATCH_MARKS_KEY not in store.data:
+            assert time.monotonic() < deadline, f"no marks stored after {timeout} s"
+            time.sleep(0.05)
+        return dict(store.data[WATCH_MARKS_KEY])
+
     def quiet_for(self, seconds: float) -> None:
         """No new event in ``seconds`` (several polls)."""
         before = len(self.events)
@@ -115,35 +123,34 @@ def watched(pair: Pair, at_once: None) -> Pair:
 def test_one_event_per_advance_and_none_while_idle(watched: Pair) -> None:
     store = MemoryStateStore()
     with watching(watched, store) as watch:
-        (first,) = watch.wait(1)
-        assert first["changes"] == ["first look at the source"] and first["max_id"] == 1
+        # the first look adopts the source as it is: a new pair's first pass is its first scheduled run
+        assert watch.stored(store)["max_id"] == 1
         watch.quiet_for(2.5)
 
         watched.add_source(("n2", "b", None, None, None, "2024-05-01 10:00:00"))
-        second = watch.wait(2)[1]
+        second = watch.wait(1)[0]
         # n2 also joined the rows holding the newest update time: one event says both
         assert second["changes"] == ["new ids up to 2", "rows updated at 2024-05-01T10:00:00"]
         watch.quiet_for(2)
 
         watched.src.execute("UPDATE `user` SET name = 'c', update_time = '2024-05-01 11:00:00' WHERE number = 'n1'")
-        assert watch.wait(3)[2]["changes"] == ["rows updated at 2024-05-01T11:00:00"]
+        assert watch.wait(2)[1]["changes"] == ["rows updated at 2024-05-01T11:00:00"]
         # another row stamped with the same second: the maximum stays, the count moves
         watched.src.execute("UPDATE `user` SET name = 'd', update_time = '2024-05-01 11:00:00' WHERE number = 'n2'")
-        assert watch.wait(4)[3]["changes"] == ["rows updated at 2024-05-01T11:00:00"]
+        assert watch.wait(3)[2]["changes"] == ["rows updated at 2024-05-01T11:00:00"]
         watch.quiet_for(2)
 
         watched.src.execute("DELETE FROM `user` WHERE number = 'n2'")  # the newest id goes away
-        watch.wait(5)  # the count at the newest update time changed
+        watch.wait(4)  # the count at the newest update time changed
         watched.add_source(("n3", "e", None, None, None, "2024-05-01 09:00:00"))  # id 3: still new
-        assert watch.wait(6)[5]["changes"] == ["new ids up to 3"]
+        assert watch.wait(5)[4]["changes"] == ["new ids up to 3"]
     assert store.data[WATCH_MARKS_KEY]["max_id"] == 3
 
 
 def test_marks_survive_a_restart(watched: Pair) -> None:
     store = MemoryStateStore()
     with watching(watched, store) as watch:
-        watch.wait(1)
-    marks = dict(store.data[WATCH_MARKS_KEY])
+        marks = watch.stored(store)
 
     with watching(watched, store) as watch:  # the triggerer came back: nothing changed meanwhile
         watch.quiet_for(2.5)
@@ -196,7 +203,7 @@ def test_destinations_of_one_source_share_a_poll(watched: Pair) -> None:
 
 def test_advance_rules() -> None:
     marks, changes = advance(None, Observation(observed_ids=True, max_id=None))
-    assert changes == ["first look at the source"] and marks["max_id"] is None  # an empty table
+    assert changes == [] and marks["max_id"] is None and marks["parts"] == ["ids"]  # an empty table
     marks, changes = advance(marks, Observation(observed_ids=True, max_id=None))
     assert changes == []
     marks, changes = advance(marks, Observation(observed_ids=True, max_id=5))
@@ -217,19 +224,22 @@ def test_pacing() -> None:
     gap, delay = core_watch.MIN_EVENT_GAP_SECONDS, core_watch.STORE_DELAY_SECONDS  # the real values
     assert gap == 10 and delay == 10
     pacer = Pacer(None)
-    assert pacer.observe(Observation(observed_ids=True, max_id=1), now=0) == ["first look at the source"]
+    assert pacer.observe(Observation(observed_ids=True, max_id=1), now=-1) == []  # the first look adopts
+    assert pacer.to_store(now=-1) == pacer.fired  # nothing fired: stored at once
+    pacer.stored_as(pacer.fired)  # type: ignore[arg-type]
+    assert pacer.observe(Observation(observed_ids=True, max_id=2), now=0) == ["new ids up to 2"]
     assert pacer.to_store(now=1) is None  # too soon after the event
-    assert pacer.observe(Observation(observed_ids=True, max_id=2), now=2) == []  # held back
-    assert pacer.observe(Observation(observed_ids=True, max_id=2), now=4) == []
-    assert pacer.observe(Observation(observed_ids=True, max_id=2), now=10.5) == ["new ids up to 2"]
+    assert pacer.observe(Observation(observed_ids=True, max_id=3), now=2) == []  # held back
+    assert pacer.observe(Observation(observed_ids=True, max_id=3), now=4) == []
+    assert pacer.observe(Observation(observed_ids=True, max_id=3), now=10.5) == ["new ids up to 3"]
     stored = pacer.to_store(now=21)
-    assert stored is not None and stored["max_id"] == 2
+    assert stored is not None and stored["max_id"] == 3
     pacer.store_failed(now=21)
     assert pacer.to_store(now=30) is None  # the state store refused: not again every poll
     assert pacer.to_store(now=82) == stored
     pacer.stored_as(stored)
     assert pacer.to_store(now=90) is None
-    assert pacer.observe(Observation(observed_ids=True, max_id=2), now=100) == []  # idle: nothing
+    assert pacer.observe(Observation(observed_ids=True, max_id=3), now=100) == []  # idle: nothing
 
     restarted = Pacer(stored)  # a triggerer restart: the stored marks, nothing new
-    assert restarted.observe(Observation(observed_ids=True, max_id=2), now=0) == []
+    assert restarted.observe(Observation(observed_ids=True, max_id=3), now=0) == []

@@ -70,12 +70,10 @@ class Observation:
 def advance(marks: WatchMarks | None, seen: Observation) -> tuple[WatchMarks, list[str]]:
     """The pair's marks after ``seen``, and what advanced in words (empty: do not fire).
 
-    ``marks`` is None for a pair that was never watched: its first observation fires once, so a
-    new config's first pass starts at once instead of at its first scheduled run. A part seen for
-    the first time later (a pair that joined a running poll between an ids poll and an updates
-    poll) is adopted without firing.
+    ``marks`` is None for a pair that was never watched. A part seen for the first time is adopted
+    without firing: a new pair's first pass is the run of its safety schedule's latest interval,
+    which Airflow starts as soon as the DAG appears (firing too would run every new pair twice).
     """
-    first = marks is None
     if marks is None:
         marks = WatchMarks(version=WATCH_MARKS_VERSION, max_id=None, max_updated=None, rows_at_max=0, parts=[])
     new = marks.copy()
@@ -99,7 +97,7 @@ def advance(marks: WatchMarks | None, seen: Observation) -> tuple[WatchMarks, li
         new["max_updated"], new["rows_at_max"] = seen.max_updated, seen.rows_at_max
         if not known:
             new["parts"].append(_UPDATES)
-    return new, ["first look at the source"] if first else changes
+    return new, changes
 
 
 class Pacer:
