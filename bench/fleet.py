@@ -576,7 +576,7 @@ def summary(
     if args.run_first_passes:
         print("  every new DAG's first runs were run before its window)")
     else:
-        print("  new DAGs' first runs (first look, first schedule) marked successful through the API, not run)")
+        print("  new DAGs' first runs (their latest schedule interval) marked successful through the API, not run)")
     print(f"baseline, no configs: {base.line()}")
     print("cores above the baseline (deployment = all Airflow processes and their task processes):")
     above: dict[str, float] = {}
