@@ -9,10 +9,11 @@ scan, compare, reconcile and callback operators, the CLI and the watch trigger a
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING, Any
 
 from cupid_airflow.config import CupidConfig, Destination, Reconcile, Source, load_config, redact_dsn
@@ -41,7 +42,20 @@ class SyncPair:
 
     @classmethod
     def load(cls, config_file: str, index: int, pair_id: str) -> SyncPair:
-        return cls(load_config(config_file), index, pair_id, config_file)
+        """The pair from its config file, read once per version of the file: the triggerer starts
+        every watcher of a 500-destination file at once, and a task reads its config twice."""
+        try:
+            stat = os.stat(config_file)
+        except OSError:
+            return cls(load_config(config_file), index, pair_id, config_file)  # its error names the file
+        return cls(_config_at(config_file, stat.st_mtime_ns, stat.st_size), index, pair_id, config_file)
+
+    def mask_secrets(self) -> None:
+        """Register the config's secrets with Airflow's log masker."""
+        from airflow.sdk.log import mask_secret
+
+        for secret in self.config.secrets():
+            mask_secret(secret)
 
     # ------------------------------------------------------------------ facts
 
@@ -218,6 +232,11 @@ class SyncPair:
         width = 2 + len(self.src_columns)
         ordered = [(r[1], r[0], *r[2:width]) for r in src_rows]
         return ordered, des_rows, stamps
+
+
+@lru_cache(maxsize=64)
+def _config_at(path: str, mtime_ns: int, size: int) -> CupidConfig:
+    return load_config(path)
 
 
 def _close(table: Table) -> None:

@@ -35,6 +35,11 @@ _POSTGRES_STATES = frozenset({"42703", "42P01", "3D000", "42501", "42883", "4280
 _SQLITE_MESSAGES = ("no such column", "no such table")
 
 
+def error_notes(error: BaseException) -> str:
+    """The notes added to an error on its way up (which table, which server), in one line."""
+    return "; ".join(getattr(error, "__notes__", []))
+
+
 def permanent_reason(error: BaseException) -> str | None:
     """Why ``error`` is permanent, or None when a retry might succeed.
 

@@ -8,10 +8,9 @@ from functools import cached_property
 from typing import Any, TypeVar
 
 from airflow.sdk import BaseOperator, Context
-from airflow.sdk.log import mask_secret
 
 from cupid_airflow.config import CupidConfig
-from cupid_airflow.core.errors import permanent_reason
+from cupid_airflow.core.errors import error_notes, permanent_reason
 from cupid_airflow.core.state import Event, EventSpool, StateError
 from cupid_airflow.exceptions import CupidFailure
 from cupid_airflow.hooks.variables import VariableStore
@@ -55,8 +54,7 @@ class CupidOperator(BaseOperator):
         """The pair, read from the config file when the task runs. A config that no longer loads
         (being rewritten by a deploy, say) stays a retryable error: the DAG was valid when parsed."""
         pair = SyncPair.load(self.config_file, self.destination, self.pair_id or self.default_pair_id())
-        for secret in pair.config.secrets():
-            mask_secret(secret)
+        pair.mask_secrets()
         return pair
 
     @property
@@ -125,7 +123,7 @@ class CupidOperator(BaseOperator):
             reason = permanent_reason(e)
             if reason is None:
                 raise
-            where = "; ".join(getattr(e, "__notes__", []))
+            where = error_notes(e)
             raise CupidFailure(
                 f"{reason}{f' ({where})' if where else ''}; retrying cannot fix this: check the config and the tables"
             ) from e

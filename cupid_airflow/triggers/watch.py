@@ -20,12 +20,12 @@ import math
 import os
 from collections.abc import AsyncIterator, Callable, Hashable
 from concurrent.futures import Future, ThreadPoolExecutor
-from functools import cached_property, lru_cache
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
-from cupid_airflow.config import CupidConfig, load_config
+from cupid_airflow.core.errors import error_notes
 from cupid_airflow.core.state import WATCH_MARKS_KEY, WatchMarks, read_watch_marks, watch_marks_value
 from cupid_airflow.core.watch import Observation, Pacer
 from cupid_airflow.pair import SyncPair
@@ -68,13 +68,8 @@ def _backoff(failures: int, interval: float) -> float:
 def _problem(error: BaseException) -> str:
     """A driver or config error in one line, with the notes that say which table and server (no
     driver puts a password in its messages; the config's secrets are masked as well)."""
-    notes = "; ".join(getattr(error, "__notes__", []))
+    notes = error_notes(error)
     return f"{type(error).__name__}: {error}" + (f" ({notes})" if notes else "")
-
-
-@lru_cache(maxsize=64)
-def _config_at(path: str, mtime_ns: int, size: int) -> CupidConfig:
-    return load_config(path)
 
 
 def _version(config_file: str) -> tuple[int, int] | None:
@@ -85,22 +80,6 @@ def _version(config_file: str) -> tuple[int, int] | None:
     return stat.st_mtime_ns, stat.st_size
 
 
-def load_pair(config_file: str, destination: int, pair_id: str) -> SyncPair:
-    """The pair, its config file read once per version: the triggerer starts every watcher of a
-    500-destination file at once, and each asks for its stream key on the event loop."""
-    stat = os.stat(config_file)
-    return SyncPair(_config_at(config_file, stat.st_mtime_ns, stat.st_size), destination, pair_id, config_file)
-
-
-def _mask(pair: SyncPair) -> None:
-    """Register the config's secrets with the triggerer's log masker (from a worker thread, whose
-    calls reach the supervisor, where the masking happens)."""
-    from airflow.sdk.log import mask_secret
-
-    for secret in pair.config.secrets():
-        mask_secret(secret)
-
-
 async def _load(config_file: str, destination: int, pair_id: str) -> SyncPair:
     """The pair, waiting out a config that does not load (a deploy rewriting it, say): the DAG was
     valid when parsed, and the next parse replaces or removes this watcher if it no longer is."""
@@ -108,9 +87,7 @@ async def _load(config_file: str, destination: int, pair_id: str) -> SyncPair:
     failures = 0
     while True:
         try:
-            pair = await loop.run_in_executor(_pool(), load_pair, config_file, destination, pair_id)
-            await loop.run_in_executor(_pool(), _mask, pair)
-            return pair
+            return await loop.run_in_executor(_pool(), SyncPair.load, config_file, destination, pair_id)
         except Exception as e:
             failures += 1
             delay = _backoff(failures, 1.0)
@@ -148,7 +125,7 @@ class _Source:
             return
         self.version = version
         try:
-            pair = load_pair(config_file, self.pair.index, self.pair.pair_id)
+            pair = SyncPair.load(config_file, self.pair.index, self.pair.pair_id)
         except Exception:
             return  # being rewritten, or broken: keep polling as configured; the next parse decides
         if pair.watch_key() == self.key:
@@ -161,7 +138,8 @@ class _Source:
             if not table.thread_safe and self.executor is _pool():
                 self.executor = ThreadPoolExecutor(1, thread_name_prefix="cupid-watch-own")
             self.table = table
-            await self._call(_mask, self.pair)
+            # from a worker thread, whose calls reach the supervisor, where the triggerer masks logs
+            await self._call(self.pair.mask_secrets)
         return await self._call(self.pair.observe, self.table, ids, updates)
 
     def drop(self) -> None:
@@ -263,7 +241,7 @@ class SourceWatchTrigger(BaseEventTrigger):
     @cached_property
     def _pair(self) -> SyncPair | None:
         try:
-            return load_pair(self.config_file, self.destination, self.pair_id)
+            return SyncPair.load(self.config_file, self.destination, self.pair_id)
         except Exception:
             return None  # run() waits for the config to load
 
