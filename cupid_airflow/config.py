@@ -152,6 +152,10 @@ AirflowKey = Annotated[str, AfterValidator(_airflow_key)]
 Dsn = Annotated[str, AfterValidator(_dsn)]
 
 
+#: The most ``inlineRows`` allows: an inline run holds its events in memory and sends them in one pass.
+INLINE_ROWS_LIMIT = 10_000
+
+
 class _Model(BaseModel):
     # strict: "3" is not 3 and "true" is not true, as in cupid-go's Go JSON decoding.
     model_config = ConfigDict(
@@ -258,6 +262,9 @@ class CupidConfig(_Model):
     reconcile: Reconcile | None = None
     chunk_size: Annotated[int, Field(ge=1)] = 200_000
     max_rows_per_run: Annotated[int, Field(ge=1)] = 1_000_000
+    # A run with at most this many rows to compare compares them and sends their callbacks in its
+    # scan task (one task process instead of three); 0: always through the mapped tasks.
+    inline_rows: Annotated[int, Field(ge=0, le=INLINE_ROWS_LIMIT)] = 1000
 
     def redacted(self, index: int | None = None) -> dict[str, Any]:
         """The config as JSON data with passwords and keys replaced by ``***``: safe for DAG docs and logs.

@@ -31,13 +31,11 @@ from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
 from cupid_airflow.catalog import ConfigEntry, config_files, default_config_dir, files_for_dag, load_catalog
 from cupid_airflow.config import MAX_DAG_ID_LENGTH, ConfigError, CupidConfig, Problem, reconcile_dag_id
 from cupid_airflow.notifiers.pushbear import PushBearNotifier
-from cupid_airflow.operators.base import CupidOperator
 from cupid_airflow.operators.callback import CallbackOperator
 from cupid_airflow.operators.compare import CompareOperator
 from cupid_airflow.operators.config_error import ConfigErrorOperator
 from cupid_airflow.operators.reconcile import ReconcileOperator, ReconcilePlanOperator
-from cupid_airflow.operators.scan_insert import ScanInsertOperator
-from cupid_airflow.operators.scan_update import ScanUpdateOperator
+from cupid_airflow.operators.scan import ScanOperator
 from cupid_airflow.pair import SyncPair
 from cupid_airflow.run_params import run_params
 from cupid_airflow.triggers.watch import SourceWatchTrigger
@@ -187,15 +185,9 @@ def _build_pair(entry: ConfigEntry, config: CupidConfig, index: int, dag_id: str
         common: dict[str, Any] = {"config_file": config_file, "destination": index, **_alerting(config_file)}
         database = _database_tasks(config, common)
         retried = {**database, **_database_retries(config)}
-        scans: list[CupidOperator] = []
-        if config.src.insert:
-            scans.append(ScanInsertOperator(task_id="scan_insert", max_active_tis_per_dag=1, **retried))
-        if config.src.update:
-            scans.append(ScanUpdateOperator(task_id="scan_update", max_active_tis_per_dag=1, **retried))
-        if len(scans) == 2:
-            scans[0] >> scans[1]  # scan_update leaves the ids scan_insert claimed in this run to it
-        partitions = scans[0].output if len(scans) == 1 else scans[0].output.concat(scans[1].output)
-        compare = CompareOperator.partial(task_id="compare", **retried).expand(partition=partitions)
+        # One scan task for new ids and updated rows: every task in a run's path costs a process start.
+        scan = ScanOperator(task_id="scan", max_active_tis_per_dag=1, **retried)
+        compare = CompareOperator.partial(task_id="compare", **retried).expand(partition=scan.output)
         _callbacks(config, config_file, common, compare.output)
     return dag
 

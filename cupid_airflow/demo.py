@@ -162,7 +162,7 @@ def _run(dag_id: str) -> dict[str, Any]:
     with create_session() as session:
         xcoms = session.scalars(select(XComModel).where(XComModel.run_id == run.run_id, XComModel.dag_id == dag_id))
         values = {(x.task_id, x.map_index): XComModel.deserialize_value(x) for x in xcoms if x.key == "return_value"}
-    partitions = [p for (t, _), v in values.items() if t in ("scan_insert", "scan_update") for p in v]
+    partitions = [p for (t, _), v in values.items() if t == "scan" for p in v]
     events: Counter[int] = Counter()
     for (task, _), value in values.items():
         if task == "compare":

@@ -31,6 +31,7 @@ def get_provider_info() -> dict[str, Any]:
             {
                 "integration-name": "cupid",
                 "python-modules": [
+                    "cupid_airflow.operators.scan",
                     "cupid_airflow.operators.scan_insert",
                     "cupid_airflow.operators.scan_update",
                     "cupid_airflow.operators.compare",

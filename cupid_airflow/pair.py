@@ -25,6 +25,7 @@ from cupid_airflow.core.threads import LookupPool, prefetched
 from cupid_airflow.core.watch import Observation
 
 if TYPE_CHECKING:
+    from cupid_airflow.hooks.callback import CallbackHook
     from cupid_airflow.hooks.table import Table
 
 __all__ = ["ID_COLUMN", "SyncPair", "TableSide"]
@@ -119,6 +120,20 @@ class SyncPair:
         from cupid_airflow.hooks.table import Table, db_hook
 
         return Table(db_hook(self.des, f"cupid_{self.pair_id}_des"), self.des.table, self._side(f"des[{self.index}]"))
+
+    def callback_hook(self) -> CallbackHook:
+        """The destination's callback receiver. Imported here: aiohttp and the http provider cost
+        a task process a good part of a CPU-second, and only a task that sends anything needs them."""
+        from cupid_airflow.hooks.callback import CallbackHook
+
+        notification = self.des.callback_notification
+        return CallbackHook(
+            url=self.des.callback_url,
+            http_conn_id=self.des.http_conn_id,
+            secret=notification.secret if notification else None,
+            concurrency=self.config.worker_number,
+            timeout=float(notification.timeout_second) if notification else 3.0,
+        )
 
     def _side(self, path: str) -> str:
         return f"{self.config_file}: {path}" if self.config_file else path

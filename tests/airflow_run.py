@@ -33,7 +33,7 @@ class RunResult:
 
     @property
     def partitions(self) -> list[dict[str, Any]]:
-        return [p for task in ("scan_insert", "scan_update") for out in self.output(task) for p in out]
+        return [p for out in self.output("scan") for p in out]
 
     @property
     def events(self) -> list[dict[str, Any]]:

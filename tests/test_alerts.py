@@ -220,7 +220,7 @@ def test_a_config_with_sample_credentials_fails_for_good_at_its_first_try_and_pa
 
     for _ in range(2):
         result = run_dag(pair.dag_id)
-        assert result.task_states[("scan_insert", -1)] == "failed" and result.tries[("scan_insert", -1)] == 1
+        assert result.task_states[("scan", -1)] == "failed" and result.tries[("scan", -1)] == 1
     assert len(pushbear) == 1
     desp = pushbear[0]["desp"]
     assert "failed for good" in pushbear[0]["text"] and "Access denied for user 'root'" in desp

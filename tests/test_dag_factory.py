@@ -51,16 +51,16 @@ def test_one_dag_per_destination_with_final_task_ids(write_config: WriteConfig) 
         "orders_cache_pair",
     ]
     dag = bag.dags["cupid_orders_2"]
-    assert set(dag.task_dict) == {"scan_insert", "scan_update", "compare", "callback"}
-    assert dag.task_dict["compare"].upstream_task_ids == {"scan_insert", "scan_update"}
+    assert set(dag.task_dict) == {"scan", "compare", "callback"}
+    assert dag.task_dict["compare"].upstream_task_ids == {"scan"}
     assert dag.task_dict["callback"].upstream_task_ids == {"compare"}
     assert dag.task_dict["compare"].is_mapped and dag.task_dict["callback"].is_mapped
-    assert dag.task_dict["scan_insert"].max_active_tis_per_dag == 1
+    assert dag.task_dict["scan"].max_active_tis_per_dag == 1
     assert set(dag.tags) == {"cupid", "src:user", "des:user_cache"}
     assert dag.task_dict["compare"].partial_kwargs["destination"] == 1
 
 
-def test_only_enabled_scans_become_tasks(write_config: WriteConfig) -> None:
+def test_one_scan_task_whatever_is_scanned(write_config: WriteConfig) -> None:
     insert_only = sample_config()
     insert_only["src"]["update"] = False
     write_config("insert_only.json", insert_only)
@@ -70,9 +70,9 @@ def test_only_enabled_scans_become_tasks(write_config: WriteConfig) -> None:
 
     bag = load_bag()
 
-    assert set(bag.dags["cupid_insert_only"].task_dict) == {"scan_insert", "compare", "callback"}
-    assert set(bag.dags["cupid_update_only"].task_dict) == {"scan_update", "compare", "callback"}
-    assert bag.dags["cupid_update_only"].task_dict["compare"].upstream_task_ids == {"scan_update"}
+    for dag_id in ("cupid_insert_only", "cupid_update_only"):
+        assert set(bag.dags[dag_id].task_dict) == {"scan", "compare", "callback"}
+        assert bag.dags[dag_id].task_dict["compare"].upstream_task_ids == {"scan"}
 
 
 @pytest.mark.parametrize(
@@ -172,8 +172,7 @@ def test_a_pool_caps_the_database_tasks_only(write_config: WriteConfig) -> None:
     dags = load_bag().dags
     pools = {t.task_id: t.pool for t in dags["cupid_user"].tasks}
     assert pools == {
-        "scan_insert": "mysql_primary",
-        "scan_update": "mysql_primary",
+        "scan": "mysql_primary",
         "compare": "mysql_primary",
         "callback": "default_pool",
     }
@@ -207,7 +206,7 @@ def test_bad_config_gets_a_placeholder_and_never_hides_the_others(
 
     assert bag.import_errors == {}
     assert sorted(bag.dag_ids) == ["cupid_broken", "cupid_good", "cupid_syntax"]
-    assert set(bag.dags["cupid_good"].task_dict) == {"scan_insert", "scan_update", "compare", "callback"}
+    assert set(bag.dags["cupid_good"].task_dict) == {"scan", "compare", "callback"}
     broken = bag.dags["cupid_broken"]
     assert CONFIG_ERROR_TAG in broken.tags
     assert list(broken.task_dict) == ["config_error"]
@@ -228,7 +227,7 @@ def test_dag_id_clash_between_files(write_config: WriteConfig) -> None:
     bag = load_bag()
 
     assert sorted(bag.dag_ids) == ["cupid_a", "cupid_b"]
-    assert set(bag.dags["cupid_a"].task_dict) == {"scan_insert", "scan_update", "compare", "callback"}
+    assert set(bag.dags["cupid_a"].task_dict) == {"scan", "compare", "callback"}
     assert "dag id 'cupid_a' is already used by" in (bag.dags["cupid_b"].doc_md or "")
 
 
@@ -240,7 +239,7 @@ def test_placeholder_never_takes_a_good_dags_id(write_config: WriteConfig) -> No
 
     bag = load_bag()
 
-    assert set(bag.dags["cupid_zz"].task_dict) == {"scan_insert", "scan_update", "compare", "callback"}
+    assert set(bag.dags["cupid_zz"].task_dict) == {"scan", "compare", "callback"}
     assert CONFIG_ERROR_TAG in bag.dags["cupid_config_error_zz"].tags
 
 
@@ -289,7 +288,7 @@ def test_a_dag_id_may_not_take_another_files_reconcile_dag(write_config: WriteCo
 
     bag = load_bag()
 
-    assert set(bag.dags["cupid_user_reconcile"].task_dict) == {"scan_insert", "scan_update", "compare", "callback"}
+    assert set(bag.dags["cupid_user_reconcile"].task_dict) == {"scan", "compare", "callback"}
     user = bag.dags["cupid_user"]
     assert CONFIG_ERROR_TAG in user.tags
     assert "reconcile dag id 'cupid_user_reconcile' is already used by" in (user.doc_md or "")
@@ -362,7 +361,7 @@ def test_a_deeply_nested_file_is_one_broken_config(write_config: WriteConfig) ->
     bag = load_bag()
 
     assert bag.import_errors == {}
-    assert set(bag.dags["cupid_good"].task_dict) == {"scan_insert", "scan_update", "compare", "callback"}
+    assert set(bag.dags["cupid_good"].task_dict) == {"scan", "compare", "callback"}
     assert "nested too deeply" in (bag.dags["cupid_deep"].description or "")
     assert "nested more than 16 levels deep" in (bag.dags["cupid_nested"].description or "")
 
@@ -384,7 +383,7 @@ def test_dag_ids_over_airflows_limit_break_only_their_file(write_config: WriteCo
     bag = load_bag()
 
     assert bag.import_errors == {}
-    assert set(bag.dags["cupid_good"].task_dict) == {"scan_insert", "scan_update", "compare", "callback"}
+    assert set(bag.dags["cupid_good"].task_dict) == {"scan", "compare", "callback"}
     assert all(len(dag_id) <= ID_LEN for dag_id in bag.dag_ids)
     long_file = bag.dags[f"cupid_{long_stem}"]
     assert CONFIG_ERROR_TAG in long_file.tags
@@ -411,7 +410,7 @@ def test_durations_past_what_airflow_can_hold_are_config_errors(write_config: Wr
     write_config("good.json", sample_config())
     bag = load_bag()
     assert bag.import_errors == {}
-    assert set(bag.dags["cupid_good"].task_dict) == {"scan_insert", "scan_update", "compare", "callback"}
+    assert set(bag.dags["cupid_good"].task_dict) == {"scan", "compare", "callback"}
     for name, key in (("sla", "slaSeconds"), ("retry", "failureJobRetrySecond"), ("schedule", "schedule")):
         assert f"{key}:" in (bag.dags[f"cupid_huge_{name}"].description or ""), name
 
@@ -435,7 +434,7 @@ def test_a_file_whose_dags_airflow_refuses_half_way_leaves_only_its_placeholder(
     write_config("good.json", sample_config())
     bag = load_bag()
     assert bag.import_errors == {}
-    assert set(bag.dags["cupid_good"].task_dict) == {"scan_insert", "scan_update", "compare", "callback"}
+    assert set(bag.dags["cupid_good"].task_dict) == {"scan", "compare", "callback"}
     refused = bag.dags["cupid_refused"]
     assert "Airflow refused its DAGs: OverflowError" in (refused.description or "")
     assert "cupid_refused_reconcile" not in bag.dags  # half-built: a plan task and no reconcile

@@ -59,7 +59,7 @@ def test_sqlite_pair(
     )
     httpserver.expect_request("/cb").respond_with_data("ok")
     (configs_dir / "lite.json").write_text(
-        json.dumps(config("cupid_sqlite_src", "cupid_sqlite_des", httpserver.url_for("/cb")) | {"schedule": 3600})
+        json.dumps(config("cupid_sqlite_src", "cupid_sqlite_des", httpserver.url_for("/cb")) | {"schedule": 3600, "inlineRows": 0})
     )
 
     result = run_dag("cupid_lite", logical_date=datetime(2026, 5, 1, 11, tzinfo=UTC))
@@ -67,7 +67,7 @@ def test_sqlite_pair(
     assert result.state == "success", result.task_states
     assert received(httpserver) == {"b": 2, "c": 2}  # insert scan: every id; update window 10:00-11:00
     assert [p["kind"] for p in result.partitions] == ["ids", "window"]
-    assert result.partitions[1]["exclude_ids"] == [0, 3]  # the window's rows are left to scan_insert
+    assert result.partitions[1]["exclude_ids"] == [0, 3]  # the window leaves the insert claim's rows alone
 
 
 @pytest.fixture

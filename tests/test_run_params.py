@@ -35,7 +35,7 @@ def test_a_start_id_cannot_move_the_cursor_forward(pair: Pair, capfd: pytest.Cap
 
     for start_id in (HUGE, 5):  # 5: the table's end + 1 would skip id 4
         result = run_dag(pair.dag_id, conf={"start_id": start_id})
-        assert result.task_states[("scan_insert", -1)] == "failed" and result.tries[("scan_insert", -1)] == 1
+        assert result.task_states[("scan", -1)] == "failed" and result.tries[("scan", -1)] == 1
         assert insert_cursor(pair)["cursor"] == 3
     output = "".join(capfd.readouterr())
     assert f"run param start_id={HUGE} would skip ids nobody checked: the insert cursor is at 3" in output
@@ -133,5 +133,5 @@ def test_a_since_that_is_no_date_time_fails_the_update_scan(pair: Pair, capfd: p
     pair.configure(src={"update": True, "updateColumn": "update_time"})
     result = run_dag(pair.dag_id, conf={"since": "yesterday", "until": "2025-06-02T00:00:00Z"})
 
-    assert result.task_states[("scan_update", -1)] == "failed" and result.tries[("scan_update", -1)] == 1
+    assert result.task_states[("scan", -1)] == "failed" and result.tries[("scan", -1)] == 1
     assert "since='yesterday' is not an ISO 8601 date-time" in "".join(capfd.readouterr())

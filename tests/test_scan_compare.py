@@ -328,7 +328,7 @@ def test_unsortable_string_format_is_a_clear_error(pair: Pair) -> None:
     pair.add_source(("a", "x", None, None, None, "2026-3-1 11:00:00"))
     result = run_dag(pair.dag_id)
     assert result.state == "failed"
-    assert result.task_states[("scan_update", -1)] == "failed"
+    assert result.task_states[("scan", -1)] == "failed"
 
 
 def test_a_failing_compare_stops_its_reader_threads_before_closing_their_connections(
@@ -433,8 +433,8 @@ def test_a_failed_run_loses_none_of_its_claimed_ids(pair: Pair) -> None:
     pair.configure(src={"update": True, "updateColumn": "updated_at"})  # the column is update_time
 
     failed = run_dag(pair.dag_id)
-    assert failed.state == "failed" and failed.task_states[("scan_update", -1)] == "failed"
-    assert failed.tries[("scan_update", -1)] == 1  # an unknown column: no retry can fix it
+    assert failed.state == "failed" and failed.task_states[("scan", -1)] == "failed"
+    assert failed.tries[("scan", -1)] == 1  # an unknown column: no retry can fix it
     assert insert_cursor(pair)["cursor"] == 50 and pair.callbacks() == []
 
     pair.configure(src={"updateColumn": "update_time"})
@@ -536,7 +536,7 @@ def test_a_cursor_beyond_the_source_end_fails_with_what_to_do(pair: Pair) -> Non
     pair.src.execute("DELETE FROM `user` WHERE id > 3")
 
     result = run_dag(pair.dag_id)
-    assert result.task_states[("scan_insert", -1)] == "failed" and result.tries[("scan_insert", -1)] == 1
+    assert result.task_states[("scan", -1)] == "failed" and result.tries[("scan", -1)] == 1
     pair.run(conf={"start_id": 4})  # what the message says to do
     assert insert_cursor(pair)["cursor"] == 3
 
@@ -640,21 +640,21 @@ def test_a_database_restart_between_scan_and_compare_costs_retries_and_loses_not
     """Both sides go through one loopback proxy that "restarts" the server right after the scan:
     every connection dropped, connections refused for 1.5 s. The compare's first tries fail to
     connect and retry; the run then reports every divergence of the claim, once."""
-    from cupid_airflow.operators.scan_insert import ScanInsertOperator
+    from cupid_airflow.operators.scan import ScanOperator
     from tests.conftest import MYSQL
     from tests.proxy import CuttableProxy
 
     pair.add_source(*[(f"n{i:03d}", f"name {i}", None, None, None) for i in range(300)])
     pair.add_destination(*[(f"n{i:03d}", f"name {i}", None, None, None) for i in range(300) if i % 50])
     proxy = CuttableProxy((MYSQL["host"], MYSQL["port"]))
-    scan = ScanInsertOperator.run
+    scan = ScanOperator.run
 
-    def scan_then_restart(self: ScanInsertOperator, context: Any) -> Any:
+    def scan_then_restart(self: ScanOperator, context: Any) -> Any:
         claimed = scan(self, context)
         proxy.restart(1.5)
         return claimed
 
-    monkeypatch.setattr(ScanInsertOperator, "run", scan_then_restart)
+    monkeypatch.setattr(ScanOperator, "run", scan_then_restart)
     try:
         config = json.loads(pair.config_path.read_text())
         for endpoint, database in ((config["src"], pair.src.name), (config["des"][0], pair.des.name)):
@@ -666,7 +666,7 @@ def test_a_database_restart_between_scan_and_compare_costs_retries_and_loses_not
         assert proxy.restarts == 1 and result.tries[("compare", 0)] >= 2  # refused at first, then retried
         assert sorted(pair.by_number()) == [f"n{i:03d}" for i in range(0, 300, 50)]
 
-        monkeypatch.setattr(ScanInsertOperator, "run", scan)
+        monkeypatch.setattr(ScanOperator, "run", scan)
         pair.run()  # the next scan settles the claim: its compares all succeeded in the end
         assert pair.callbacks() == [] and insert_cursor(pair)["open"] == {}
     finally:

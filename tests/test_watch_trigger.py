@@ -220,9 +220,9 @@ def test_advance_rules() -> None:
 
 def test_pacing() -> None:
     """A busy table fires once per gap, never loses the change it held back, and marks are stored
-    only once the event they stand for is surely persisted."""
+    only once the event they stand for is surely persisted, also while the table keeps changing."""
     gap, delay = core_watch.MIN_EVENT_GAP_SECONDS, core_watch.STORE_DELAY_SECONDS  # the real values
-    assert gap == 10 and delay == 10
+    assert gap == 3 and delay == 10
     pacer = Pacer(None)
     assert pacer.observe(Observation(observed_ids=True, max_id=1), now=-1) == []  # the first look adopts
     assert pacer.to_store(now=-1) == pacer.fired  # nothing fired: stored at once
@@ -230,16 +230,18 @@ def test_pacing() -> None:
     assert pacer.observe(Observation(observed_ids=True, max_id=2), now=0) == ["new ids up to 2"]
     assert pacer.to_store(now=1) is None  # too soon after the event
     assert pacer.observe(Observation(observed_ids=True, max_id=3), now=2) == []  # held back
-    assert pacer.observe(Observation(observed_ids=True, max_id=3), now=4) == []
-    assert pacer.observe(Observation(observed_ids=True, max_id=3), now=10.5) == ["new ids up to 3"]
-    stored = pacer.to_store(now=21)
-    assert stored is not None and stored["max_id"] == 3
-    pacer.store_failed(now=21)
+    assert pacer.observe(Observation(observed_ids=True, max_id=3), now=3.5) == ["new ids up to 3"]
+    assert pacer.observe(Observation(observed_ids=True, max_id=4), now=7) == ["new ids up to 4"]
+    assert pacer.to_store(now=9) is None
+    stored = pacer.to_store(now=10)  # the first event's marks: the later ones are not surely saved yet
+    assert stored is not None and stored["max_id"] == 2
+    pacer.store_failed(now=10)
     assert pacer.to_store(now=30) is None  # the state store refused: not again every poll
-    assert pacer.to_store(now=82) == stored
+    stored = pacer.to_store(now=71)
+    assert stored is not None and stored["max_id"] == 4  # by now the newest event is old enough
     pacer.stored_as(stored)
-    assert pacer.to_store(now=90) is None
-    assert pacer.observe(Observation(observed_ids=True, max_id=3), now=100) == []  # idle: nothing
+    assert pacer.to_store(now=90) is None and pacer.unstored == []
+    assert pacer.observe(Observation(observed_ids=True, max_id=4), now=100) == []  # idle: nothing
 
     restarted = Pacer(stored)  # a triggerer restart: the stored marks, nothing new
     assert restarted.observe(Observation(observed_ids=True, max_id=3), now=0) == []

@@ -15,13 +15,21 @@ tests).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
 from cupid_airflow.core.errors import TimeColumnError
-from cupid_airflow.core.state import IdPartition, WindowPartition, id_partition, window_partition
+from cupid_airflow.core.state import (
+    IdPartition,
+    Partition,
+    WindowPartition,
+    decode_value,
+    id_partition,
+    window_partition,
+)
 from cupid_airflow.timeformat import TimeFormat
 
 __all__ = [
@@ -29,6 +37,7 @@ __all__ = [
     "ColumnTime",
     "id_partitions",
     "merge_to_limit",
+    "rows_at_most",
     "time_kind",
     "window_partitions",
 ]
@@ -96,6 +105,21 @@ def window_partitions(
         parts.append(window_partition(column, vtype, start, cut))
         start = low = cut
     return merge_to_limit(parts)
+
+
+def rows_at_most(reader: BoundaryReader, parts: Sequence[Partition], limit: int) -> bool:
+    """Whether ``parts`` hold at most ``limit`` source rows, known without reading them: an id range
+    counts its width (an upper bound: ids have gaps), a window one index probe for its row number
+    ``budget`` (each window gets an equal share of what the id ranges left)."""
+    budget = limit - sum(p["upto"] - p["after"] for p in parts if p["kind"] == "ids")
+    windows = [p for p in parts if p["kind"] == "window"]
+    if budget < 0 or (windows and budget < len(windows)):
+        return False
+    share = budget // len(windows) if windows else 0
+    return all(
+        reader.nth_in_window(w["column"], decode_value(w["since"]), decode_value(w["until"]), share) is None
+        for w in windows
+    )
 
 
 def time_kind(sample: Any) -> str:

@@ -6,10 +6,11 @@ Where each lives (the stores themselves are Airflow's; operators adapt them to :
 =====================  ==========================================  ===============================
 state                  store, key                                  written by
 =====================  ==========================================  ===============================
-:class:`InsertCursor`  Variable ``cupid.<dag_id>.insert_cursor``   ``scan_insert``
-:class:`UpdateMark`    Variable ``cupid.<dag_id>.update_hwm``      ``scan_update``
-:class:`IdPartition`,  XCom of the scan tasks                      ``scan_*`` -> ``compare``
+:class:`InsertCursor`  Variable ``cupid.<dag_id>.insert_cursor``   ``scan``
+:class:`UpdateMark`    Variable ``cupid.<dag_id>.update_hwm``      ``scan``
+:class:`IdPartition`,  XCom of ``scan``                            ``scan`` -> ``compare``
 :class:`WindowPartition`
+:class:`CarriedEvents`  XCom of ``scan`` (an inline run's leftovers)  ``scan`` -> ``compare`` -> ``callback``
 :class:`Event`         XCom of compare/reconcile                   -> ``callback``; the POST body
 :class:`EventChunks`   the same, past 10,000 events: XCom chunks   -> ``callback``, a chunk at a time
 :class:`Segment`       XCom of ``plan``                            -> ``reconcile``
@@ -46,6 +47,7 @@ __all__ = [
     "STATE_VERSION",
     "WATCH_MARKS_KEY",
     "WATCH_MARKS_VERSION",
+    "CarriedEvents",
     "DeliveredBits",
     "DeliveredIds",
     "Event",
@@ -379,6 +381,30 @@ def read_partition(data: Any) -> Partition:
     if data.get("exclude_ids"):
         part["exclude_ids"] = [int(i) for i in data["exclude_ids"]]
     return part
+
+
+class CarriedEvents(TypedDict):
+    """Events a scan compared itself (an inline run) but could not deliver. They travel in place
+    of a partition: ``compare`` returns them as they are, and ``callback`` retries them as usual."""
+
+    version: int
+    kind: Literal["events"]
+    events: list[Event]
+
+
+def carried_events(events: list[Event]) -> CarriedEvents:
+    return CarriedEvents(version=STATE_VERSION, kind="events", events=events)
+
+
+def read_carried_events(data: Any) -> list[Event] | None:
+    """The events a :class:`CarriedEvents` holds; None when ``data`` is a partition to compare."""
+    if not isinstance(data, dict) or data.get("kind") != "events":
+        return None
+    _check_version("carried events", data)
+    events = data.get("events")
+    if not isinstance(events, list):
+        raise StateError(f"carried events hold {type(events).__name__}, expected a list of events")
+    return cast(list[Event], events)
 
 
 # ---------------------------------------------------------------------------- events

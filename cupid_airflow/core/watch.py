@@ -20,10 +20,12 @@ is caught by the insert scan's settle window and the pair's safety schedule, who
 the whole interval.
 
 :class:`Pacer` decides when to fire and when to store: a busy table fires at most every
-:data:`MIN_EVENT_GAP_SECONDS` (a run is already queued; the next event needs to say no more), and
-marks are stored only :data:`STORE_DELAY_SECONDS` after the event they stand for, once Airflow has
-surely persisted it: the triggerer keeps fired events in memory for up to a second and drops them
-when it is stopped, so marks stored at once could claim an event nobody saw.
+:data:`MIN_EVENT_GAP_SECONDS` (about one inline run: with ``max_active_runs=1`` more events only
+queue behind the running one, adding ``asset_event`` rows, not runs), and marks are stored only
+:data:`STORE_DELAY_SECONDS` after the event they stand for, once Airflow has surely persisted it:
+the triggerer keeps fired events in memory for up to a second and drops them when it is stopped,
+so marks stored at once could claim an event nobody saw. A table that keeps changing still gets
+its marks stored: those of the newest event old enough.
 """
 
 from __future__ import annotations
@@ -36,8 +38,9 @@ from cupid_airflow.core.state import WATCH_MARKS_VERSION, WatchMarks, encode_val
 
 __all__ = ["MIN_EVENT_GAP_SECONDS", "STORE_DELAY_SECONDS", "Observation", "Pacer", "advance"]
 
-#: Shortest time between two events of one pair.
-MIN_EVENT_GAP_SECONDS = 10.0
+#: Shortest time between two events of one pair: about what one small (inline) run takes, so a
+#: change right after another is not held back much longer than the run it would queue behind.
+MIN_EVENT_GAP_SECONDS = 3.0
 #: How long after an event its marks are stored.
 STORE_DELAY_SECONDS = 10.0
 #: How long to wait before storing again after the state store refused.
@@ -108,6 +111,9 @@ class Pacer:
         self.stored = stored
         self.last_fire = -math.inf
         self.retry_at = -math.inf
+        # Marks not stored yet, oldest first, with the time of the event they depend on: storing
+        # marks claims every event up to theirs, so each waits until its event is surely saved.
+        self.unstored: list[tuple[float, WatchMarks]] = []
 
     def observe(self, seen: Observation, now: float) -> list[str]:
         """What to fire for ``seen`` (empty: nothing). A change held back by the gap stays
@@ -115,21 +121,28 @@ class Pacer:
         new, changes = advance(self.fired, seen)
         if changes and now - self.last_fire < MIN_EVENT_GAP_SECONDS:
             return []
-        self.fired = new
         if changes:
             self.last_fire = now
+        if new != self.fired:
+            self.unstored.append((self.last_fire, new))
+        self.fired = new
         return changes
 
     def to_store(self, now: float) -> WatchMarks | None:
-        """The marks to store now, if any."""
-        if self.fired is None or self.fired == self.stored:
+        """The marks to store now, if any: the newest whose event is :data:`STORE_DELAY_SECONDS` old."""
+        if now < self.retry_at:
             return None
-        if now - self.last_fire < STORE_DELAY_SECONDS or now < self.retry_at:
+        ready = [marks for at, marks in self.unstored if now - at >= STORE_DELAY_SECONDS]
+        if not ready or ready[-1] == self.stored:
             return None
-        return self.fired
+        return ready[-1]
 
     def stored_as(self, marks: WatchMarks) -> None:
         self.stored = marks
+        for i, (_, pending) in enumerate(self.unstored):
+            if pending is marks or pending == marks:
+                del self.unstored[: i + 1]
+                break
 
     def store_failed(self, now: float) -> None:
         self.retry_at = now + STORE_RETRY_SECONDS

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Context
 
@@ -24,7 +24,10 @@ from cupid_airflow.core.state import (
 from cupid_airflow.exceptions import CallbackDeliveryError, ReceiverGoneError
 from cupid_airflow.operators.base import CupidOperator
 
-__all__ = ["CallbackOperator"]
+if TYPE_CHECKING:
+    from cupid_airflow.pair import SyncPair
+
+__all__ = ["CallbackOperator", "deliver_once", "send_events"]
 
 #: Persist delivered ids at least this often (seconds) while delivering; a killed worker resends
 #: at most what it delivered since the last save.
@@ -82,9 +85,7 @@ class CallbackOperator(CupidOperator):
         if store is not None and report.delivered:
             bits.write(store)
         self.log.info("Delivered %d of %d pending events (%d in all)", report.delivered, pending, count)
-        for event, result in report.problems:
-            self.log.error("Event %s (%s = %s) not delivered: %s", event["eventId"], self.config.src.by_column,
-                           event.get("byValue"), result.detail)  # fmt: skip
+        log_problems(self.pair, report, self.log)
         if report.gone:
             raise ReceiverGoneError(
                 f"{shown} answered 410 Gone for {report.gone} of {pending} events: the receiver refuses "
@@ -120,19 +121,6 @@ class CallbackOperator(CupidOperator):
     async def _deliver(
         self, chunks: Iterator[list[Event]], bits: DeliveredBits, store: Store | None, pending: int
     ) -> tuple[DeliveryReport, str]:
-        # Imported here: aiohttp and the http provider cost every task process that parses the DAG
-        # file (the scans' included) about a CPU-second, and only a callback task sends anything.
-        from cupid_airflow.hooks.callback import CallbackHook
-
-        pair = self.pair
-        notification = pair.des.callback_notification
-        hook = CallbackHook(
-            url=pair.des.callback_url,
-            http_conn_id=pair.des.http_conn_id,
-            secret=notification.secret if notification else None,
-            concurrency=self.config.worker_number,
-            timeout=float(notification.timeout_second) if notification else 3.0,
-        )
         positions: dict[str, int] = {}  # events in flight -> their place in the list
 
         def undelivered() -> Iterator[Event]:
@@ -153,13 +141,47 @@ class CallbackOperator(CupidOperator):
             if store is not None:
                 bits.write(store)
 
-        async with hook.sender() as (send, url):
-            self.log.info(
-                "Delivering %d events to %s, %d at a time%s",
-                pending, redact_url(url), hook.concurrency, " (signed)" if hook.secret else "",
-            )  # fmt: skip
-            report = await deliver_all(undelivered(), send, hook.concurrency, on_outcome=on_outcome,
-                                       checkpoint=checkpoint, checkpoint_every=SAVE_EVERY_SECONDS)  # fmt: skip
-        if report.receiver_down:
-            self.log.error("Connection failures in a row: the rest was left for the next try")
-        return report, url
+        return await send_events(self.pair, undelivered(), pending, self.log, on_outcome, checkpoint)
+
+
+async def send_events(
+    pair: SyncPair,
+    events: Iterable[Event],
+    pending: int,
+    log: Any,
+    on_outcome: Callable[[Event, Delivery], None] | None = None,
+    checkpoint: Callable[[], None] | None = None,
+) -> tuple[DeliveryReport, str]:
+    """One delivery pass of ``events`` to the pair's callback (short Retry-Afters waited out, no
+    other retry: that is the caller's), and the URL they went to (with its secrets: redact it)."""
+    hook = pair.callback_hook()
+    async with hook.sender() as (send, url):
+        log.info(
+            "Delivering %d events to %s, %d at a time%s",
+            pending, redact_url(url), hook.concurrency, " (signed)" if hook.secret else "",
+        )  # fmt: skip
+        report = await deliver_all(events, send, hook.concurrency, on_outcome=on_outcome,
+                                   checkpoint=checkpoint, checkpoint_every=SAVE_EVERY_SECONDS)  # fmt: skip
+    if report.receiver_down:
+        log.error("Connection failures in a row: the rest was left for the next try")
+    return report, url
+
+
+def log_problems(pair: SyncPair, report: DeliveryReport, log: Any) -> None:
+    """The first few undelivered events, by id and key (never their columns' values)."""
+    for event, result in report.problems:
+        log.error("Event %s (%s = %s) not delivered: %s", event["eventId"], pair.src.by_column,
+                  event.get("byValue"), result.detail)  # fmt: skip
+
+
+def deliver_once(pair: SyncPair, events: list[Event], log: Any) -> list[Event]:
+    """Deliver ``events`` in one pass; the ones not delivered (failed or refused), in order."""
+    outcomes: dict[str, bool] = {}
+
+    def on_outcome(event: Event, result: Delivery) -> None:
+        outcomes[event["eventId"]] = result.outcome == "delivered"
+
+    report, url = asyncio.run(send_events(pair, events, len(events), log, on_outcome))
+    log.info("Delivered %d of %d events to %s", report.delivered, len(events), redact_url(url))
+    log_problems(pair, report, log)
+    return [e for e in events if not outcomes.get(e["eventId"], False)]

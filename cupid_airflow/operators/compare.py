@@ -7,7 +7,7 @@ from typing import Any
 from airflow.sdk import Context
 
 from cupid_airflow.core.compare import EVENT_MISSING
-from cupid_airflow.core.state import Event, EventChunks, read_partition
+from cupid_airflow.core.state import Event, EventChunks, read_carried_events, read_partition
 from cupid_airflow.operators.base import CupidOperator
 
 __all__ = ["CompareOperator"]
@@ -17,6 +17,10 @@ class CompareOperator(CupidOperator):
     """Returns one event per source row of the partition that is missing in the destination
     (type 1) or different there (type 2), in XCom chunks when there are many (an empty
     destination); the streaming compare itself is :meth:`cupid_airflow.pair.SyncPair.compare_partition`.
+
+    A run small enough to compare in its scan task (``inlineRows``) hands over only the events
+    its scan could not deliver (:class:`~cupid_airflow.core.state.CarriedEvents`): they pass
+    through unchanged, so ``callback`` retries them as it retries any others.
 
     :param partition: one partition from a scan task (mapped).
     """
@@ -28,6 +32,10 @@ class CompareOperator(CupidOperator):
         self.partition = partition
 
     def run(self, context: Context) -> list[Event] | EventChunks:
+        carried = read_carried_events(self.partition)
+        if carried is not None:
+            self.log.info("%d events the scan compared but could not deliver: handed to callback", len(carried))
+            return carried
         part = read_partition(self.partition)
         spool = self.event_spool(context)
         rows = self.pair.compare_partition(part, spool.add)

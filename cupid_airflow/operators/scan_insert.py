@@ -27,13 +27,13 @@ from cupid_airflow.operators.base import CupidOperator
 if TYPE_CHECKING:  # the SQL hooks load when a scan opens its table: a callback task never needs them
     from cupid_airflow.hooks.table import Table
 
-__all__ = ["ScanInsertOperator"]
+__all__ = ["InsertScan", "ScanInsertOperator"]
 
 #: Claims remembered per DAG, so a retried scan of a recent run gets its range back.
 KEEP_CLAIMS = 50
 
 
-class ScanInsertOperator(CupidOperator):
+class InsertScan(CupidOperator):
     """Claims ``(cursor, upto]`` of the source's ids and returns it as partitions.
 
     The cursor (:class:`~cupid_airflow.core.state.InsertCursor`: the last claimed id and the
@@ -52,8 +52,11 @@ class ScanInsertOperator(CupidOperator):
     """
 
     ui_color = "#d9f2e6"
+    #: This run's own claim ``[after, upto]`` once :meth:`scan_inserts` made or found it.
+    run_claim: list[int] | None = None
 
-    def run(self, context: Context) -> list[IdPartition]:
+    def scan_inserts(self, context: Context) -> list[IdPartition]:
+        self.run_claim = None
         params = context["params"]
         start_id, end_id = params.get("start_id"), params.get("end_id")
         with self.pair.source_table() as table:
@@ -73,17 +76,17 @@ class ScanInsertOperator(CupidOperator):
                     self.log.info("Re-checking ids %s..%s (the highest id is %s); the insert cursor is not moved",
                                   start_id, upto, max_id)  # fmt: skip
                     return self._partitions(table, start_id - 1, upto)
-            ranges = self._claim(table, context, start_id)
+            ranges = self._claim_ids(table, context, start_id)
             parts = [p for after, upto in ranges for p in self._partitions(table, after, upto)]
             return merge_to_limit(parts)
 
-    def _claim(self, table: Table, context: Context, start_id: int | None) -> list[list[int]]:
+    def _claim_ids(self, table: Table, context: Context, start_id: int | None) -> list[list[int]]:
         """This run's ranges: the open ranges it took over from failed runs, then its new claim."""
         dag_id, run_id = self.pair.pair_id, context["run_id"]
         state = read_insert_cursor(self.variables, dag_id)
         unchanged = copy.deepcopy(state)
         if run_id in state["claims"]:
-            after, upto = state["claims"][run_id]
+            after, upto = self.run_claim = state["claims"][run_id]
             self.log.info("Run %s already claimed ids (%s, %s]: reusing that claim", run_id, after, upto)
             return state["open"].get(run_id) or [[after, upto]]
         takeover = take_over(state["open"], run_id, self.compare_outcomes(context, list(state["open"])))
@@ -112,7 +115,7 @@ class ScanInsertOperator(CupidOperator):
             bound = table.nth_after(ID_COLUMN, after, None, self.config.max_rows_per_run - 1)
             upto = int(max_id) if bound is None else min(int(bound), int(max_id))
         if after < upto:  # an empty claim is not kept: a retry may as well claim what came since
-            state["claims"][run_id] = [after, upto]
+            state["claims"][run_id] = self.run_claim = [after, upto]
             state["claims"] = dict(list(state["claims"].items())[-KEEP_CLAIMS:])
         state["cursor"] = upto
         late = self._watch_gaps(table, state, after, upto)
@@ -186,3 +189,11 @@ class ScanInsertOperator(CupidOperator):
         parts = id_partitions(table, after, upto, chunk, ID_COLUMN)
         self.log.info("%d partition(s) of about %d rows for ids (%s, %s]", len(parts), chunk, after, upto)
         return parts
+
+
+class ScanInsertOperator(InsertScan):
+    """The scan of new ids alone as a task (for a DAG built by hand); the factory's DAGs run both
+    scans in one :class:`~cupid_airflow.operators.scan.ScanOperator`."""
+
+    def run(self, context: Context) -> list[IdPartition]:
+        return self.scan_inserts(context)

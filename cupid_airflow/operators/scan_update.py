@@ -19,7 +19,7 @@ from cupid_airflow.core.state import (
 from cupid_airflow.exceptions import CupidFailure
 from cupid_airflow.operators.base import CupidOperator
 
-__all__ = ["ScanUpdateOperator"]
+__all__ = ["ScanUpdateOperator", "UpdateScan"]
 
 
 def _instant(value: Any, name: str) -> datetime:
@@ -32,7 +32,7 @@ def _instant(value: Any, name: str) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-class ScanUpdateOperator(CupidOperator):
+class UpdateScan(CupidOperator):
     """Partitions of the rows whose ``updateColumn`` lies in the run's window.
 
     The window is the run's data interval, reaching back ``updateScanSecond`` before its start so
@@ -50,13 +50,13 @@ class ScanUpdateOperator(CupidOperator):
 
     ui_color = "#d9ecf2"
 
-    def run(self, context: Context) -> list[WindowPartition]:
+    def scan_updates(self, context: Context) -> list[WindowPartition]:
         pair = self.pair
         assert pair.src.update_column is not None
         state = read_update_state(self.variables, pair.pair_id)
         mark = None if state["until"] is None else datetime.fromisoformat(state["until"])
         since, until, moves_mark = self._window(context, mark)
-        windows = self._claim(context, state, since, until) if moves_mark else [(since, until)]
+        windows = self._claim_windows(context, state, since, until) if moves_mark else [(since, until)]
         parts: list[WindowPartition] = []
         with pair.source_table() as table:
             writer = pair.column_time(table)
@@ -79,7 +79,7 @@ class ScanUpdateOperator(CupidOperator):
         self.log.info("%d partition(s)", len(parts))
         return merge_to_limit(parts)
 
-    def _claim(
+    def _claim_windows(
         self, context: Context, state: UpdateMark, since: datetime, until: datetime
     ) -> list[tuple[datetime, datetime]]:
         """This run's windows: those it took over from runs whose compares did not all succeed,
@@ -128,3 +128,11 @@ class ScanUpdateOperator(CupidOperator):
             return None
         claim = read_insert_cursor(self.variables, self.pair.pair_id)["claims"].get(run_id)
         return claim if claim and claim[0] < claim[1] else None
+
+
+class ScanUpdateOperator(UpdateScan):
+    """The scan of updated rows alone as a task (for a DAG built by hand); the factory's DAGs run both
+    scans in one :class:`~cupid_airflow.operators.scan.ScanOperator`."""
+
+    def run(self, context: Context) -> list[WindowPartition]:
+        return self.scan_updates(context)
