@@ -58,10 +58,9 @@ def test_sqlite_pair(
         [("a", "Ann"), ("b", "Benjamin"), ("c", "")],
     )
     httpserver.expect_request("/cb").respond_with_data("ok")
+    settings = {"schedule": 3600, "inlineRows": 0}
     (configs_dir / "lite.json").write_text(
-        json.dumps(
-            config("cupid_sqlite_src", "cupid_sqlite_des", httpserver.url_for("/cb")) | {"schedule": 3600, "inlineRows": 0}
-        )
+        json.dumps(config("cupid_sqlite_src", "cupid_sqlite_des", httpserver.url_for("/cb")) | settings)
     )
 
     result = run_dag("cupid_lite", logical_date=datetime(2026, 5, 1, 11, tzinfo=UTC))
