@@ -463,15 +463,6 @@ def main() -> None:
     try:
         with mariadb_databases(db) as cursor:
             fleet = Fleet(stack, receiver, db, cursor)
-            cursor.execute("SELECT @@max_connections")
-            limit = int(cursor.fetchone()[0])
-            if limit < max(sizes) + 50:
-                print(
-                    f"warning: MariaDB max_connections is {limit}: each watched source table holds one "
-                    f"connection in the triggerer, so {max(sizes)} pairs on their own tables and the tasks "
-                    "will run out (raise it, e.g. SET GLOBAL max_connections = 400)",
-                    flush=True,
-                )
             try:
                 fleet.tables(max(sizes))
                 stack.start()

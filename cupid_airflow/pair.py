@@ -110,7 +110,11 @@ class SyncPair:
 
     # ------------------------------------------------------------------ tables
 
-    def source_table(self, read_timeout: int | None = None) -> Table:
+    def source_table(self, read_timeout: int | None = None, over: Table | None = None) -> Table:
+        """The source table, on a connection of its own, or ``over`` another table's connection to
+        the same server (the watch trigger's lanes)."""
+        if over is not None:
+            return over.sibling(self.src.table, self._side("src"))
         from cupid_airflow.hooks.table import Table, db_hook
 
         hook = db_hook(self.src, f"cupid_{self.pair_id}_src", read_timeout)

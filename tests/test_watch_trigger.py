@@ -245,3 +245,44 @@ def test_pacing() -> None:
 
     restarted = Pacer(stored)  # a triggerer restart: the stored marks, nothing new
     assert restarted.observe(Observation(observed_ids=True, max_id=3), now=0) == []
+
+
+def test_tables_on_one_server_share_its_connections(watched: Pair, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Five watched tables on one server over one lane (one connection): each still fires for its
+    own change, and a table that does not exist fails its own polls without breaking the others'."""
+    from cupid_airflow.triggers import watch as trigger_watch
+
+    monkeypatch.setattr(trigger_watch, "LANES_PER_SERVER", 1)
+    config = json.loads(watched.config_path.read_text())
+    names = [f"t{i}" for i in range(4)]
+    for name in names:
+        watched.src.execute(f"CREATE TABLE `{name}` LIKE `user`")
+    triggers = []
+    for name in [*names, "missing"]:
+        path = watched.config_path.with_name(f"{name}.json")
+        path.write_text(json.dumps({**config, "src": {**config["src"], "table": name}}))
+        triggers.append(SourceWatchTrigger(config_file=str(path), pair_id=f"cupid_{name}"))
+    watches = [Watching(trigger) for trigger in triggers]
+    stores = [MemoryStateStore() for _ in triggers]
+    for watch, store in zip(watches, stores, strict=True):
+        watch.trigger.asset_state_store = store  # type: ignore[assignment]
+        watch.start()
+
+    def connections() -> list[int]:
+        sql = "SELECT ID FROM information_schema.PROCESSLIST WHERE DB = %s AND ID <> CONNECTION_ID()"
+        return sorted(row[0] for row in watched.src.execute(sql, (watched.src.name,)))
+
+    try:
+        for watch, store in zip(watches[:4], stores[:4], strict=True):
+            watch.stored(store)  # every real table polled once
+        first = connections()
+        assert len(first) == 1  # one connection for the five tables (the test's own not counted)
+        for name, watch in zip(names, watches[:4], strict=True):
+            watched.src.execute(f"INSERT INTO `{name}` (number) VALUES ('x')")
+            assert watch.wait(1)[0]["changes"][0] == "new ids up to 1"  # and the first update time
+        time.sleep(1.5)  # the missing table's polls keep failing meanwhile
+        assert connections() == first  # the same connection: a missing table did not reset it
+        assert all(not watch.task.done() for watch in watches)
+    finally:
+        for watch in watches:
+            watch.stop()

@@ -105,6 +105,7 @@ class Table:
         self.placeholder = hook.placeholder
         self.quoted = ".".join(self.quote(part) for part in name.split("."))
         self._conn: Any = None
+        self._borrowed = False  # the connection is another Table's (see sibling)
 
     @property
     def thread_safe(self) -> bool:
@@ -154,8 +155,16 @@ class Table:
 
     def close(self) -> None:
         if self._conn is not None:
-            self._conn.close()
+            if not self._borrowed:
+                self._conn.close()
             self._conn = None
+
+    def sibling(self, name: str, side: str = "") -> Table:
+        """Another table of the same database over this table's connection (connecting now if it
+        has not): closing the sibling leaves the connection open; closing this table closes it."""
+        other = Table(self.hook, name, side)
+        other._conn, other._borrowed = self.conn, True
+        return other
 
     def __enter__(self) -> Table:
         return self

@@ -18,8 +18,9 @@ import asyncio
 import logging
 import math
 import os
+import zlib
 from collections.abc import AsyncIterator, Callable, Hashable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -44,10 +45,13 @@ MIN_POLL_SECONDS = 0.5
 WATCH_READ_TIMEOUT_SECONDS = 30
 #: Longest wait between attempts while the source or the config cannot be reached.
 MAX_BACKOFF_SECONDS = 60.0
-#: Threads for the polls' blocking database calls, apart from the triggerer's default executor so
-#: a hung source server cannot starve other triggers. A poll never overlaps itself, so a thread is
-#: busy for milliseconds per poll, and for at most the timeouts when a server hangs.
-WATCH_THREADS = 16
+#: Connections per source server (DSN or Airflow connection) for every table watched on it, each
+#: with a thread of its own that runs its tables' polls one after another: 200 watched tables on
+#: one server cost 4 connections, not 200 (MariaDB's default ``max_connections`` is 151). A poll
+#: is a millisecond or two of queries, so 4 lanes keep up with hundreds of tables polled every 2 s.
+LANES_PER_SERVER = 4
+#: Threads for loading configs, apart from the triggerer's default executor.
+CONFIG_THREADS = 2
 #: The longest one poll (connect and queries) may take before it counts as failed; MySQL's own
 #: timeouts end it sooner, and this bounds drivers that have none.
 POLL_TIMEOUT_SECONDS = 45.0
@@ -57,7 +61,7 @@ _executor: ThreadPoolExecutor | None = None
 def _pool() -> ThreadPoolExecutor:
     global _executor
     if _executor is None:
-        _executor = ThreadPoolExecutor(WATCH_THREADS, thread_name_prefix="cupid-watch")
+        _executor = ThreadPoolExecutor(CONFIG_THREADS, thread_name_prefix="cupid-watch-config")
     return _executor
 
 
@@ -96,27 +100,106 @@ async def _load(config_file: str, destination: int, pair_id: str) -> SyncPair:
             await asyncio.sleep(delay)
 
 
-class _Source:
-    """The source table of one poll loop and the thread its driver calls run on.
+#: Errors of one query that leave the connection usable (a missing table or column, say): the
+#: lane keeps its connection for the other tables. Anything else reconnects it.
+_QUERY_ERRORS = ("ProgrammingError", "DataError", "IntegrityError", "NotSupportedError")
 
-    Every blocking call runs on a worker thread: the shared pool, or a thread of its own for
-    drivers whose connections belong to one thread (SQLite). A connection is closed on the thread
-    that used it, after its last call returned: closing one under a running query can crash the
-    process. A config edit that only changes credentials is picked up at the next poll; one that
-    changes the source changes the trigger's arguments, and Airflow replaces the trigger.
+
+class _Lane:
+    """One connection to a source server and the one thread that uses it, shared by the polls
+    of up to every table on that server (:data:`LANES_PER_SERVER` lanes per server).
+
+    Every driver call runs on the lane's thread, so a connection is used, and closed, only by the
+    thread that opened it (SQLite requires that; closing a MySQL connection under a running query
+    can crash the process), and polls of one lane never overlap: no lock.
+    """
+
+    def __init__(self, key: tuple[str, int]) -> None:
+        self.key = key
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix="cupid-watch")
+        self.anchor: Table | None = None  # owns the connection
+        self.tables: dict[str, Table] = {}  # every table of the lane, over the anchor's connection
+        self.users = 0
+
+    def table(self, pair: SyncPair) -> Table:
+        """``pair``'s source table over the lane's connection, opened on first use. Lane thread only."""
+        name = pair.src.table
+        if name not in self.tables:
+            if self.anchor is None:
+                self.anchor = pair.source_table(WATCH_READ_TIMEOUT_SECONDS)
+                self.anchor.conn  # noqa: B018 (connect now: errors belong to this poll)
+            self.tables[name] = pair.source_table(over=self.anchor)
+        return self.tables[name]
+
+    def observe(self, pair: SyncPair, ids: bool, updates: bool) -> Observation:
+        """One poll of ``pair``'s source. Lane thread only."""
+        try:
+            return pair.observe(self.table(pair), ids, updates)
+        except Exception as e:
+            if type(e).__name__ not in _QUERY_ERRORS:
+                self.reset()
+            raise
+
+    def reset(self) -> None:
+        """Close the connection (every table of the lane connects again at its next poll); errors
+        closing it are only logged. Lane thread only."""
+        anchor, self.anchor, self.tables = self.anchor, None, {}
+        if anchor is not None:
+            try:
+                anchor.close()
+            except Exception as e:
+                log.debug("cupid watch: closing a connection: %s", e)
+
+
+_lanes: dict[tuple[str, int], _Lane] = {}
+
+
+def _join_lane(pair: SyncPair) -> _Lane:
+    """The lane for ``pair``'s source: by server (its DSN, password included, so a changed password
+    gets a connection of its own; the key stays in this process's memory) and by table."""
+    src = pair.src
+    endpoint = src.dsn if src.dsn is not None else f"conn:{src.conn_id}"
+    key = (endpoint, zlib.crc32(src.table.encode()) % LANES_PER_SERVER)
+    lane = _lanes.get(key)
+    if lane is None:
+        lane = _lanes[key] = _Lane(key)
+    lane.users += 1
+    return lane
+
+
+def _leave_lane(lane: _Lane) -> None:
+    """One poll loop fewer on ``lane``; the last one out closes the connection and the thread."""
+    lane.users -= 1
+    if lane.users > 0:
+        return
+    if _lanes.get(lane.key) is lane:
+        del _lanes[lane.key]
+    try:
+        lane.executor.submit(lane.reset)  # after the call in progress, on the lane's thread
+        lane.executor.shutdown(wait=False)
+    except RuntimeError:  # the interpreter is exiting
+        pass
+
+
+class _Source:
+    """The source table of one poll loop, polled over its server's :class:`_Lane`.
+
+    A config edit that only changes credentials is picked up at the next poll (on a lane of the
+    new credentials); one that changes the source changes the trigger's arguments, and Airflow
+    replaces the trigger.
     """
 
     def __init__(self, pair: SyncPair) -> None:
         self.pair = pair
         self.key = pair.watch_key()
         self.version = _version(pair.config_file or "")
-        self.executor: ThreadPoolExecutor = _pool()
-        self.table: Table | None = None
-        self.running: Future[Any] | None = None
+        self.lane: _Lane | None = None
+        self.masked = False
 
     async def _call(self, func: Callable[..., _T], *args: Any) -> _T:
-        self.running = self.executor.submit(func, *args)
-        return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(self.running)), POLL_TIMEOUT_SECONDS)
+        assert self.lane is not None
+        running = self.lane.executor.submit(func, *args)
+        return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(running)), POLL_TIMEOUT_SECONDS)
 
     def refresh(self) -> None:
         config_file = self.pair.config_file or ""
@@ -129,43 +212,22 @@ class _Source:
         except Exception:
             return  # being rewritten, or broken: keep polling as configured; the next parse decides
         if pair.watch_key() == self.key:
-            self.pair = pair
-            self.drop()  # new credentials, maybe: connect again with them
+            self.pair, self.masked = pair, False
+            self.close()  # new credentials, maybe: the next poll joins the lane they lead to
 
     async def observe(self, ids: bool, updates: bool) -> Observation:
-        if self.table is None:
-            table = await self._call(self.pair.source_table, WATCH_READ_TIMEOUT_SECONDS)
-            if not table.thread_safe and self.executor is _pool():
-                self.executor = ThreadPoolExecutor(1, thread_name_prefix="cupid-watch-own")
-            self.table = table
+        if self.lane is None:
+            self.lane = _join_lane(self.pair)
+        if not self.masked:
             # from a worker thread, whose calls reach the supervisor, where the triggerer masks logs
             await self._call(self.pair.mask_secrets)
-        return await self._call(self.pair.observe, self.table, ids, updates)
-
-    def drop(self) -> None:
-        """Close the connection once no thread uses it; errors closing it are only logged."""
-        table, running, self.table = self.table, self.running, None
-        if table is None:
-            return
-
-        def close(*_: Any) -> None:
-            try:
-                table.close()
-            except Exception as e:
-                log.debug("cupid watch: closing %s: %s", table.name, e)
-
-        if running is not None and not running.done():
-            running.add_done_callback(close)  # runs on the worker thread when the call returns
-            return
-        try:
-            self.executor.submit(close)
-        except RuntimeError:  # the executor is shut down: the interpreter is exiting
-            close()
+            self.masked = True
+        return await self._call(self.lane.observe, self.pair, ids, updates)
 
     def close(self) -> None:
-        self.drop()
-        if self.executor is not _pool():
-            self.executor.shutdown(wait=False)
+        lane, self.lane = self.lane, None
+        if lane is not None:
+            _leave_lane(lane)
 
 
 async def observe_source(pair: SyncPair) -> AsyncIterator[Observation]:
@@ -195,7 +257,6 @@ async def observe_source(pair: SyncPair) -> AsyncIterator[Observation]:
                 delay = _backoff(failures, min(ids_every, updates_every))
                 log.warning("cupid watch %s: polling %s failed, trying again in %.0f s: %s",
                             pair.pair_id, src.table, delay, _problem(e))  # fmt: skip
-                source.drop()
                 await asyncio.sleep(delay)
                 continue
             if failures:
