@@ -156,7 +156,11 @@ def test_changes_start_runs_without_a_trigger(
     updated = time.monotonic()
     wait_for(lambda: _reported(receiver, "n5", 2), 90, "the callbacks of the updated row", every=0.2)
     print(f"update -> both callbacks: {time.monotonic() - updated:.1f} s")
-    wait_for(lambda: _all_done(stack), 90, "the runs to finish", every=1)
+    # A row or two: each run compared and called back in its scan task (inlineRows), one task process.
+    for dag_id, runs in wait_for(lambda: _all_done(stack), 90, "the runs to finish", every=1).items():
+        for run in runs:
+            states = {(t["task_id"], t["state"]) for t in stack.task_instances(dag_id, run["dag_run_id"])}
+            assert states == {("scan", "success"), ("compare", "skipped"), ("callback", "skipped")}, states
 
     # 4. Two DAGs, one poll: about one statement per interval reaches the source, not two.
     polls = _source_polls(src, table, 10)
