@@ -182,16 +182,16 @@ def log_problems(pair: SyncPair, report: DeliveryReport, log: Any) -> None:
 
 
 def deliver_once(pair: SyncPair, events: list[Event], log: Any) -> list[Event]:
-    """Deliver ``events`` in one pass, starting deliveries for at most :data:`INLINE_SEND_SECONDS`;
-    the ones not delivered (failed, refused or not sent in time), in order."""
+    """Deliver ``events`` in one pass, starting deliveries for at most :data:`INLINE_SEND_SECONDS`
+    from the first; the ones not delivered (failed, refused or not sent in time), in order."""
     outcomes: dict[str, bool] = {}
-    deadline = time.monotonic() + INLINE_SEND_SECONDS
     started = 0
 
     def in_time() -> Iterator[Event]:
         nonlocal started
+        deadline = time.monotonic() + INLINE_SEND_SECONDS  # from the first send: the first is always tried
         for event in events:
-            if time.monotonic() >= deadline:
+            if started and time.monotonic() >= deadline:
                 return
             started += 1
             yield event
