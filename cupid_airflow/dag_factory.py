@@ -215,6 +215,8 @@ DATABASE_RETRIES = 2
 #: queries a bounded amount (a claim of maxRowsPerRun rows cut into at most 500 partitions, one
 #: partition): minutes on a healthy server, so two hours only ever stops a stuck try. The database
 #: timeouts (:data:`~cupid_airflow.hooks.table.READ_TIMEOUT_SECONDS`) bound each wait on a socket.
+#: A scan that sends a small run's callbacks itself starts sends for at most
+#: :data:`~cupid_airflow.operators.callback.INLINE_SEND_SECONDS` and leaves the rest to ``callback``.
 DATABASE_TASK_TIMEOUT = timedelta(hours=2)
 #: Time limit of one reconcile try: a segment of ``segmentRows`` rows, checksummed chunk by chunk
 #: (each sized to ``targetQuerySeconds``), plus ``minAgeSeconds`` for a task that waits it out in

@@ -114,3 +114,33 @@ def test_rows_at_most_counts_id_ranges_by_width_and_probes_windows() -> None:
     assert not rows_at_most(column, [id_partition(0, 6), window], 9)  # 6 + 4 > 9
     assert not rows_at_most(column, [id_partition(0, 6)], 5)
     assert rows_at_most(column, [window, window], 8) and not rows_at_most(column, [window, window], 7)
+
+
+def test_a_slow_receiver_does_not_hold_the_scan_task_past_its_sending_time(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The scan starts deliveries for a bounded time only: what it has not sent by then goes on to
+    the callback task. Without the bound a slow or throttling receiver kept the scan (and its
+    database pool slot) sending up to its 2-hour time limit, whose retries compared and sent
+    everything again, so the events never reached the callback task's resumable retries."""
+    import time
+
+    from cupid_airflow.operators import callback
+
+    monkeypatch.setattr(callback, "INLINE_SEND_SECONDS", 0.8)
+    pair.configure(inlineRows=1000, workerNumber=1)
+    divergent(pair)
+
+    def slow(attempt: int, request: Any) -> Response:
+        time.sleep(0.5)
+        return Response("ok")
+
+    script = Script(slow)
+    pair.answer_with(script)
+
+    result = pair.run()
+
+    carried: Any = result.output("scan")[0]
+    assert [p["kind"] for p in carried] == ["events"] and 1 <= len(carried[0]["events"]) < 3
+    assert result.task_states[("callback", 0)] == "success"
+    assert len(script.accepted) == 3 and set(script.seen.values()) == {1}  # each sent once, by one task

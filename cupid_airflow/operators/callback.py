@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,12 @@ __all__ = ["CallbackOperator", "deliver_once", "send_events"]
 #: Persist delivered ids at least this often (seconds) while delivering; a killed worker resends
 #: at most what it delivered since the last save.
 SAVE_EVERY_SECONDS = 1.0
+#: How long a scan task's inline pass (:func:`deliver_once`) starts deliveries; what it has not
+#: sent by then goes on to the callback task. A slow or throttling receiver must not keep the scan
+#: (and its database pool slot) sending until its time limit: a try stopped there records nothing,
+#: so its retries would compare and send everything again and never hand the events on. At most
+#: this, plus one event's own attempts (its request timeouts and short Retry-After waits).
+INLINE_SEND_SECONDS = 60.0
 
 
 class CallbackOperator(CupidOperator):
@@ -175,13 +182,27 @@ def log_problems(pair: SyncPair, report: DeliveryReport, log: Any) -> None:
 
 
 def deliver_once(pair: SyncPair, events: list[Event], log: Any) -> list[Event]:
-    """Deliver ``events`` in one pass; the ones not delivered (failed or refused), in order."""
+    """Deliver ``events`` in one pass, starting deliveries for at most :data:`INLINE_SEND_SECONDS`
+    from the first; the ones not delivered (failed, refused or not sent in time), in order."""
     outcomes: dict[str, bool] = {}
+    started = 0
+
+    def in_time() -> Iterator[Event]:
+        nonlocal started
+        deadline = time.monotonic() + INLINE_SEND_SECONDS  # from the first send: the first is always tried
+        for event in events:
+            if started and time.monotonic() >= deadline:
+                return
+            started += 1
+            yield event
 
     def on_outcome(event: Event, result: Delivery) -> None:
         outcomes[event["eventId"]] = result.outcome == "delivered"
 
-    report, url = asyncio.run(send_events(pair, events, len(events), log, on_outcome))
+    report, url = asyncio.run(send_events(pair, in_time(), len(events), log, on_outcome))
     log.info("Delivered %d of %d events to %s", report.delivered, len(events), redact_url(url))
+    if started < len(events):
+        log.warning("%d events not sent within %g s: left to the callback task", len(events) - started,
+                    INLINE_SEND_SECONDS)  # fmt: skip
     log_problems(pair, report, log)
     return [e for e in events if not outcomes.get(e["eventId"], False)]

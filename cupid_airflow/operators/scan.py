@@ -24,7 +24,8 @@ class ScanOperator(InsertScan, UpdateScan):
     in its path, and a watched pair's run is mostly one new or changed row. For the same reason a
     run whose partitions hold at most ``inlineRows`` rows (an index probe tells, before any row is
     read) compares them and sends their callbacks here, in one pass, and returns nothing: the
-    mapped tasks are skipped. Events that pass does not deliver go on as
+    mapped tasks are skipped. Events that pass does not deliver (or does not send in time:
+    :data:`~cupid_airflow.operators.callback.INLINE_SEND_SECONDS`) go on as
     :class:`~cupid_airflow.core.state.CarriedEvents` through ``compare`` to ``callback``, whose
     retries and alerts take them from there. Claims and windows settle as for any run: its
     ``compare`` ends skipped (nothing left) or successful.
