@@ -144,3 +144,22 @@ def test_a_slow_receiver_does_not_hold_the_scan_task_past_its_sending_time(
     assert [p["kind"] for p in carried] == ["events"] and 1 <= len(carried[0]["events"]) < 3
     assert result.task_states[("callback", 0)] == "success"
     assert len(script.accepted) == 3 and set(script.seen.values()) == {1}  # each sent once, by one task
+
+
+def test_a_broken_callback_setup_leaves_the_events_to_the_callback_task(pair: Pair) -> None:
+    """A callback connection the scan cannot use does not fail the scan (its ranges were compared):
+    the callback task meets the same error and fails with the alert, holding every event."""
+    pair.configure(inlineRows=1000, callbackRetries=0)
+    config = json.loads(pair.config_path.read_text())
+    config["des"][0]["httpConnId"] = "cupid_no_such_connection"
+    config["des"][0]["callbackNotification"] = {"url": "/cb"}
+    pair.config_path.write_text(json.dumps(config))
+    divergent(pair)
+
+    from tests.airflow_run import run_dag
+
+    result = run_dag(pair.dag_id)
+
+    assert result.task_states[("scan", -1)] == "success" and result.task_states[("callback", 0)] == "failed"
+    carried: Any = result.output("scan")[0]
+    assert sorted(e["byValue"] for e in carried[0]["events"]) == ["n3", "n4", "n5"]
