@@ -8,7 +8,7 @@ UV     := $(VENV)/bin/uv
 UV_VERSION := 0.13.9
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint lock bench-parse bench-scan bench-callback bench-latency bench-reconcile bench-fleet screenshot clean
+.PHONY: install demo test lint lock bench-parse bench-scan bench-callback bench-latency bench-reconcile bench-fleet bench-dag-processor screenshot clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt scripts/build_deps.py
 	$(PYTHON) scripts/build_deps.py
@@ -50,6 +50,9 @@ bench-reconcile: install
 
 bench-fleet: install
 	$(PY) bench/fleet.py
+
+bench-dag-processor: install
+	$(PY) bench/dag_processor.py --pickup
 
 # The README's UI screenshots (docs/img/); needs Debian's chromium.
 screenshot: install

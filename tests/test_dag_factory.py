@@ -139,10 +139,28 @@ def test_the_watcher_changes_when_the_watched_source_does(write_config: WriteCon
         assert source_kwarg(config) != base, change
 
 
-def test_safety_schedules_spread_over_six_hours() -> None:
-    starts = {tuple(safety_schedule(f"cupid_t{i}").expression.split()[:2]) for i in range(200)}
-    assert len(starts) > 150  # 200 pairs never start their safety runs together
-    assert safety_schedule("cupid_t1").expression.split()[1].endswith("-23/6")
+def test_safety_schedules_spread_over_six_hours(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each pair's next safety run, as Airflow computes it: 6 to 7 hours after its last one, and
+    200 pairs never start theirs together."""
+    import pendulum
+    from airflow.serialization.encoders import coerce_to_core_timetable
+    from airflow.timetables import interval
+    from airflow.timetables.base import TimeRestriction
+
+    from cupid_airflow.dag_factory import START_DATE
+
+    monkeypatch.setattr(interval, "utcnow", lambda: pendulum.datetime(2026, 11, 28, 12, 34, 56, tz="UTC"))
+    restriction = TimeRestriction(earliest=pendulum.instance(START_DATE), latest=None, catchup=False)
+    minutes = set()
+    for i in range(200):
+        timetable = coerce_to_core_timetable(safety_schedule(f"cupid_t{i}"))
+        first = timetable.next_dagrun_info(last_automated_data_interval=None, restriction=restriction)
+        assert first is not None and first.run_after <= interval.utcnow()  # a new pair's first pass: at once
+        second = timetable.next_dagrun_info(last_automated_data_interval=first.data_interval, restriction=restriction)
+        assert second is not None and second.data_interval.start == first.data_interval.end  # contiguous
+        assert timedelta(hours=6) <= second.run_after - first.run_after < timedelta(hours=7)
+        minutes.add(second.run_after.replace(second=0))
+    assert len(minutes) > 140  # as spread as 200 random minutes of 6.5 hours (about 155 distinct)
 
 
 @pytest.mark.parametrize("schedule", ["@once", "@continuous"])
