@@ -294,6 +294,28 @@ class Fleet:
 
     # metadata database
 
+    def stages(self, dag_id: str, inserted: float) -> str:
+        """Where a detected row's time went, from the metadata database: seconds after the INSERT at
+        which the watcher's asset event was written, the run was queued, its scan was queued and
+        started (the callback follows inside the scan)."""
+        rows = self.meta(
+            "SELECT min(ae.timestamp), dr.queued_at, ti.queued_dttm, ti.start_date FROM dag_run dr "
+            "JOIN task_instance ti ON ti.dag_id = dr.dag_id AND ti.run_id = dr.run_id AND ti.task_id = 'scan' "
+            "LEFT JOIN dagrun_asset_event dae ON dae.dag_run_id = dr.id "
+            "LEFT JOIN asset_event ae ON ae.id = dae.event_id "
+            "WHERE dr.dag_id = %s AND dr.run_type = 'asset_triggered' "
+            "GROUP BY dr.id, dr.queued_at, ti.queued_dttm, ti.start_date ORDER BY dr.id DESC LIMIT 1",
+            dag_id,
+        )
+        if not rows:
+            return "no asset-triggered run found"
+        names = ("event", "run queued", "scan queued", "scan started")
+        return ", ".join(
+            f"{name} +{moment.timestamp() - inserted:.1f}"
+            for name, moment in zip(names, rows[0], strict=True)
+            if moment
+        )
+
     def registered(self, prefix: str) -> int:
         return int(self.meta("SELECT count(*) FROM dag WHERE dag_id LIKE %s AND NOT is_stale", prefix + "%")[0][0])
 
@@ -542,7 +564,8 @@ def main() -> None:
                     inserted = time.time()  # autocommit: the INSERT returned after its commit
                     wait_for(lambda v=number: v in receiver.by_value(1), 300, f"the callback for {number}", every=0.05)
                     latencies.append(receiver.arrivals[receiver.by_value(1)[number]["eventId"]] - inserted)
-                    print(f"  row {k} (pair {i:03d}): {latencies[-1]:.1f} s insert->callback", flush=True)
+                    stages = fleet.stages(f"fleet_w_{i:03d}", inserted)
+                    print(f"  row {k} (pair {i:03d}): {latencies[-1]:.1f} s insert->callback ({stages})", flush=True)
                 health = triggerer_health(stack)
                 ok = True
             finally:
