@@ -112,7 +112,9 @@ def test_rows_at_most_counts_id_ranges_by_width_and_probes_windows() -> None:
     assert rows_at_most(column, [window], 4) and not rows_at_most(column, [window], 3)
     assert rows_at_most(column, [id_partition(0, 6), window], 10)
     assert not rows_at_most(column, [id_partition(0, 6), window], 9)  # 6 + 4 > 9
-    assert not rows_at_most(column, [id_partition(0, 6)], 5)
+    # wider than the limit, sparse: probed, not counted by width (10, 20, 30, 40, 50 are five rows)
+    assert rows_at_most(column, [id_partition(0, 60)], 5) and not rows_at_most(column, [id_partition(0, 60)], 4)
+    assert rows_at_most(column, [id_partition(0, 35)], 3) and not rows_at_most(column, [id_partition(0, 35)], 2)
     assert rows_at_most(column, [window, window], 8) and not rows_at_most(column, [window, window], 7)
 
 

@@ -107,19 +107,30 @@ def window_partitions(
     return merge_to_limit(parts)
 
 
-def rows_at_most(reader: BoundaryReader, parts: Sequence[Partition], limit: int) -> bool:
-    """Whether ``parts`` hold at most ``limit`` source rows, known without reading them: an id range
-    counts its width (an upper bound: ids have gaps), a window one index probe for its row number
-    ``budget`` (each window gets an equal share of what the id ranges left)."""
-    budget = limit - sum(p["upto"] - p["after"] for p in parts if p["kind"] == "ids")
-    windows = [p for p in parts if p["kind"] == "window"]
-    if budget < 0 or (windows and budget < len(windows)):
+def rows_at_most(reader: BoundaryReader, parts: Sequence[Partition], limit: int, id_column: str = "id") -> bool:
+    """Whether ``parts`` hold at most ``limit`` source rows, known from the index without reading
+    them. Id ranges count by their width (an upper bound) when that fits; otherwise, and for
+    windows, each partition gets an equal share of the budget and one ``LIMIT 1 OFFSET share``
+    probe: sparse ids (deleted rows, a pair whose first pass was skipped) do not force the mapped
+    tasks on a run of a few rows."""
+    ids = [p for p in parts if p["kind"] == "ids"]
+    width = sum(p["upto"] - p["after"] for p in ids)
+    budget, probed = (limit - width, [p for p in parts if p["kind"] == "window"]) if width <= limit else (limit, parts)
+    if not probed:
+        return True
+    share = budget // len(probed)
+    if share < 1:
         return False
-    share = budget // len(windows) if windows else 0
-    return all(
-        reader.nth_in_window(w["column"], decode_value(w["since"]), decode_value(w["until"]), share) is None
-        for w in windows
-    )
+    for part in probed:
+        if part["kind"] == "ids":
+            beyond = reader.nth_after(id_column, part["after"], part["upto"] + 1, share)
+        else:
+            beyond = reader.nth_in_window(
+                part["column"], decode_value(part["since"]), decode_value(part["until"]), share
+            )
+        if beyond is not None:
+            return False
+    return True
 
 
 def time_kind(sample: Any) -> str:

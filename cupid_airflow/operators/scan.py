@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from airflow.sdk import Context
 
-from cupid_airflow.core.compare import EVENT_MISSING
+from cupid_airflow.core.compare import EVENT_MISSING, ID_COLUMN
 from cupid_airflow.core.partitions import rows_at_most
 from cupid_airflow.core.state import CarriedEvents, Event, IdPartition, WindowPartition, carried_events, read_partition
 from cupid_airflow.operators.scan_insert import InsertScan
@@ -47,7 +47,7 @@ class ScanOperator(InsertScan, UpdateScan):
         if not parts or not limit:
             return parts
         with self.pair.source_table() as table:
-            small = rows_at_most(table, parts, limit)
+            small = rows_at_most(table, parts, limit, ID_COLUMN)
         if not small:
             self.log.info("More than inlineRows=%d rows to compare: %d mapped compare task(s)", limit, len(parts))
             return parts
