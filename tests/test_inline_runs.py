@@ -111,10 +111,12 @@ def test_rows_at_most_counts_id_ranges_by_width_and_probes_windows() -> None:
     window = window_partition("t", "epoch_s", 10, 41)  # 10, 20, 30, 40
     assert rows_at_most(column, [window], 4) and not rows_at_most(column, [window], 3)
     assert rows_at_most(column, [id_partition(0, 6), window], 10)
-    assert not rows_at_most(column, [id_partition(0, 6), window], 9)  # 6 + 4 > 9
+    assert not rows_at_most(column, [id_partition(0, 35), window], 5)  # 3 + 4 rows
     # wider than the limit, sparse: probed, not counted by width (10, 20, 30, 40, 50 are five rows)
     assert rows_at_most(column, [id_partition(0, 60)], 5) and not rows_at_most(column, [id_partition(0, 60)], 4)
     assert rows_at_most(column, [id_partition(0, 35)], 3) and not rows_at_most(column, [id_partition(0, 35)], 2)
+    # the width uses the whole budget: probed instead (the window holds 10, 20, 30, 40; the ids 10, 20)
+    assert rows_at_most(column, [id_partition(0, 20), window], 20)
     assert rows_at_most(column, [window, window], 8) and not rows_at_most(column, [window, window], 7)
 
 

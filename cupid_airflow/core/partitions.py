@@ -109,28 +109,29 @@ def window_partitions(
 
 def rows_at_most(reader: BoundaryReader, parts: Sequence[Partition], limit: int, id_column: str = "id") -> bool:
     """Whether ``parts`` hold at most ``limit`` source rows, known from the index without reading
-    them. Id ranges count by their width (an upper bound) when that fits; otherwise, and for
-    windows, each partition gets an equal share of the budget and one ``LIMIT 1 OFFSET share``
-    probe: sparse ids (deleted rows, a pair whose first pass was skipped) do not force the mapped
-    tasks on a run of a few rows."""
-    ids = [p for p in parts if p["kind"] == "ids"]
-    width = sum(p["upto"] - p["after"] for p in ids)
-    budget, probed = (limit - width, [p for p in parts if p["kind"] == "window"]) if width <= limit else (limit, parts)
-    if not probed:
-        return True
-    share = budget // len(probed)
-    if share < 1:
-        return False
-    for part in probed:
+    them. Id ranges count by their width (an upper bound) and windows get one
+    ``LIMIT 1 OFFSET n`` probe each, sharing what the widths left; when that cannot tell, every
+    partition is probed with an equal share, so sparse ids (deleted rows, a pair whose first
+    pass was skipped) do not force the mapped tasks on a run of a few rows."""
+
+    def within(part: Partition, share: int) -> bool:
         if part["kind"] == "ids":
-            beyond = reader.nth_after(id_column, part["after"], part["upto"] + 1, share)
-        else:
-            beyond = reader.nth_in_window(
-                part["column"], decode_value(part["since"]), decode_value(part["until"]), share
-            )
-        if beyond is not None:
-            return False
-    return True
+            return reader.nth_after(id_column, part["after"], part["upto"] + 1, share) is None
+        return (
+            reader.nth_in_window(part["column"], decode_value(part["since"]), decode_value(part["until"]), share)
+            is None
+        )
+
+    width = sum(p["upto"] - p["after"] for p in parts if p["kind"] == "ids")
+    windows = [p for p in parts if p["kind"] == "window"]
+    if width <= limit:
+        if not windows:
+            return True
+        share = (limit - width) // len(windows)
+        if share >= 1 and all(within(w, share) for w in windows):
+            return True
+    share = limit // max(1, len(parts))
+    return share >= 1 and all(within(p, share) for p in parts)
 
 
 def time_kind(sample: Any) -> str:
