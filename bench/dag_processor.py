@@ -38,6 +38,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.fleet import pair_config  # noqa: E402
 from tests.stack import PG, AirflowStack, wait_for  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -47,24 +48,9 @@ def write_configs(folder: Path, n: int, watch: bool) -> None:
     """``bench/fleet.py``'s configs: one source and one destination table each (never opened)."""
     for path in folder.glob("*.json"):
         path.unlink()
-    dsn = "root:@tcp(127.0.0.1:3306)/cupid_bench_nowhere"
     for i in range(n):
         dag_id = f"fleet_{'w' if watch else 't'}_{i:03d}"
-        config: dict[str, Any] = {
-            "src": {"dsn": dsn + "_src", "table": f"t{i:03d}", "byColumn": "number", "updateColumn": "update_time"},
-            "des": [
-                {
-                    "dsn": dsn + "_des",
-                    "table": f"t{i:03d}",
-                    "columns": {"number": "number", "name": "name"},
-                    "byColumn": "number",
-                    "callbackNotification": {"url": "http://127.0.0.1:9/cb"},
-                    "dagId": dag_id,
-                }
-            ],
-        }
-        if not watch:
-            config["watch"] = False
+        config = pair_config("cupid_bench_nowhere", i, dag_id, watch, "http://127.0.0.1:9/cb")
         tmp = folder / f".{dag_id}.json.tmp"
         tmp.write_text(json.dumps(config))
         tmp.rename(folder / f"{dag_id}.json")

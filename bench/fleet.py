@@ -70,6 +70,27 @@ TICK = os.sysconf("SC_CLK_TCK")
 ACTIVE = ("queued", "running")
 
 
+def pair_config(db: str, i: int, dag_id: str, watch: bool, callback_url: str) -> dict[str, Any]:
+    """Pair ``i``'s config: table ``t<i>`` of ``<db>_src`` against the same in ``<db>_des``."""
+    dsn = f"root:@tcp(127.0.0.1:3306)/{db}"
+    config: dict[str, Any] = {
+        "src": {"dsn": dsn + "_src", "table": f"t{i:03d}", "byColumn": "number", "updateColumn": "update_time"},
+        "des": [
+            {
+                "dsn": dsn + "_des",
+                "table": f"t{i:03d}",
+                "columns": {"number": "number", "name": "name"},
+                "byColumn": "number",
+                "callbackNotification": {"url": callback_url},
+                "dagId": dag_id,
+            }
+        ],
+    }
+    if not watch:
+        config["watch"] = False
+    return config
+
+
 # ---------------------------------------------------------------------- CPU accounting
 
 
@@ -262,23 +283,7 @@ class Fleet:
                 self.cursor.execute(f"INSERT INTO {self.db}_{side}.t{i:03d} (id, number, name) VALUES {rows}")
 
     def config(self, i: int, dag_id: str, watch: bool) -> dict[str, Any]:
-        dsn = f"root:@tcp(127.0.0.1:3306)/{self.db}"
-        config: dict[str, Any] = {
-            "src": {"dsn": dsn + "_src", "table": f"t{i:03d}", "byColumn": "number", "updateColumn": "update_time"},
-            "des": [
-                {
-                    "dsn": dsn + "_des",
-                    "table": f"t{i:03d}",
-                    "columns": {"number": "number", "name": "name"},
-                    "byColumn": "number",
-                    "callbackNotification": {"url": f"{self.receiver.url}/cb"},
-                    "dagId": dag_id,
-                }
-            ],
-        }
-        if not watch:
-            config["watch"] = False
-        return config
+        return pair_config(self.db, i, dag_id, watch, f"{self.receiver.url}/cb")
 
     def write(self, prefix: str, pairs: range, watch: bool) -> None:
         """Write the configs at once: each to a hidden name, then renamed, so no parse sees half a file."""
