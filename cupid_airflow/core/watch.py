@@ -133,16 +133,18 @@ class Pacer:
         if now < self.retry_at:
             return None
         ready = [marks for at, marks in self.unstored if now - at >= STORE_DELAY_SECONDS]
-        if not ready or ready[-1] == self.stored:
+        if not ready:
+            return None
+        if ready[-1] == self.stored:  # back to what is stored (a held-back change undone): nothing to write
+            self.stored_as(ready[-1])
             return None
         return ready[-1]
 
     def stored_as(self, marks: WatchMarks) -> None:
+        """``marks`` are stored: they cover every unstored entry up to the last one equal to them."""
         self.stored = marks
-        for i, (_, pending) in enumerate(self.unstored):
-            if pending is marks or pending == marks:
-                del self.unstored[: i + 1]
-                break
+        last = max((i for i, (_, pending) in enumerate(self.unstored) if pending == marks), default=-1)
+        del self.unstored[: last + 1]
 
     def store_failed(self, now: float) -> None:
         self.retry_at = now + STORE_RETRY_SECONDS
