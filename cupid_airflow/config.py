@@ -259,6 +259,10 @@ class CupidConfig(_Model):
     catchup: bool = False
     paused_at_creation: bool = False
     pool: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+    # Executor queues (CeleryExecutor): workers near the databases for the tasks that query them,
+    # others for the callbacks; none: Airflow's ``[operators] default_queue``.
+    queue: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+    callback_queue: Annotated[str, Field(min_length=1, max_length=256)] | None = None
     reconcile: Reconcile | None = None
     chunk_size: Annotated[int, Field(ge=1)] = 200_000
     max_rows_per_run: Annotated[int, Field(ge=1)] = 1_000_000
@@ -469,7 +473,7 @@ def _problem_from_pydantic(error: Any) -> Problem:
             loc = loc[:-1]
         return Problem(_json_path(loc), f"expected {_EXPECTED[kind]}, got {got}")
     message = error["msg"].removeprefix("Value error, ")
-    if kind.startswith(("greater_than", "less_than", "too_short", "too_long")):
+    if kind.startswith(("greater_than", "less_than", "too_short", "too_long", "string_too_")):
         message = f"{message[0].lower()}{message[1:]}, got {got}"
     return Problem(_json_path(loc), message)
 

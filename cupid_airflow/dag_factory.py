@@ -208,8 +208,10 @@ def _alerting(config_file: str) -> dict[str, Any]:
 
 def _database_tasks(config: CupidConfig, common: dict[str, Any]) -> dict[str, Any]:
     """Arguments of the tasks that query the databases: an Airflow pool, when the config names
-    one, caps them across every DAG that names it (callbacks are not counted)."""
-    return {**common, "pool": config.pool} if config.pool else common
+    one, caps them across every DAG that names it (callbacks are not counted); a queue, when it
+    names one, sends them to the workers that serve it."""
+    extra = {"pool": config.pool, "queue": config.queue}
+    return {**common, **{key: value for key, value in extra.items() if value}}
 
 
 #: Tries of a scan or compare task: a lost connection or a restarting server costs a retry, not the
@@ -252,6 +254,7 @@ def _callbacks(config: CupidConfig, config_file: str, common: dict[str, Any], ev
         retry_exponential_backoff=2.0,
         max_retry_delay=timedelta(minutes=10),
         on_retry_callback=[PushBearNotifier(config_file=config_file, only_on_try=ALERT_AT_TRY)],
+        **({"queue": config.callback_queue} if config.callback_queue else {}),
         **common,
     ).expand(events=events)
 

@@ -1,10 +1,13 @@
 """A real Airflow deployment in subprocesses: scheduler, dag-processor, triggerer and api-server.
 
-Used by the end-to-end test (``tests/test_e2e.py``), the latency benchmark (``bench/latency.py``)
-and the README screenshot (``bench/screenshot.py``). It is what ``docker-compose.yaml`` runs, minus
-Celery: LocalExecutor and a throwaway PostgreSQL metadata database on 127.0.0.1:5432 (SQLite
-locks under a real scheduler). Everything lives in one temporary ``AIRFLOW_HOME``; :meth:`stop`
-shuts the components down with SIGTERM and drops the database.
+Used by the end-to-end tests (``tests/test_e2e*.py``), the benchmarks (``bench/latency.py``,
+``bench/fleet.py``, ``bench/celery_scale.py``) and the README screenshot. LocalExecutor by default;
+given ``celery_workers`` it is what ``docker-compose.yaml`` runs: CeleryExecutor with Redis on
+127.0.0.1:6379 as broker (this deployment's keys under a prefix of its own, deleted afterwards),
+the metadata database as result backend, and one ``airflow celery worker`` per entry. The
+metadata database is a throwaway PostgreSQL database on 127.0.0.1:5432 (SQLite locks under a real
+scheduler). Everything lives in one temporary ``AIRFLOW_HOME``; :meth:`stop` shuts the components
+down with SIGTERM and :meth:`drop_database` drops the database and the broker's keys.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -44,6 +47,20 @@ COMPONENTS = ("scheduler", "dag-processor", "triggerer", "api-server")
 DAG_PROCESSOR_ENV = {
     "AIRFLOW__LOGGING__NAMESPACE_LEVELS": "airflow.models.dag=WARNING airflow.serialization.definitions.dag=WARNING"
 }
+#: What a Celery deployment of cupid sets, here and in docker-compose.yaml (tests/test_compose.py
+#: checks that the file does). Redis redelivers a task its worker has not acknowledged within the
+#: visibility timeout, to a second worker, while the first still runs it: it must exceed the
+#: longest try (a reconcile segment may take 6 h plus minAgeSeconds, a callback try to a slow
+#: receiver hours). 24 h is the provider's default, set so that each component stops warning.
+CELERY_ENV = {
+    "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+    "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT": "86400",
+}
+#: ``airflow <this>`` starts a worker, in the tests and in docker-compose.yaml.
+CELERY_WORKER_COMMAND = ("celery", "worker")
+REDIS = {"host": "127.0.0.1", "port": 6379}
+#: Set in each component's environment to its name: what :meth:`AirflowStack.kill_component` finds.
+COMPONENT_MARKER = "CUPID_TEST_COMPONENT"
 T = TypeVar("T")
 
 
@@ -84,6 +101,9 @@ class AirflowStack:
     home: Path
     extra_env: dict[str, str] = field(default_factory=dict)
     component_env: dict[str, dict[str, str]] = field(default_factory=dict)  # per component, over extra_env
+    #: Celery worker name -> the queues it serves (comma-separated); none: LocalExecutor.
+    celery_workers: dict[str, str] = field(default_factory=dict)
+    worker_concurrency: int = 2
     port: int = field(default_factory=free_port)
     database: str = field(default_factory=lambda: f"cupid_airflow_{uuid.uuid4().hex[:10]}")
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
@@ -101,6 +121,15 @@ class AirflowStack:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def broker_prefix(self) -> str:
+        """This deployment's keys in the shared Redis: a leftover of another run is never consumed."""
+        return f"{self.database}:"
+
+    @property
+    def components(self) -> tuple[str, ...]:
+        return COMPONENTS + tuple(worker_component(name) for name in self.celery_workers)
 
     @property
     def env(self) -> dict[str, str]:
@@ -131,8 +160,32 @@ class AirflowStack:
                 "AIRFLOW_CONN_PUSHBEAR_DEFAULT": json.dumps({"conn_type": "pushbear", "host": PUSHBEAR_NOWHERE}),
             }
         )
+        if self.celery_workers:
+            env.update(CELERY_ENV)
+            env.update(
+                {
+                    "AIRFLOW__CELERY__BROKER_URL": f"redis://{REDIS['host']}:{REDIS['port']}/0",
+                    "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__GLOBAL_KEYPREFIX": self.broker_prefix,
+                    "AIRFLOW__CELERY__RESULT_BACKEND": (
+                        f"db+postgresql://{PG['user']}@{PG['host']}:{PG['port']}/{self.database}"
+                    ),
+                    "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(self.worker_concurrency),
+                }
+            )
         env.update(self.extra_env)
         return env
+
+    def worker_env(self, name: str) -> dict[str, str]:
+        """One worker's settings over :attr:`env`. Both workers run on this machine, so each reports
+        its own name as the task instances' hostname (``[core] hostname_callable``), as two machines
+        would, and serves its logs on a port of its own."""
+        path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+        return {
+            "AIRFLOW__CORE__HOSTNAME_CALLABLE": "tests.stack.worker_hostname",
+            "CUPID_TEST_WORKER_NAME": name,
+            "PYTHONPATH": path,
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+        }
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -143,16 +196,25 @@ class AirflowStack:
         (self.home / "component-logs").mkdir(exist_ok=True)
         _pg_admin(f'CREATE DATABASE "{self.database}"')
         self.cli("db", "migrate", timeout=600)
-        for component in COMPONENTS:
+        for component in self.components:
             self._launch(component)
         wait_for(self._api_up, 120, "the api-server to answer")
+        if self.celery_workers:
+            wait_for(self._workers_up, 120, "every Celery worker to answer a ping")
 
     def _launch(self, component: str) -> None:
-        args = [component, "--workers", "1", "--host", "127.0.0.1"] if component == "api-server" else [component]
+        env = self.env | self.component_env.get(component, {})
+        if component == "api-server":
+            args = [component, "--workers", "1", "--host", "127.0.0.1"]
+        elif name := worker_name(component):
+            args = [*CELERY_WORKER_COMMAND, "--celery-hostname", f"{name}@%h", "--queues", self.celery_workers[name]]
+            env |= self.worker_env(name)
+        else:
+            args = [component]
         log = (self.home / "component-logs" / f"{component}.log").open("ab")
         self.procs[component] = subprocess.Popen(
             [str(BIN / "airflow"), *args],
-            env=self.env | self.component_env.get(component, {}),
+            env=env | {COMPONENT_MARKER: component},
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: SIGTERM reaches its children too
@@ -171,6 +233,36 @@ class AirflowStack:
 
     def start_component(self, component: str) -> None:
         self._launch(component)
+
+    def kill_component(self, component: str) -> list[int]:
+        """SIGKILL one component's whole process group, and any process of it that left the
+        group, as a machine lost would: no handler runs. The pids killed."""
+        import psutil
+
+        proc = self.procs.pop(component)
+        killed = [proc.pid]
+        os.killpg(proc.pid, signal.SIGKILL)
+        for other in self._processes():
+            if (other.info["environ"] or {}).get(COMPONENT_MARKER) == component:
+                with suppress(psutil.NoSuchProcess):
+                    other.kill()
+                    killed.append(other.pid)
+        proc.wait()
+        return killed
+
+    def _workers_up(self) -> bool:
+        """Every worker answers a ping through the broker (it consumes its queues from then on)."""
+        if dead := self.dead_components():
+            raise RuntimeError(f"component(s) exited: {dead}\n{self.log_tail()}")
+        app = "airflow.providers.celery.executors.celery_executor.app"
+        result = subprocess.run(
+            [str(BIN / "celery"), "--app", app, "inspect", "ping", "--timeout", "2"],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        return all(f"{name}@" in result.stdout for name in self.celery_workers)
 
     def stop(self, timeout: float = 60) -> dict[str, int | None]:
         """SIGTERM every component (api-server last), wait for each; return their exit codes
@@ -202,18 +294,33 @@ class AirflowStack:
         return codes
 
     def drop_database(self) -> None:
+        """Drop the metadata database and this deployment's keys in the broker."""
         _pg_admin(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
+        if self.celery_workers:
+            import redis
+
+            client = redis.Redis(**REDIS, socket_timeout=10)
+            try:
+                keys = list(client.scan_iter(match=f"{self.broker_prefix}*"))
+                if keys:
+                    client.delete(*keys)
+            finally:
+                client.close()
 
     def leftover_processes(self) -> list[str]:
         """Processes still running with this stack's AIRFLOW_HOME in their environment."""
+        return [f"{p.info['pid']}: {' '.join(p.info['cmdline'] or [])}" for p in self._processes()]
+
+    def _processes(self) -> list[Any]:
+        """Every running process with this stack's AIRFLOW_HOME in its environment (psutil, with
+        ``pid``, ``cmdline`` and ``environ`` read)."""
         import psutil
 
-        marker = str(self.home)
         found = []
         for proc in psutil.process_iter(["pid", "cmdline", "environ"]):
             try:
-                if (proc.info["environ"] or {}).get("AIRFLOW_HOME") == marker:
-                    found.append(f"{proc.info['pid']}: {' '.join(proc.info['cmdline'] or [])}")
+                if (proc.info["environ"] or {}).get("AIRFLOW_HOME") == str(self.home):
+                    found.append(proc)
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue
         return found
@@ -294,6 +401,20 @@ class AirflowStack:
         return wait_for(done, timeout, f"run {run_id} of {dag_id} to finish", every=1)
 
 
+def worker_component(name: str) -> str:
+    """The component name (in :attr:`AirflowStack.procs` and its log file) of Celery worker ``name``."""
+    return f"worker-{name}"
+
+
+def worker_name(component: str) -> str | None:
+    return component.removeprefix("worker-") if component.startswith("worker-") else None
+
+
+def worker_hostname() -> str:
+    """``[core] hostname_callable`` of a test worker: its name, as a worker on its own machine reports its host."""
+    return os.environ["CUPID_TEST_WORKER_NAME"]
+
+
 # Fixed per process, so the CLI and every component agree; this deployment is throwaway.
 _FERNET_KEY = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
 _JWT_SECRET = secrets.token_urlsafe(32)
@@ -317,12 +438,26 @@ class Recorder:
         self.bodies: list[dict[str, Any]] = []  # every accepted POST, repeats included
         self.gets: list[dict[str, str]] = []
         self.status = 200  # what POSTs get; anything but 200 records nothing
+        #: Cleared, POSTs wait (up to a minute) before they are answered: callback tasks stay
+        #: running for as long as a test needs; :attr:`held` counts the waiting requests.
+        self.gate = threading.Event()
+        self.gate.set()
+        self.held = 0
         self.lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def broker_prefix(self) -> str:
+        """This deployment's keys in the shared Redis: a leftover of another run is never consumed."""
+        return f"{self.database}:"
+
+    @property
+    def components(self) -> tuple[str, ...]:
+        return COMPONENTS + tuple(worker_component(name) for name in self.celery_workers)
 
     def start(self) -> Recorder:
         recorder = self
@@ -341,6 +476,12 @@ class Recorder:
 
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                if not recorder.gate.is_set():
+                    with recorder.lock:
+                        recorder.held += 1
+                    recorder.gate.wait(60)
+                    with recorder.lock:
+                        recorder.held -= 1
                 if recorder.status != 200:
                     self._reply(recorder.status)
                     return
@@ -383,12 +524,14 @@ def demo_seed_statements(prefix: str) -> list[str]:
 
 
 @contextmanager
-def deployment(prefix: str, extra_env: dict[str, str] | None = None) -> Iterator[AirflowStack]:
+def deployment(
+    prefix: str, extra_env: dict[str, str] | None = None, celery_workers: dict[str, str] | None = None
+) -> Iterator[AirflowStack]:
     """An :class:`AirflowStack` in a fresh temporary home (not started), stopped, its database
     dropped and its home removed afterwards; the components' log tails are printed (pytest shows
     them when a test fails)."""
     home = Path(tempfile.mkdtemp(prefix=prefix))
-    stack = AirflowStack(home, extra_env=extra_env or {})
+    stack = AirflowStack(home, extra_env=extra_env or {}, celery_workers=celery_workers or {})
     try:
         yield stack
     finally:

@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,7 +21,7 @@ import yaml
 
 from cupid_airflow.config import load_config
 from tests.conftest import MYSQL, REPO, MySqlDatabase
-from tests.stack import COMPONENTS, demo_seed_statements
+from tests.stack import CELERY_ENV, CELERY_WORKER_COMMAND, COMPONENTS, AirflowStack, demo_seed_statements
 
 COMPOSE = REPO / "docker-compose.yaml"
 DOCKER = REPO / "docker"
@@ -32,21 +33,21 @@ def compose() -> dict[str, Any]:
     return data
 
 
-def _compose_plugin() -> str | None:
+def _compose_command() -> list[str] | None:
+    """``docker compose`` (the v2 plugin) where it exists, else Debian's ``docker-compose`` (v1.29,
+    the only one Debian 12 packages; ``.ci/run`` installs it): both validate the file's schema."""
     docker = shutil.which("docker")
-    if docker is None:
-        return "no docker CLI"
-    result = subprocess.run([docker, "compose", "version"], capture_output=True, text=True)
-    return None if result.returncode == 0 else (result.stderr or result.stdout).strip().splitlines()[0]
+    if docker and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0:
+        return [docker, "compose"]
+    legacy = shutil.which("docker-compose")
+    return [legacy] if legacy else None
 
 
 def test_docker_compose_config_accepts_the_file() -> None:
-    missing = _compose_plugin()
-    if missing is not None:
-        pytest.skip(f"`docker compose config` not run: the compose plugin is not available here ({missing})")
-    result = subprocess.run(
-        ["docker", "compose", "-f", str(COMPOSE), "config", "--quiet"], capture_output=True, text=True, cwd=REPO
-    )
+    command = _compose_command()
+    if command is None:
+        pytest.skip("neither `docker compose` nor `docker-compose` is installed (.ci/run installs the latter)")
+    result = subprocess.run([*command, "-f", str(COMPOSE), "config", "--quiet"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
 
 
@@ -57,15 +58,25 @@ def test_every_component_of_the_e2e_test_is_a_service(compose: dict[str, Any]) -
         assert services[name]["command"] == component, name
         assert services[name]["image"] == "cupid-airflow:local"
         assert services[name]["depends_on"]["airflow-init"]["condition"] == "service_completed_successfully"
-    assert services["airflow-worker"]["command"] == "celery worker"
+    assert services["airflow-worker"]["command"] == " ".join(CELERY_WORKER_COMMAND)
     assert {"postgres", "redis", "mysql", "receiver", "airflow-init"} <= set(services)
 
 
-def test_airflow_settings_match_the_e2e_deployment(compose: dict[str, Any]) -> None:
+def test_airflow_settings_match_the_e2e_deployment(compose: dict[str, Any], tmp_path: Path) -> None:
     env = compose["x-airflow-common"]["environment"]
-    assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
-    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg2://")
-    assert env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://")
+    celery = AirflowStack(tmp_path, celery_workers={"a": "default"}).env  # what tests/test_e2e_celery.py runs
+    for key in CELERY_ENV:
+        assert env[key] == celery[key], key
+    for key, scheme in (
+        ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "postgresql+psycopg2://"),
+        ("AIRFLOW__CELERY__BROKER_URL", "redis://"),
+        ("AIRFLOW__CELERY__RESULT_BACKEND", "db+postgresql://"),
+    ):
+        assert env[key].startswith(scheme) and celery[key].startswith(scheme), key
+    # The result backend is the metadata database, as in the test.
+    assert env["AIRFLOW__CELERY__RESULT_BACKEND"].removeprefix("db+") == env[
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"
+    ].replace("+psycopg2", "")
     api = compose["services"]["airflow-apiserver"]
     port = api["ports"][0].split(":")[-1]
     assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == f"http://airflow-apiserver:{port}/execution/"

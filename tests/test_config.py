@@ -259,6 +259,8 @@ def test_missing_required_keys() -> None:
         ({"schedule": 0}, "schedule: 0 seconds: expected a whole number of seconds from 1 to 2592000 (30 days)"),
         ({"schedule": "@minutely"}, "schedule: '@minutely' is not an Airflow preset; expected one of"),
         ({"schedule": "61 * * * *"}, "schedule: '61 * * * *' is not a cron expression"),
+        ({"queue": ""}, "queue: string should have at least 1 character, got a string"),
+        ({"callbackQueue": 3}, "callbackQueue: expected a string, got 3"),
     ],
 )
 def test_top_level_type_and_range_errors(change: dict[str, Any], expected: str) -> None:

@@ -197,6 +197,26 @@ def test_a_pool_caps_the_database_tasks_only(write_config: WriteConfig) -> None:
     assert {t.pool for t in dags["cupid_plain"].tasks} == {"default_pool"}
 
 
+def test_queues_route_the_database_tasks_and_the_callbacks(write_config: WriteConfig) -> None:
+    queues = {"queue": "near-mysql", "callbackQueue": "egress", "reconcile": {"schedule": None}}
+    write_config("user.json", sample_config(**queues))
+    write_config("half.json", sample_config(callbackQueue="egress", reconcile={"schedule": None}))
+    write_config("plain.json", sample_config())
+    dags = load_bag().dags
+    routed = {t.task_id: t.queue for t in [*dags["cupid_user"].tasks, *dags["cupid_user_reconcile"].tasks]}
+    assert routed == {
+        "scan": "near-mysql",
+        "compare": "near-mysql",
+        "plan": "near-mysql",
+        "reconcile": "near-mysql",
+        "callback": "egress",
+    }
+    default = dags["cupid_plain"].tasks[0].queue  # [operators] default_queue
+    assert {t.queue for t in dags["cupid_plain"].tasks} == {default}
+    half = {t.task_id: t.queue for t in [*dags["cupid_half"].tasks, *dags["cupid_half_reconcile"].tasks]}
+    assert half == {"scan": default, "compare": default, "plan": default, "reconcile": default, "callback": "egress"}
+
+
 def test_docs_show_the_config_with_secrets_masked(write_config: WriteConfig) -> None:
     config = sample_config()
     config["src"]["pushbearSendKey"] = "SCT-sendkey-777"
