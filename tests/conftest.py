@@ -115,6 +115,16 @@ class MySqlDatabase:
         with self.conn.cursor() as cursor:
             cursor.executemany(sql, rows)
 
+    def hold_write_lock(self, table: str) -> Any:
+        """A second connection holding ``LOCK TABLES <table> WRITE``: every other session's read of
+        the table waits until it is closed (the lock goes with the connection)."""
+        import MySQLdb
+
+        conn = MySQLdb.connect(**MYSQL, db=self.name, autocommit=True)
+        with conn.cursor() as cursor:
+            cursor.execute(f"LOCK TABLES `{table}` WRITE")
+        return conn
+
     def drop(self) -> None:
         self.execute(f"DROP DATABASE IF EXISTS `{self.name}`")
         self.conn.close()

@@ -8,8 +8,9 @@ serves the default queue and ``cupid-source``, worker ``b`` the default queue an
 ``cupid-callbacks``. One test, in order, because starting the deployment costs most of a minute:
 
 1. A first pass over six partitions (the new DAG's first scheduled run): ``compare`` and
-   ``callback`` task instances run on both workers, and every divergence is delivered exactly once. Meanwhile a second pair with
-   ``queue``/``callbackQueue`` set runs its database tasks only on ``a`` and its callbacks only on ``b``.
+   ``callback`` task instances run on both workers, and every divergence is delivered exactly
+   once. Meanwhile a second pair with ``queue``/``callbackQueue`` set runs its database tasks
+   only on ``a`` and its callbacks only on ``b``.
 2. A worker lost mid-task: while callback tasks hold requests at the receiver on both workers,
    worker ``a``'s whole process group is killed with SIGKILL. The scheduler finds its task
    instances without a heartbeat (thresholds tuned down below, as the README says how), fails
@@ -80,7 +81,7 @@ def _config(src: MySqlDatabase, des: MySqlDatabase, receiver: Recorder, dag_id: 
     return {
         "failureJobRetrySecond": 1,
         "schedule": "@daily",
-        "watch": False,  # runs only when this test triggers them
+        "watch": False,  # no runs but the first scheduled one and those this test triggers
         "chunkSize": CHUNK,
         "inlineRows": 0,  # always the mapped compare and callback tasks
         **extra,
@@ -132,12 +133,23 @@ def test_celery_workers_share_the_work_and_a_lost_worker_loses_nothing(
     _insert(des, copied)
     stack.start()
     # 1. The first scheduled run of each new DAG (@daily, no catchup: the last whole day's run)
-    # is the first pass; its callbacks are held at the receiver until both workers run some.
+    # is the first pass. Its compare tasks wait on a lock of the destination table, its callbacks
+    # at the receiver, until both workers run some: which worker takes what is up to Celery.
     receiver.gate.clear()
+    lock = des.hold_write_lock("user")
     (stack.configs / "celery.json").write_text(json.dumps(_config(src, des, receiver, DAG_ID)))
-    routed = _config(src, des, routed_receiver, ROUTED_DAG_ID, queue="cupid-source", callbackQueue="cupid-callbacks")
+    routed = _config(
+        src, des, routed_receiver, ROUTED_DAG_ID,
+        queue="cupid-source", callbackQueue="cupid-callbacks", chunkSize=len(FIRST),
+    )  # fmt: skip
     (stack.configs / "routed.json").write_text(json.dumps(routed))
     first, routed_first = (_first_run(stack, dag_id) for dag_id in (DAG_ID, ROUTED_DAG_ID))
+    wait_for(
+        lambda: _running_on(stack, DAG_ID, first, "compare").keys() >= set(WORKERS),
+        150,
+        "compare tasks running on both workers",
+    )
+    lock.close()
     both = wait_for(
         lambda: (hosts := _running_on(stack, DAG_ID, first, "callback")).keys() >= set(WORKERS) and hosts,
         150,
