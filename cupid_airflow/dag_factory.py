@@ -35,7 +35,7 @@ from cupid_airflow.operators.callback import CallbackOperator
 from cupid_airflow.operators.compare import CompareOperator
 from cupid_airflow.operators.config_error import ConfigErrorOperator
 from cupid_airflow.operators.reconcile import ReconcileOperator, ReconcilePlanOperator
-from cupid_airflow.operators.scan import ScanOperator
+from cupid_airflow.operators.scan import ScanOperator, backlog_alias, watch_asset_identity
 from cupid_airflow.pair import SyncPair
 from cupid_airflow.run_params import run_params
 from cupid_airflow.triggers.watch import SourceWatchTrigger
@@ -112,9 +112,10 @@ def watch_asset(dag_id: str, config_file: str, index: int, config: CupidConfig) 
     each pair keeps its own marks; pairs of one source still share a single poll."""
     source = SyncPair(config, index, dag_id).watch_version()
     trigger = SourceWatchTrigger(config_file=config_file, destination=index, pair_id=dag_id, source=source)
+    name, uri = watch_asset_identity(dag_id)
     return Asset(
-        name=f"cupid-watch/{dag_id}",
-        uri=f"cupid-watch://{dag_id}/",
+        name=name,
+        uri=uri,
         group="cupid",
         watchers=[AssetWatcher(name=f"cupid_watch_{dag_id}", trigger=trigger)],
     )
@@ -175,11 +176,12 @@ def _deadline(config_file: str, config: CupidConfig) -> DeadlineAlert | None:
 def _build_pair(entry: ConfigEntry, config: CupidConfig, index: int, dag_id: str) -> DAG:
     des = config.des[index]
     config_file = str(entry.path.resolve())
+    schedule = schedule_for(config, dag_id, config_file, index)
     with DAG(
         auto_register=False,  # only what build_dags returns: a file that fails half-built registers nothing
         dag_id=dag_id,
         description=f"cupid: {config.src.table} -> {des.table}",
-        schedule=schedule_for(config, dag_id, config_file, index),
+        schedule=schedule,
         start_date=START_DATE,
         catchup=config.catchup,
         is_paused_upon_creation=config.paused_at_creation,
@@ -193,7 +195,9 @@ def _build_pair(entry: ConfigEntry, config: CupidConfig, index: int, dag_id: str
         database = _database_tasks(config, common)
         retried = {**database, **_database_retries(config)}
         # One scan task for new ids and updated rows: every task in a run's path costs a process start.
-        scan = ScanOperator(task_id="scan", max_active_tis_per_dag=1, **retried)
+        # A watched pair's scan queues the next run itself when it leaves a backlog.
+        outlets = [backlog_alias(dag_id)] if isinstance(schedule, AssetOrTimeSchedule) else []
+        scan = ScanOperator(task_id="scan", max_active_tis_per_dag=1, outlets=outlets, **retried)
         compare = CompareOperator.partial(task_id="compare", **retried).expand(partition=scan.output)
         _callbacks(config, config_file, common, compare.output)
     return dag

@@ -244,13 +244,44 @@ def test_a_backlog_drains_over_several_runs(pair: Pair) -> None:
     pair.configure(maxRowsPerRun=4, chunkSize=2)
     pair.add_source(*[(f"n{i:02d}", "x", None, None, None) for i in range(1, 11)])
     seen: list[str] = []
-    claims = []
+    claims, runs = [], []
     for _ in range(3):
         result = pair.run()
+        runs.append(result.run_id)
         claims.append([(p["after"], p["upto"]) for p in result.partitions])
         seen += [b["byValue"] for b in pair.callbacks()]
     assert claims == [[(0, 2), (2, 4)], [(4, 6), (6, 8)], [(8, 10)]]
     assert sorted(seen) == [f"n{i:02d}" for i in range(1, 11)]
+    # A watched pair's scan that leaves ids behind queues the next run through the pair's watch
+    # asset (the watcher fires only when the table changes); the run that drains it does not.
+    assert [(e["run_id"], e["extra"]) for e in _watch_asset_events(pair.dag_id)] == [
+        (runs[0], {"backlog_ids": 6}),
+        (runs[1], {"backlog_ids": 2}),
+    ]
+
+
+def _watch_asset_events(dag_id: str) -> list[dict[str, Any]]:
+    """Events of the pair's watch asset, oldest first, with the run of the task that emitted each."""
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        rows = session.execute(
+            select(AssetEvent.source_run_id, AssetEvent.extra)
+            .join(AssetModel, AssetModel.id == AssetEvent.asset_id)
+            .where(AssetModel.name == f"cupid-watch/{dag_id}")
+            .order_by(AssetEvent.id)
+        )
+        return [{"run_id": run_id, "extra": extra} for run_id, extra in rows]
+
+
+def test_a_pair_that_is_not_watched_queues_no_run_for_its_backlog(pair: Pair) -> None:
+    pair.configure(maxRowsPerRun=2, watch=False)
+    pair.add_source(*[(f"n{i}", "x", None, None, None) for i in range(1, 6)])
+    result = pair.run()
+    assert [(p["after"], p["upto"]) for p in result.partitions] == [(0, 2)]
+    assert _watch_asset_events(pair.dag_id) == []  # its schedule's next run takes the rest
 
 
 def test_hostile_values_are_data_not_sql(pair: Pair) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from airflow.sdk import Context
+from airflow.sdk import Asset, AssetAlias, Context
 
 from cupid_airflow.core.compare import EVENT_MISSING, ID_COLUMN
 from cupid_airflow.core.partitions import rows_at_most
@@ -10,9 +10,20 @@ from cupid_airflow.core.state import CarriedEvents, Event, IdPartition, WindowPa
 from cupid_airflow.operators.scan_insert import InsertScan
 from cupid_airflow.operators.scan_update import UpdateScan
 
-__all__ = ["ScanOperator"]
+__all__ = ["ScanOperator", "backlog_alias", "watch_asset_identity"]
 
 ScanOutput = list[IdPartition | WindowPartition] | list[CarriedEvents]
+
+
+def watch_asset_identity(pair_id: str) -> tuple[str, str]:
+    """Name and URI of a watched pair's asset, whose events start the pair's runs: its watcher's,
+    and a scan's that left a backlog."""
+    return f"cupid-watch/{pair_id}", f"cupid-watch://{pair_id}/"
+
+
+def backlog_alias(pair_id: str) -> AssetAlias:
+    """The scan task's outlet: an alias, so an event (a next run) is emitted only when the scan adds one."""
+    return AssetAlias(name=f"cupid-backlog/{pair_id}", group="cupid")
 
 
 class ScanOperator(InsertScan, UpdateScan):
@@ -32,6 +43,11 @@ class ScanOperator(InsertScan, UpdateScan):
 
     A retry of this task compares the same ranges again and resends what it found (the same
     event ids): delivery stays at-least-once.
+
+    A watched pair's scan has :func:`backlog_alias` as its outlet. A claim cut short by
+    ``maxRowsPerRun`` adds an event of the pair's watch asset through it, so the next run follows
+    this one (``max_active_runs=1`` queues it): the watcher fires only when the table changes, and
+    a backlog left on a quiet table would otherwise wait for the safety schedule.
     """
 
     ui_color = "#d9f2e6"
@@ -41,6 +57,7 @@ class ScanOperator(InsertScan, UpdateScan):
         parts: list[IdPartition | WindowPartition] = []
         if src.insert:
             parts += self.scan_inserts(context)
+            self._follow_backlog(context)
         if src.update:
             parts += self.scan_updates(context)
         limit = self.config.inline_rows
@@ -52,6 +69,16 @@ class ScanOperator(InsertScan, UpdateScan):
             self.log.info("More than inlineRows=%d rows to compare: %d mapped compare task(s)", limit, len(parts))
             return parts
         return self._compare_and_deliver(parts)
+
+    def _follow_backlog(self, context: Context) -> None:
+        alias = backlog_alias(self.pair.pair_id)
+        if not self.backlog_ids or alias not in self.outlets:
+            return
+        name, uri = watch_asset_identity(self.pair.pair_id)
+        asset = Asset(name=name, uri=uri, group="cupid")
+        context["outlet_events"][alias].add(asset, extra={"backlog_ids": self.backlog_ids})
+        self.log.info("%d source ids above this run's claim (maxRowsPerRun=%d): the next run follows this one",
+                      self.backlog_ids, self.config.max_rows_per_run)  # fmt: skip
 
     def _insert_claim(self, run_id: str) -> list[int] | None:
         claim = self.run_claim  # set by this task's own insert scan: no Variable read

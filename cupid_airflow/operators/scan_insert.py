@@ -54,9 +54,12 @@ class InsertScan(CupidOperator):
     ui_color = "#d9f2e6"
     #: This run's own claim ``[after, upto]`` once :meth:`scan_inserts` made or found it.
     run_claim: list[int] | None = None
+    #: Source ids above the cursor once this run claimed (beyond ``maxRowsPerRun``): a backlog.
+    backlog_ids: int = 0
 
     def scan_inserts(self, context: Context) -> list[IdPartition]:
         self.run_claim = None
+        self.backlog_ids = 0
         params = context["params"]
         start_id, end_id = params.get("start_id"), params.get("end_id")
         with self.pair.source_table() as table:
@@ -88,6 +91,8 @@ class InsertScan(CupidOperator):
         if run_id in state["claims"]:
             after, upto = self.run_claim = state["claims"][run_id]
             self.log.info("Run %s already claimed ids (%s, %s]: reusing that claim", run_id, after, upto)
+            if state["cursor"] is not None:
+                self.backlog_ids = max(0, (self._max_id(table) or 0) - state["cursor"])
             return state["open"].get(run_id) or [[after, upto]]
         takeover = take_over(state["open"], run_id, self.compare_outcomes(context, list(state["open"])))
         for entry in takeover.inherited:
@@ -123,6 +128,7 @@ class InsertScan(CupidOperator):
             state["open"].setdefault(run_id, []).append(entry)
         if state != unchanged:  # an idle run writes nothing (a Variable write is an Execution API call)
             write_insert_cursor(self.variables, dag_id, state)
+        self.backlog_ids = max(0, (max_id or 0) - upto)
         self.log.info("Claimed ids (%s, %s] (source max id %s); cursor now %s", after, upto, max_id, upto)
         return state["open"].get(run_id, [])
 
