@@ -243,6 +243,19 @@ class Source(_Model):
         return parse_time_format(self.update_time_formate)
 
 
+def _queue_name(value: str) -> str:
+    """A queue a worker can serve: ``airflow celery worker --queues`` takes a comma-separated list."""
+    if not re.fullmatch(r"[A-Za-z0-9_.:-]+", value):
+        raise ValueError(
+            f"{value!r} is not a queue name a worker can serve: expected letters, digits and _ . : - "
+            "(airflow celery worker --queues takes a comma-separated list)"
+        )
+    return value
+
+
+QueueName = Annotated[str, Field(min_length=1, max_length=256), AfterValidator(_queue_name)]
+
+
 class CupidConfig(_Model):
     """A whole cupid config file: one source, one or more destinations."""
 
@@ -261,8 +274,8 @@ class CupidConfig(_Model):
     pool: Annotated[str, Field(min_length=1, max_length=256)] | None = None
     # Executor queues (CeleryExecutor): workers near the databases for the tasks that query them,
     # others for the callbacks; none: Airflow's ``[operators] default_queue``.
-    queue: Annotated[str, Field(min_length=1, max_length=256)] | None = None
-    callback_queue: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+    queue: QueueName | None = None
+    callback_queue: QueueName | None = None
     reconcile: Reconcile | None = None
     chunk_size: Annotated[int, Field(ge=1)] = 200_000
     max_rows_per_run: Annotated[int, Field(ge=1)] = 1_000_000

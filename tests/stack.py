@@ -155,6 +155,10 @@ class AirflowStack:
                 "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
                 "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.5",
                 "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+                # setproctitle (Celery, the task supervisor) would otherwise overwrite the
+                # environment block: /proc/<pid>/environ must stay readable for
+                # leftover_processes() and kill_component() to find this deployment's processes.
+                "SPT_NOENV": "1",
                 # The components never see conftest's fixture: alerts go to a closed loopback port,
                 # never to the public PushBear service, unless extra_env names a stand-in.
                 "AIRFLOW_CONN_PUSHBEAR_DEFAULT": json.dumps({"conn_type": "pushbear", "host": PUSHBEAR_NOWHERE}),
@@ -240,8 +244,19 @@ class AirflowStack:
         import psutil
 
         proc = self.procs.pop(component)
-        killed = [proc.pid]
-        os.killpg(proc.pid, signal.SIGKILL)
+        # Task runners live in process groups of their own (Airflow's supervisor makes one per
+        # task): the group, every descendant's group, and whatever carries the component's marker.
+        tree = [proc.pid]
+        with suppress(psutil.NoSuchProcess):
+            tree += [child.pid for child in psutil.Process(proc.pid).children(recursive=True)]
+        groups = set()
+        for pid in tree:
+            with suppress(ProcessLookupError):
+                groups.add(os.getpgid(pid))
+        for group in groups:
+            with suppress(ProcessLookupError):
+                os.killpg(group, signal.SIGKILL)
+        killed = list(tree)
         for other in self._processes():
             if (other.info["environ"] or {}).get(COMPONENT_MARKER) == component:
                 with suppress(psutil.NoSuchProcess):
@@ -249,6 +264,18 @@ class AirflowStack:
                     killed.append(other.pid)
         proc.wait()
         return killed
+
+    def component_processes(self, component: str) -> list[int]:
+        """Running processes that carry ``component``'s marker (zombies not counted)."""
+        import psutil
+
+        found = []
+        for proc in self._processes():
+            with suppress(psutil.NoSuchProcess):
+                marked = (proc.info["environ"] or {}).get(COMPONENT_MARKER) == component
+                if marked and proc.status() != psutil.STATUS_ZOMBIE:
+                    found.append(proc.pid)
+        return found
 
     def _workers_up(self) -> bool:
         """Every worker answers a ping through the broker (it consumes its queues from then on)."""
@@ -294,8 +321,13 @@ class AirflowStack:
         return codes
 
     def drop_database(self) -> None:
-        """Drop the metadata database and this deployment's keys in the broker."""
-        _pg_admin(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
+        """Drop the metadata database and this deployment's keys in the broker (each tried)."""
+        try:
+            _pg_admin(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
+        finally:
+            self._drop_broker_keys()
+
+    def _drop_broker_keys(self) -> None:
         if self.celery_workers:
             import redis
 
@@ -450,15 +482,6 @@ class Recorder:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    @property
-    def broker_prefix(self) -> str:
-        """This deployment's keys in the shared Redis: a leftover of another run is never consumed."""
-        return f"{self.database}:"
-
-    @property
-    def components(self) -> tuple[str, ...]:
-        return COMPONENTS + tuple(worker_component(name) for name in self.celery_workers)
-
     def start(self) -> Recorder:
         recorder = self
 
@@ -535,10 +558,12 @@ def deployment(
     try:
         yield stack
     finally:
-        print(stack.log_tail(80))
-        stack.stop()
-        stack.drop_database()
-        shutil.rmtree(home, ignore_errors=True)
+        try:
+            print(stack.log_tail(80))
+            stack.stop()
+            stack.drop_database()
+        finally:
+            shutil.rmtree(home, ignore_errors=True)
 
 
 @contextmanager

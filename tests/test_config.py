@@ -261,6 +261,7 @@ def test_missing_required_keys() -> None:
         ({"schedule": "61 * * * *"}, "schedule: '61 * * * *' is not a cron expression"),
         ({"queue": ""}, "queue: string should have at least 1 character, got a string"),
         ({"callbackQueue": 3}, "callbackQueue: expected a string, got 3"),
+        ({"queue": "a,b"}, "queue: 'a,b' is not a queue name a worker can serve: expected letters, digits"),
     ],
 )
 def test_top_level_type_and_range_errors(change: dict[str, Any], expected: str) -> None:

@@ -78,6 +78,21 @@ def test_what_the_scan_cannot_deliver_goes_through_compare_to_callback_retries(p
     assert pair.callbacks() == [] and insert_cursor(pair)["open"] == {}  # settled, nothing sent twice
 
 
+def test_with_a_callback_queue_the_scan_compares_but_leaves_sending_to_the_callback_task(pair: Pair) -> None:
+    """The scan's workers (the source queue) may have no way to the receivers: callbackQueue's do."""
+    pair.configure(inlineRows=1000, callbackQueue="cupid-callbacks")
+    divergent(pair)
+    script = Script(lambda attempt, _: Response("ok"))
+    pair.answer_with(script)
+
+    result = pair.run()
+
+    carried: Any = result.output("scan")[0]
+    assert [p["kind"] for p in carried] == ["events"] and len(carried[0]["events"]) == 3
+    assert result.task_states[("callback", 0)] == "success"
+    assert set(script.seen.values()) == {1} and len(script.accepted) == 3  # one POST each, all by callback
+
+
 def test_a_run_over_inline_rows_uses_the_mapped_tasks(pair: Pair) -> None:
     pair.configure(inlineRows=4, chunkSize=3)
     divergent(pair)
