@@ -204,7 +204,7 @@ class AirflowStack:
             self._launch(component)
         wait_for(self._api_up, 120, "the api-server to answer")
         if self.celery_workers:
-            wait_for(self._workers_up, 120, "every Celery worker to answer a ping")
+            wait_for(self.workers_up, 120, "every Celery worker to answer a ping")
 
     def _launch(self, component: str) -> None:
         env = self.env | self.component_env.get(component, {})
@@ -277,7 +277,7 @@ class AirflowStack:
                     found.append(proc.pid)
         return found
 
-    def _workers_up(self) -> bool:
+    def workers_up(self) -> bool:
         """Every worker answers a ping through the broker (it consumes its queues from then on)."""
         if dead := self.dead_components():
             raise RuntimeError(f"component(s) exited: {dead}\n{self.log_tail()}")

@@ -11,10 +11,11 @@ serves the default queue and ``cupid-source``, worker ``b`` the default queue an
    ``callback`` task instances run on both workers, and every divergence is delivered exactly
    once. Meanwhile a second pair with ``queue``/``callbackQueue`` set runs its database tasks
    only on ``a`` and its callbacks only on ``b``.
-2. A worker lost mid-task: while callback tasks hold requests at the receiver on both workers,
-   worker ``a``'s whole process group is killed with SIGKILL. The scheduler finds its task
-   instances without a heartbeat (thresholds tuned down below, as the README says how), fails
-   them into a retry, the retries run on ``b``, the run succeeds and every divergence of the new
+2. A worker lost mid-task, twice in one run: worker ``a`` with every process it started is
+   killed with SIGKILL while its ``compare`` tasks read (held by a lock on the destination), and,
+   restarted, again while its ``callback`` tasks send (held at the receiver). The scheduler finds
+   their task instances without a heartbeat (thresholds tuned down below; the README says how),
+   fails them into retries that run elsewhere, the run succeeds and every divergence of the new
    rows arrives: no id range is skipped.
 """
 
@@ -119,6 +120,22 @@ def _running_on(stack: AirflowStack, dag_id: str, run_id: str, task_id: str) -> 
     return found
 
 
+def _wait_running_on_both(stack: AirflowStack, run_id: str, task_id: str) -> dict[str, set[int]]:
+    return wait_for(
+        lambda: (hosts := _running_on(stack, DAG_ID, run_id, task_id)).keys() >= set(WORKERS) and hosts,
+        150,
+        f"{task_id} tasks running on both workers",
+    )
+
+
+def _lose_worker_a(stack: AirflowStack) -> float:
+    """SIGKILL worker a with everything it started; when."""
+    stack.kill_component(worker_component("a"))
+    killed_at = time.time()
+    assert stack.component_processes(worker_component("a")) == []  # task runners included: nothing of a runs
+    return killed_at
+
+
 def _first_run(stack: AirflowStack, dag_id: str) -> str:
     runs = wait_for(lambda: stack.dag(dag_id) and stack.runs(dag_id), 120, f"a run of {dag_id}")
     return str(runs[0]["dag_run_id"])
@@ -155,18 +172,10 @@ def test_celery_workers_share_the_work_and_a_lost_worker_loses_nothing(
         )  # fmt: skip
         (stack.configs / "routed.json").write_text(json.dumps(routed))
         first, routed_first = (_first_run(stack, dag_id) for dag_id in (DAG_ID, ROUTED_DAG_ID))
-        wait_for(
-            lambda: _running_on(stack, DAG_ID, first, "compare").keys() >= set(WORKERS),
-            150,
-            "compare tasks running on both workers",
-        )
+        _wait_running_on_both(stack, first, "compare")
     finally:
         lock.close()  # also on failure: the database's drop would wait on the lock
-    both = wait_for(
-        lambda: (hosts := _running_on(stack, DAG_ID, first, "callback")).keys() >= set(WORKERS) and hosts,
-        150,
-        "callback tasks running on both workers",
-    )
+    both = _wait_running_on_both(stack, first, "callback")
     receiver.gate.set()
     run = stack.wait_run_done(DAG_ID, first, 120)
     assert run["state"] == "success", stack.log_tail()
@@ -190,42 +199,47 @@ def test_celery_workers_share_the_work_and_a_lost_worker_loses_nothing(
     assert set(routed_receiver.by_value(1)) == MISSING
     assert set(routed_receiver.by_value(2)) == CHANGED
 
-    # 2. New rows, most copied; while callbacks run on both workers, worker a is lost.
+    # 2. New rows, most copied. Worker a is lost twice in one run: while its compare tasks read
+    #    (held by the destination lock), and, restarted as a supervisor would, while its callback
+    #    tasks send (held at the receiver).
     later = _rows(SECOND)
     _insert(src, later)
     _insert(des, [row for row in later if row[1] not in MISSING_LATER])
     receiver.gate.clear()
-    stack.cli("dags", "trigger", DAG_ID, "--run-id", "lost_worker")
-    running = wait_for(
-        lambda: (hosts := _running_on(stack, DAG_ID, "lost_worker", "callback")).keys() >= set(WORKERS) and hosts,
-        150,
-        "callback tasks running on both workers",
-    )
+    lock = des.hold_write_lock("user")
+    try:
+        stack.cli("dags", "trigger", DAG_ID, "--run-id", "lost_worker")
+        compares = _wait_running_on_both(stack, "lost_worker", "compare")
+        first_kill = _lose_worker_a(stack)
+    finally:
+        lock.close()
+    stack.start_component(worker_component("a"))
+    wait_for(stack.workers_up, 120, "worker a back")
+    callbacks_running = _wait_running_on_both(stack, "lost_worker", "callback")
     wait_for(lambda: receiver.held > 0, 30, "callback requests held at the receiver")
-    lost = running["a"]
-    taken = {t["map_index"] for t in stack.task_instances(DAG_ID, "lost_worker") if t["task_id"] == "callback"
-             and t["state"] == "queued"}  # fmt: skip
-    stack.kill_component(worker_component("a"))
-    killed_at = time.time()
-    assert stack.component_processes(worker_component("a")) == []  # task runners included: nothing of a runs
+    second_kill = _lose_worker_a(stack)
     receiver.gate.set()
-    run = stack.wait_run_done(DAG_ID, "lost_worker", 180)
+    run = stack.wait_run_done(DAG_ID, "lost_worker", 240)
     assert run["state"] == "success", stack.log_tail()
 
-    callbacks = {t["map_index"]: t for t in stack.task_instances(DAG_ID, "lost_worker") if t["task_id"] == "callback"}
-    assert len(callbacks) == len(SECOND) // CHUNK
-    for index in lost:  # the lost worker's tries failed without a heartbeat; the next ran on b
-        assert (callbacks[index]["try_number"], callbacks[index]["hostname"]) == (2, "b"), callbacks[index]
-    assert set(receiver.by_value(1)) == MISSING | MISSING_LATER
+    tis = {(t["task_id"], t["map_index"]): t for t in stack.task_instances(DAG_ID, "lost_worker")}
+    assert len([key for key in tis if key[0] == "callback"]) == len(SECOND) // CHUNK
+    for index in compares["a"]:  # failed without a heartbeat; the retry re-read the partition
+        assert tis[("compare", index)]["try_number"] == 2, tis[("compare", index)]
+    for index in callbacks_running["a"]:  # the retry ran on the worker that was not lost
+        assert (tis[("callback", index)]["try_number"], tis[("callback", index)]["hostname"]) == (2, "b")
+    assert set(receiver.by_value(1)) == MISSING | MISSING_LATER  # no id range skipped
     assert set(receiver.by_value(2)) == CHANGED
     # A repeat is only ever a retry of the same event (same webhook-id), never a second event per row.
     per_row = Counter(e["byValue"] for e in receiver.events.values())
     assert max(per_row.values()) == 1
-    reruns = [
-        datetime.fromisoformat(ti["start_date"]).timestamp() - killed_at for i, ti in callbacks.items() if i in lost
-    ]
-    print(f"lost worker: {len(lost)} running callback task(s) ran again on b {max(reruns):.1f} s after the kill "
-          f"({len(taken)} more queued); the run was over {time.time() - killed_at:.0f} s after it")  # fmt: skip
+    for task_id, killed_at, lost in (
+        ("compare", first_kill, compares["a"]),
+        ("callback", second_kill, callbacks_running["a"]),
+    ):
+        again = max(datetime.fromisoformat(tis[(task_id, i)]["start_date"]).timestamp() - killed_at for i in lost)
+        print(f"lost worker: {len(lost)} running {task_id} task(s) ran again {again:.1f} s after the kill")
+    print(f"lost worker: the run was over {time.time() - second_kill:.0f} s after the second kill")
 
     stopped = stack.stop()
     assert all(code is not None for code in stopped.values()), stopped
