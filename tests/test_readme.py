@@ -18,7 +18,30 @@ RUN_BY: dict[str, tuple[str, str]] = {
     r"make test": (".ci/run", "make test"),
     r"AIRFLOW_HOME=\S+ AIRFLOW__CORE__DAGS_FOLDER=\S+ AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS=True "
     r"\S+airflow api-server --host 127.0.0.1 --port 8080": ("tests/test_demo.py", '"see it in the UI:"'),
-    r"docker compose (up -d --build|down -v)": ("tests/test_compose.py", '"compose", "-f", str(COMPOSE), "config"'),
+    r"docker compose (up -d --build|down -v)": ("tests/test_compose.py", '"-f", str(COMPOSE), "config", "--quiet"'),
+    # The CeleryExecutor deployment tests/test_e2e_celery.py runs (settings and commands in tests/stack.py).
+    r"export AIRFLOW__CORE__EXECUTOR=CeleryExecutor": ("tests/stack.py", '"AIRFLOW__CORE__EXECUTOR": "CeleryExecutor"'),
+    r"export AIRFLOW__CELERY__BROKER_URL=redis://\S+": ("tests/stack.py", '"AIRFLOW__CELERY__BROKER_URL": f"redis://'),
+    r"export AIRFLOW__CELERY__RESULT_BACKEND=db\+postgresql://\S+": (
+        "tests/stack.py",
+        '"AIRFLOW__CELERY__RESULT_BACKEND": (\n                        f"db+postgresql://',
+    ),
+    r"export AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT=86400": (
+        "tests/stack.py",
+        '"AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT": "86400"',
+    ),
+    r"export AIRFLOW__CORE__EXECUTION_API_SERVER_URL=http://\S+/execution/": (
+        "tests/stack.py",
+        '"AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/"',
+    ),
+    r"airflow scheduler & airflow dag-processor & airflow triggerer & airflow api-server &": (
+        "tests/stack.py",
+        'COMPONENTS = ("scheduler", "dag-processor", "triggerer", "api-server")',
+    ),
+    r"airflow celery worker --celery-hostname \S+@%h --queues \S+": (
+        "tests/stack.py",
+        '[*CELERY_WORKER_COMMAND, "--celery-hostname", f"{name}@%h", "--queues"',
+    ),
     r"python -m cupid_airflow validate --connect .*": ("tests/test_validate_connect.py", '"validate", "--connect"'),
     r"python -m cupid_airflow validate( .*)?": ("tests/test_cli.py", '"validate"'),
     r"airflow dags trigger cupid_user": ("tests/test_e2e.py", '"dags", "trigger", DAG_ID, "--run-id", "e2e_gone"'),
