@@ -8,7 +8,7 @@ UV     := $(VENV)/bin/uv
 UV_VERSION := 0.13.9
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint lock bench-parse bench-scan bench-callback bench-latency bench-reconcile bench-fleet bench-dag-processor screenshot clean
+.PHONY: install demo test lint lock bench-parse bench-scan bench-callback bench-latency bench-reconcile bench-fleet bench-dag-processor bench-celery screenshot clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt scripts/build_deps.py
 	$(PYTHON) scripts/build_deps.py
@@ -53,6 +53,9 @@ bench-fleet: install
 
 bench-dag-processor: install
 	$(PY) bench/dag_processor.py --pickup
+
+bench-celery: install
+	$(PY) bench/celery_scale.py
 
 # The README's UI screenshots (docs/img/); needs Debian's chromium.
 screenshot: install

@@ -408,6 +408,15 @@ class AirflowStack:
         with urllib.request.urlopen(request, timeout=30) as response:
             return json.load(response)
 
+    def variable(self, key: str) -> str | None:
+        """An Airflow Variable's stored text (JSON for cupid's state), or None while it does not exist."""
+        try:
+            return str(self.api(f"variables/{urllib.parse.quote(key, safe='')}")["value"])
+        except urllib.error.HTTPError as e:
+            if e.code == 404:
+                return None
+            raise
+
     def dag(self, dag_id: str) -> dict[str, Any] | None:
         """The DAG as the REST API lists it, or None while the dag-processor has not sent it yet."""
         dags = self.api("dags", dag_id_pattern=dag_id)["dags"]
