@@ -12,15 +12,15 @@ measurement and dropped at the end, also on an error or Ctrl-C. Then:
   2. for each ``--workers`` entry, a fresh deployment (``tests/stack.py``: scheduler,
      dag-processor, triggerer, api-server, Redis broker, one ``airflow celery worker`` per worker,
      each with ``--concurrency`` pool slots; 20 s are left for its start-up to settle) and a
-     fresh insert cursor: one new pair
-     (``"watch": false``, ``@daily``, ``inlineRows`` 0, the default ``chunkSize`` and
-     ``maxRowsPerRun``) whose first pass drains the whole table. Run 1 is the run Airflow creates
-     for a new ``@daily`` DAG's last whole day; as soon as a run's scan has claimed its range and
-     the cursor (the Variable ``cupid.<dag_id>.insert_cursor``, read through the REST API) is
-     still short of the source's ``MAX(id)``, the next run is triggered, and waits queued behind
-     it (``max_active_runs=1``): the runs follow each other back to back and never overlap
-     (checked from their start and end dates), until the cursor reaches ``MAX(id)``. Wall time
-     is from run 1's queued time to the last run's end, as the REST API reports them.
+     fresh insert cursor: one new watched pair (the defaults but ``inlineRows`` 0: the default
+     ``chunkSize`` and ``maxRowsPerRun``) whose first pass drains the whole table, as a user's
+     would, with nobody triggering anything. Run 1 is the run Airflow creates for the new DAG's
+     safety schedule; a run whose claim stops short of the source's ``MAX(id)`` queues the next
+     itself (an event of the pair's watch asset), which waits behind it
+     (``max_active_runs=1``): the runs follow each other and never overlap (checked from their
+     start and end dates) until the cursor (the Variable ``cupid.<dag_id>.insert_cursor``, read
+     through the REST API) reaches ``MAX(id)``. Wall time is from run 1's queued time to the
+     last run's end, as the REST API reports them.
 
 Memory: every ~0.2 s a thread walks each worker's process tree (``/proc/<pid>/task/*/children``
 from the ``airflow celery worker`` process the stack started; setproctitle overwrites the
@@ -372,31 +372,24 @@ def _claims(stack: AirflowStack, dag_id: str) -> tuple[int | None, dict[str, lis
 
 
 def drain(stack: AirflowStack, dag_id: str, max_id: int) -> list[str]:
-    """Run ids of the pass, in order: run 1 is the new DAG's scheduled run; each next run is
-    triggered once the previous one's scan has claimed and the cursor is short of ``max_id``."""
-
-    def first_run() -> str | None:
-        runs = stack.runs(dag_id) if stack.dag(dag_id) else []
-        return str(runs[0]["dag_run_id"]) if runs else None
-
-    run_ids = [wait_for(first_run, 300, f"the first run of {dag_id}")]
+    """Run ids of the pass, in order. Nobody triggers anything: run 1 is the new DAG's first run
+    (its safety schedule's latest interval), and each run whose claim stops short of ``MAX(id)``
+    queues the next itself (its scan adds an event of the pair's watch asset), until the cursor
+    reaches ``max_id``."""
+    run_ids: list[str] = []
     while True:
-        run_id = run_ids[-1]
 
-        def claimed(run_id: str = run_id) -> list[int] | None:
-            if stack.run(dag_id, run_id)["state"] == "failed":
-                raise RuntimeError(f"run {run_id} failed before it claimed: {_failed_tasks(stack, dag_id, run_id)}")
-            return _claims(stack, dag_id)[1].get(run_id)
+        def next_run(seen: int = len(run_ids)) -> str | None:
+            runs = stack.runs(dag_id) if stack.dag(dag_id) else []
+            return str(runs[seen]["dag_run_id"]) if len(runs) > seen else None
 
-        _, upto = wait_for(claimed, RUN_TIMEOUT, f"the claim of run {run_id}", every=0.5)
-        if upto < max_id:
-            next_id = f"drain_{len(run_ids) + 1}"
-            stack.api(f"dags/{dag_id}/dagRuns", "POST", {"logical_date": None, "dag_run_id": next_id})
-            run_ids.append(next_id)
+        run_id = wait_for(next_run, 300, f"run {len(run_ids) + 1} of {dag_id}")
+        run_ids.append(run_id)
         run = stack.wait_run_done(dag_id, run_id, RUN_TIMEOUT)
         if run["state"] != "success":
             raise RuntimeError(f"run {run_id} ended {run['state']}: {_failed_tasks(stack, dag_id, run_id)}")
-        print(f"    {run_id}: claimed ids up to {upto:,}, {run['state']}", flush=True)
+        _, upto = _claims(stack, dag_id)[1][run_id]
+        print(f"    {run_id} ({run['run_type']}): claimed ids up to {upto:,}, {run['state']}", flush=True)
         if upto >= max_id:
             return run_ids
 
@@ -427,7 +420,9 @@ def _pair_config(base: Path, dag_id: str, max_rows_per_run: int | None) -> dict[
     config.pop("maxRowsPerRun")
     if max_rows_per_run is not None:
         config["maxRowsPerRun"] = max_rows_per_run
-    config.update(watch=False, schedule="@daily", inlineRows=0)
+    config.pop("watch", None)  # watched, as by default: the backlog queues its own runs
+    config.pop("schedule", None)
+    config.update(inlineRows=0)
     config["des"][0]["dagId"] = dag_id
     return dict(config)
 
