@@ -73,7 +73,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from fleet import _mariadb_pid, _own_cpu, _proc_stat, _system_busy  # noqa: E402
+from fleet import _mariadb_pid, _own_cpu, _proc_stat, _system_busy, postgres_backends_cpu  # noqa: E402
 from scan_compare import CHUNK, build, connect, drop, start_receiver, write_config  # noqa: E402
 
 from cupid_airflow.core.partitions import MAX_PARTITIONS  # noqa: E402
@@ -264,14 +264,7 @@ class CpuMeter:
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def _postgres(self) -> dict[int, float]:
-        import psutil
-
-        found = {}
-        for proc in psutil.process_iter(["pid", "name", "cmdline"]):
-            ours = proc.info["name"] == "postgres" and self.stack.database in " ".join(proc.info["cmdline"] or [])
-            if ours and (cpu := _own_cpu(proc.info["pid"])) is not None:
-                found[proc.info["pid"]] = cpu
-        return found
+        return postgres_backends_cpu(self.stack.database)
 
     def _sample_postgres(self) -> None:
         for pid, cpu in self._postgres().items():

@@ -116,6 +116,18 @@ def _own_cpu(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
+def postgres_backends_cpu(database: str) -> dict[int, float]:
+    """CPU seconds so far of each PostgreSQL backend connected to ``database``."""
+    import psutil
+
+    found = {}
+    for proc in psutil.process_iter(["pid", "name", "cmdline"]):
+        ours = proc.info["name"] == "postgres" and database in " ".join(proc.info["cmdline"] or [])
+        if ours and (cpu := _own_cpu(proc.info["pid"])) is not None:
+            found[proc.info["pid"]] = cpu
+    return found
+
+
 def _system_busy() -> float:
     """CPU seconds the whole machine spent busy since boot (/proc/stat, all but idle and iowait)."""
     with open("/proc/stat") as f:
@@ -199,15 +211,7 @@ class Meter:
         return totals
 
     def _postgres(self) -> dict[int, float]:
-        """CPU seconds so far of each PostgreSQL backend connected to this deployment's database."""
-        import psutil
-
-        found = {}
-        for proc in psutil.process_iter(["pid", "name", "cmdline"]):
-            ours = proc.info["name"] == "postgres" and self.stack.database in " ".join(proc.info["cmdline"] or [])
-            if ours and (cpu := _own_cpu(proc.info["pid"])) is not None:
-                found[proc.info["pid"]] = cpu
-        return found
+        return postgres_backends_cpu(self.stack.database)
 
     def measure(self, seconds: float) -> Usage:
         """Sleep ``seconds`` while counting; PostgreSQL backends are sampled every 2 s (a backend
