@@ -29,8 +29,18 @@ from airflow.sdk.definitions.dag import TAG_MAX_LEN
 from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
 
 from cupid_airflow.catalog import ConfigEntry, config_files, default_config_dir, files_for_dag, load_catalog
-from cupid_airflow.config import MAX_DAG_ID_LENGTH, ConfigError, CupidConfig, Problem, reconcile_dag_id
+from cupid_airflow.config import (
+    MAX_DAG_ID_LENGTH,
+    ConfigError,
+    CupidConfig,
+    Destination,
+    Problem,
+    Source,
+    reconcile_dag_id,
+)
+from cupid_airflow.dsn import parse_go_dsn
 from cupid_airflow.notifiers.pushbear import PushBearNotifier
+from cupid_airflow.operators.base import MAP_INDEX_TEMPLATE
 from cupid_airflow.operators.callback import CallbackOperator
 from cupid_airflow.operators.compare import CompareOperator
 from cupid_airflow.operators.config_error import ConfigErrorOperator
@@ -137,11 +147,11 @@ def _doc(entry: ConfigEntry, config: CupidConfig, index: int) -> str:
     watching = " and ".join(w for w, on in (("new ids", config.src.insert), ("updated rows", config.src.update)) if on)
     return "\n".join(
         [
-            f"### cupid: `{config.src.table}` → `{des.table}`",
+            f"### cupid: `{_qualified(config.src)}` → `{_qualified(des)}`",
             "",
-            f"Compares {watching} of `{config.src.table}` with `{des.table}` "
-            f"(matched on `{config.src.by_column}` = `{des.by_column}`) and calls back for every missing "
-            "or different row.",
+            f"Compares {watching} of `{_qualified(config.src)}` on {_server(config.src)} with "
+            f"`{_qualified(des)}` on {_server(des)} (matched on `{config.src.by_column}` = `{des.by_column}`) "
+            "and calls back for every missing or different row.",
             "",
             f"* config file: `{entry.path}` (destination {index + 1} of {len(config.des)})",
             f"* columns compared: {columns}",
@@ -157,9 +167,27 @@ def _doc(entry: ConfigEntry, config: CupidConfig, index: int) -> str:
     )
 
 
+def _qualified(endpoint: Source | Destination) -> str:
+    """``<database>.<table>`` for a DSN (a ``schema.table`` stays as it is), ``<conn_id>:<table>``
+    for an Airflow connection (its database is not known without looking it up): never a credential."""
+    if endpoint.dsn is None:
+        return f"{endpoint.conn_id}:{endpoint.table}"
+    database = parse_go_dsn(endpoint.dsn).database
+    return endpoint.table if "." in endpoint.table or not database else f"{database}.{endpoint.table}"
+
+
+def _server(endpoint: Source | Destination) -> str:
+    """Where a DSN points (host and port, or the socket), or the connection's id."""
+    if endpoint.dsn is None:
+        return f"connection `{endpoint.conn_id}`"
+    dsn = parse_go_dsn(endpoint.dsn)
+    return f"`{dsn.unix_socket}`" if dsn.unix_socket else f"`{dsn.host}:{dsn.port}`"
+
+
 def _table_tags(config: CupidConfig, index: int) -> list[str]:
-    """``src:<table>`` and ``des:<table>``, cut to Airflow's tag limit (a longer tag fails the DAG file's import)."""
-    return [f"src:{config.src.table}"[:TAG_MAX_LEN], f"des:{config.des[index].table}"[:TAG_MAX_LEN]]
+    """``src:<database>.<table>`` and ``des:<database>.<table>``, cut to Airflow's tag limit (a
+    longer tag fails the DAG file's import)."""
+    return [f"src:{_qualified(config.src)}"[:TAG_MAX_LEN], f"des:{_qualified(config.des[index])}"[:TAG_MAX_LEN]]
 
 
 def _deadline(config_file: str, config: CupidConfig) -> DeadlineAlert | None:
@@ -198,7 +226,9 @@ def _build_pair(entry: ConfigEntry, config: CupidConfig, index: int, dag_id: str
         # A watched pair's scan queues the next run itself when it leaves a backlog.
         outlets = [backlog_alias(dag_id)] if isinstance(schedule, AssetOrTimeSchedule) else []
         scan = ScanOperator(task_id="scan", max_active_tis_per_dag=1, outlets=outlets, **retried)
-        compare = CompareOperator.partial(task_id="compare", **retried).expand(partition=scan.output)
+        compare = CompareOperator.partial(task_id="compare", map_index_template=MAP_INDEX_TEMPLATE, **retried).expand(
+            partition=scan.output
+        )
         _callbacks(config, config_file, common, compare.output)
     return dag
 
@@ -253,6 +283,7 @@ def _callbacks(config: CupidConfig, config_file: str, common: dict[str, Any], ev
     """The mapped ``callback`` task: cupid's failure queue is its retries."""
     CallbackOperator.partial(
         task_id="callback",
+        map_index_template=MAP_INDEX_TEMPLATE,
         retries=config.callback_retries,
         retry_delay=timedelta(seconds=config.failure_job_retry_second),
         retry_exponential_backoff=2.0,
@@ -292,7 +323,7 @@ def _build_reconcile(entry: ConfigEntry, config: CupidConfig, index: int, dag_id
         plan = ReconcilePlanOperator(task_id="plan", execution_timeout=DATABASE_TASK_TIMEOUT, **database)
         limit = RECONCILE_TASK_TIMEOUT + timedelta(seconds=settings.min_age_seconds)
         reconcile = ReconcileOperator.partial(
-            task_id="reconcile", retries=3, execution_timeout=limit, **database
+            task_id="reconcile", retries=3, execution_timeout=limit, map_index_template=MAP_INDEX_TEMPLATE, **database
         ).expand(segment=plan.output)
         if not settings.report_only:
             _callbacks(config, config_file, common, reconcile.output)

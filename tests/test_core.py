@@ -527,3 +527,17 @@ def test_windows_across_a_clock_change_cover_the_repeated_hour() -> None:
     assert text.window(at(3, 0), at(4, 0)) == ("2026-10-31 23:00:00", "2026-11-01 00:00:00")  # no change inside
     epoch = ColumnTime("epoch_s", "America/New_York", parse_time_format("Y-m-d H:i:s"))
     assert epoch.window(at(5, 30), at(6, 30)) == (int(at(5, 30).timestamp()), int(at(6, 30).timestamp()))
+
+
+def test_labels_name_what_a_mapped_task_reads() -> None:
+    from datetime import datetime
+
+    from cupid_airflow.core.state import carried_events, id_partition, partition_label, segment_label, window_partition
+
+    assert partition_label(id_partition(200_000, 400_000)) == "ids 200,001..400,000"
+    window = window_partition("update_time", "datetime", datetime(2026, 11, 28, 10), datetime(2026, 11, 28, 11))
+    assert partition_label(window) == "update_time 2026-11-28T10:00:00..2026-11-28T11:00:00"
+    events: Any = [{"type": 1, "srcColumn": {}, "eventId": "e1"}] * 3
+    assert partition_label(carried_events(events)) == "3 carried events"
+    assert segment_label("number", {"lower": None, "upper": "n5000"}) == "number ..n5000"
+    assert len(segment_label("x" * 300, {"lower": 1, "upper": 2})) == 120  # Airflow keeps 250 characters

@@ -56,7 +56,7 @@ def test_one_dag_per_destination_with_final_task_ids(write_config: WriteConfig) 
     assert dag.task_dict["callback"].upstream_task_ids == {"compare"}
     assert dag.task_dict["compare"].is_mapped and dag.task_dict["callback"].is_mapped
     assert dag.task_dict["scan"].max_active_tis_per_dag == 1
-    assert set(dag.tags) == {"cupid", "src:user", "des:user_cache"}
+    assert set(dag.tags) == {"cupid", "src:app.user", "des:replica.user_cache"}  # the databases too
     assert dag.task_dict["compare"].partial_kwargs["destination"] == 1
 
 
@@ -431,6 +431,18 @@ def test_dag_ids_over_airflows_limit_break_only_their_file(write_config: WriteCo
     assert "des[0].dagId: makes the reconcile dag id" in (named_dag.doc_md or "")
     (longest,) = [d for d in bag.dag_ids if d.startswith("cupid_ggg")]
     assert len(longest) == ID_LEN and CONFIG_ERROR_TAG in bag.dags[longest].tags
+
+
+def test_tags_and_docs_name_databases_and_servers_never_credentials(write_config: WriteConfig) -> None:
+    config = sample_config()
+    config["des"][0] = {**config["des"][0], "dsn": None, "connId": "replica_db"}
+    write_config("user.json", config)
+    dag = load_bag().dags["cupid_user"]
+    assert {"src:app.user", "des:replica_db:user"} <= set(dag.tags)
+    heading = dag.doc_md.splitlines()[0]
+    assert heading == "### cupid: `app.user` → `replica_db:user`"
+    assert "on `127.0.0.1:3306` with `replica_db:user` on connection `replica_db`" in dag.doc_md
+    assert "s3cret-pw" not in dag.doc_md and "s3cret-pw" not in " ".join(dag.tags)
 
 
 def test_long_table_names_fit_airflows_tag_limit(write_config: WriteConfig) -> None:

@@ -43,6 +43,7 @@ from cupid_airflow.core.errors import UnsupportedValueError
 __all__ = [
     "DELIVERED_KEY",
     "EVENT_CHUNK",
+    "LABEL_MAX_LEN",
     "PROGRESS_KEY",
     "STATE_VERSION",
     "WATCH_MARKS_KEY",
@@ -70,8 +71,10 @@ __all__ = [
     "event_chunk_key",
     "event_types",
     "insert_cursor_key",
+    "partition_label",
     "read_event_output",
     "read_watch_marks",
+    "segment_label",
     "update_mark_key",
     "watch_marks_value",
 ]
@@ -394,6 +397,32 @@ class CarriedEvents(TypedDict):
 
 def carried_events(events: list[Event]) -> CarriedEvents:
     return CarriedEvents(version=STATE_VERSION, kind="events", events=events)
+
+
+#: Longest label of a mapped task instance (``map_index_template``; Airflow stores 250 characters).
+LABEL_MAX_LEN = 120
+
+
+def _bound(value: Any) -> str:
+    text = "" if value is None else str(next(iter(value.values())) if isinstance(value, dict) else value)
+    return text[:40]
+
+
+def partition_label(data: Any) -> str:
+    """What a mapped ``compare`` task reads, as its name in the UI: ``ids 1..200,000``,
+    ``update_time 2026-11-28T10:00:00..2026-11-28T11:00:00``, ``5 carried events``."""
+    carried = read_carried_events(data)
+    if carried is not None:
+        return f"{len(carried):,} carried events"
+    part = read_partition(data)
+    if part["kind"] == "ids":
+        return f"ids {part['after'] + 1:,}..{part['upto']:,}"
+    return f"{part['column']} {_bound(part['since'])}..{_bound(part['until'])}"[:LABEL_MAX_LEN]
+
+
+def segment_label(column: str, segment: Any) -> str:
+    """A reconcile segment as its task's name in the UI: ``number n1..n50000`` (``..`` open ends)."""
+    return f"{column} {_bound(segment.get('lower'))}..{_bound(segment.get('upper'))}"[:LABEL_MAX_LEN]
 
 
 def read_carried_events(data: Any) -> list[Event] | None:

@@ -16,9 +16,13 @@ from cupid_airflow.exceptions import CupidFailure
 from cupid_airflow.hooks.variables import VariableStore
 from cupid_airflow.pair import SyncPair
 
-__all__ = ["CupidOperator"]
+__all__ = ["MAP_INDEX_TEMPLATE", "CupidOperator"]
 
 _T = TypeVar("_T")
+#: Where a task puts its label in the context, and the ``map_index_template`` of the mapped tasks
+#: that renders it once the task ends: the grid then reads ``ids 1..200,000`` instead of ``compare 0``.
+LABEL_KEY = "cupid_label"
+MAP_INDEX_TEMPLATE = "{{ " + LABEL_KEY + " | default('') }}"
 
 
 class CupidOperator(BaseOperator):
@@ -107,6 +111,11 @@ class CupidOperator(BaseOperator):
 
     def execute(self, context: Context) -> Any:
         return self.guarded(self.run, context)
+
+    @staticmethod
+    def show_as(context: Context, text: str) -> None:
+        """This task instance's name in the UI when it is mapped (:data:`MAP_INDEX_TEMPLATE`)."""
+        context[LABEL_KEY] = text  # type: ignore[literal-required]  # Airflow renders it after the task
 
     def run(self, context: Context) -> Any:
         raise NotImplementedError

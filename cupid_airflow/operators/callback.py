@@ -78,9 +78,11 @@ class CallbackOperator(CupidOperator):
         store: Store | None = context.get("task_state_store")
         bits = DeliveredBits.read(store, digest, count)
         already = bits.delivered()
+        self.show_as(context, f"{count:,} events")
         if already:
             self.log.info("%d of %d events were delivered by an earlier try: not resent", already, count)
         if already == count:
+            self.show_as(context, f"{count:,} events, {count:,} delivered")
             self.log.info("Nothing to deliver")
             if store is not None and already:
                 clear_delivered(store)
@@ -93,6 +95,7 @@ class CallbackOperator(CupidOperator):
             bits.write(store)
         self.log.info("Delivered %d of %d pending events (%d in all)", report.delivered, pending, count)
         log_problems(self.pair, report, self.log)
+        self.show_as(context, f"{count:,} events, {already + report.delivered:,} delivered")
         if report.gone:
             raise ReceiverGoneError(
                 f"{shown} answered 410 Gone for {report.gone} of {pending} events: the receiver refuses "

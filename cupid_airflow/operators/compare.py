@@ -7,7 +7,7 @@ from typing import Any
 from airflow.sdk import Context
 
 from cupid_airflow.core.compare import EVENT_MISSING
-from cupid_airflow.core.state import Event, EventChunks, read_carried_events, read_partition
+from cupid_airflow.core.state import Event, EventChunks, partition_label, read_carried_events, read_partition
 from cupid_airflow.operators.base import CupidOperator
 
 __all__ = ["CompareOperator"]
@@ -32,6 +32,8 @@ class CompareOperator(CupidOperator):
         self.partition = partition
 
     def run(self, context: Context) -> list[Event] | EventChunks:
+        label = partition_label(self.partition)
+        self.show_as(context, label)
         carried = read_carried_events(self.partition)
         if carried is not None:
             self.log.info("%d events the scan compared but could not deliver: handed to callback", len(carried))
@@ -40,6 +42,7 @@ class CompareOperator(CupidOperator):
         spool = self.event_spool(context)
         rows = self.pair.compare_partition(part, spool.add)
         missing = spool.types.get(str(EVENT_MISSING), 0)
+        self.show_as(context, f"{label}: {spool.count:,} found")
         self.log.info(
             "Compared %d source rows of %s: %d missing (type 1), %d different (type 2)%s",
             rows, part, missing, spool.count - missing,

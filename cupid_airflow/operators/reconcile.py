@@ -30,6 +30,7 @@ from cupid_airflow.core.state import (
     new_progress,
     progress_size,
     read_progress,
+    segment_label,
     write_progress,
 )
 from cupid_airflow.exceptions import CupidFailure
@@ -116,6 +117,7 @@ class ReconcileOperator(_ReconcileBase):
         self._progress_too_big = False
 
     def run(self, context: Context) -> Any:
+        self.show_as(context, segment_label(self.pair.src.by_column, self.segment))
         settings = self.settings
         store: Store | None = context.get("task_state_store")
         progress = read_progress(store, self.segment)
