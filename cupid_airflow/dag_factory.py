@@ -224,7 +224,7 @@ def _build_pair(entry: ConfigEntry, config: CupidConfig, index: int, dag_id: str
         retried = {**database, **_database_retries(config)}
         # One scan task for new ids and updated rows: every task in a run's path costs a process start.
         # A watched pair's scan queues the next run itself when it leaves a backlog.
-        outlets = [backlog_alias(dag_id)] if isinstance(schedule, AssetOrTimeSchedule) else []
+        outlets = [backlog_alias(dag_id)] if isinstance(schedule, AssetOrTimeSchedule) and config.src.insert else []
         scan = ScanOperator(task_id="scan", max_active_tis_per_dag=1, outlets=outlets, **retried)
         compare = CompareOperator.partial(task_id="compare", map_index_template=MAP_INDEX_TEMPLATE, **retried).expand(
             partition=scan.output

@@ -283,6 +283,18 @@ def _watch_asset_events(dag_id: str) -> list[dict[str, Any]]:
         return [{"run_id": run_id, "extra": extra} for run_id, extra in rows]
 
 
+def test_a_run_that_rechecks_a_failed_runs_ranges_queues_no_next_run(pair: Pair) -> None:
+    """A lasting failure must not chain failing runs back to back, each checking more than the last."""
+    pair.configure(maxRowsPerRun=4, chunkSize=2)
+    pair.add_source(*[(f"n{i:02d}", "x", None, None, None) for i in range(1, 11)])
+    pair.des.execute("DROP TABLE `user`")  # every compare fails at once: no retry can fix it
+    failed, again = run_dag(pair.dag_id), run_dag(pair.dag_id)
+    assert (failed.state, again.state) == ("failed", "failed")
+    assert [(p["after"], p["upto"]) for p in again.partitions] == [(0, 2), (2, 4), (4, 6), (6, 8)]  # took over
+    events = [(e["run_id"], e["extra"]) for e in _watch_asset_events(pair.dag_id)]
+    assert events == [(failed.run_id, {"backlog_ids": 6})]
+
+
 def test_a_pair_that_is_not_watched_queues_no_run_for_its_backlog(pair: Pair) -> None:
     pair.configure(maxRowsPerRun=2, watch=False)
     pair.add_source(*[(f"n{i}", "x", None, None, None) for i in range(1, 6)])

@@ -19,8 +19,9 @@ class CompareOperator(CupidOperator):
     destination); the streaming compare itself is :meth:`cupid_airflow.pair.SyncPair.compare_partition`.
 
     A run small enough to compare in its scan task (``inlineRows``) hands over only the events
-    its scan could not deliver (:class:`~cupid_airflow.core.state.CarriedEvents`): they pass
-    through unchanged, so ``callback`` retries them as it retries any others.
+    its scan did not deliver (:class:`~cupid_airflow.core.state.CarriedEvents`: it could not, or,
+    with ``callbackQueue``, did not try): they pass through unchanged, so ``callback`` sends and
+    retries them as it does any others.
 
     :param partition: one partition from a scan task (mapped).
     """
@@ -36,7 +37,7 @@ class CompareOperator(CupidOperator):
         self.show_as(context, label)
         carried = read_carried_events(self.partition)
         if carried is not None:
-            self.log.info("%d events the scan compared but could not deliver: handed to callback", len(carried))
+            self.log.info("%d events the scan compared but did not deliver: handed to callback", len(carried))
             return carried
         part = read_partition(self.partition)
         spool = self.event_spool(context)

@@ -47,7 +47,9 @@ class ScanOperator(InsertScan, UpdateScan):
     A watched pair's scan has :func:`backlog_alias` as its outlet. A claim cut short by
     ``maxRowsPerRun`` adds an event of the pair's watch asset through it, so the next run follows
     this one (``max_active_runs=1`` queues it): the watcher fires only when the table changes, and
-    a backlog left on a quiet table would otherwise wait for the safety schedule.
+    a backlog left on a quiet table would otherwise wait for the safety schedule. A run that took
+    over ranges of a failed run does not: a lasting failure must not chain failing runs, each
+    checking more than the last; the next insert or the safety schedule goes on from there.
     """
 
     ui_color = "#d9f2e6"

@@ -91,9 +91,11 @@ class InsertScan(CupidOperator):
         if run_id in state["claims"]:
             after, upto = self.run_claim = state["claims"][run_id]
             self.log.info("Run %s already claimed ids (%s, %s]: reusing that claim", run_id, after, upto)
-            if state["cursor"] is not None:
+            ranges = state["open"].get(run_id) or [[after, upto]]
+            # Only a run that checks nothing but its own claim asks for the next (see below).
+            if getattr(self, "outlets", None) and ranges == [[after, upto]] and state["cursor"] is not None:
                 self.backlog_ids = max(0, (self._max_id(table) or 0) - state["cursor"])
-            return state["open"].get(run_id) or [[after, upto]]
+            return ranges
         takeover = take_over(state["open"], run_id, self.compare_outcomes(context, list(state["open"])))
         for entry in takeover.inherited:
             self.log.warning("Ids (%s, %s] were claimed by a run whose compares did not all succeed: "
@@ -128,7 +130,9 @@ class InsertScan(CupidOperator):
             state["open"].setdefault(run_id, []).append(entry)
         if state != unchanged:  # an idle run writes nothing (a Variable write is an Execution API call)
             write_insert_cursor(self.variables, dag_id, state)
-        self.backlog_ids = max(0, (max_id or 0) - upto)
+        # A run that took over a failed run's ranges does not queue the next itself: were the
+        # failure to last, each run would take over more and fail again, back to back.
+        self.backlog_ids = 0 if takeover.inherited else max(0, (max_id or 0) - upto)
         self.log.info("Claimed ids (%s, %s] (source max id %s); cursor now %s", after, upto, max_id, upto)
         return state["open"].get(run_id, [])
 
