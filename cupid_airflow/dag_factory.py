@@ -145,12 +145,13 @@ def _doc(entry: ConfigEntry, config: CupidConfig, index: int) -> str:
     columns = ", ".join(f"`{s}` → `{d}`" for s, d in des.columns.items())
     redacted = config.redacted(index)  # this pair only: docs of n DAGs must not cost n * n
     watching = " and ".join(w for w, on in (("new ids", config.src.insert), ("updated rows", config.src.update)) if on)
+    (src_table, src_server), (des_table, des_server) = _place(config.src), _place(des)
     return "\n".join(
         [
-            f"### cupid: `{_qualified(config.src)}` → `{_qualified(des)}`",
+            f"### cupid: `{src_table}` → `{des_table}`",
             "",
-            f"Compares {watching} of `{_qualified(config.src)}` on {_server(config.src)} with "
-            f"`{_qualified(des)}` on {_server(des)} (matched on `{config.src.by_column}` = `{des.by_column}`) "
+            f"Compares {watching} of `{src_table}` on {src_server} with "
+            f"`{des_table}` on {des_server} (matched on `{config.src.by_column}` = `{des.by_column}`) "
             "and calls back for every missing or different row.",
             "",
             f"* config file: `{entry.path}` (destination {index + 1} of {len(config.des)})",
@@ -167,27 +168,22 @@ def _doc(entry: ConfigEntry, config: CupidConfig, index: int) -> str:
     )
 
 
-def _qualified(endpoint: Source | Destination) -> str:
-    """``<database>.<table>`` for a DSN (a ``schema.table`` stays as it is), ``<conn_id>:<table>``
-    for an Airflow connection (its database is not known without looking it up): never a credential."""
+def _place(endpoint: Source | Destination) -> tuple[str, str]:
+    """The table as ``<database>.<table>`` (a ``schema.table`` stays as it is) and its server
+    (host and port, or the socket), from the DSN without its credentials; for an Airflow
+    connection ``<conn_id>:<table>`` and the connection's id (its database is not known without
+    looking it up)."""
     if endpoint.dsn is None:
-        return f"{endpoint.conn_id}:{endpoint.table}"
-    database = parse_go_dsn(endpoint.dsn).database
-    return endpoint.table if "." in endpoint.table or not database else f"{database}.{endpoint.table}"
-
-
-def _server(endpoint: Source | Destination) -> str:
-    """Where a DSN points (host and port, or the socket), or the connection's id."""
-    if endpoint.dsn is None:
-        return f"connection `{endpoint.conn_id}`"
+        return f"{endpoint.conn_id}:{endpoint.table}", f"connection `{endpoint.conn_id}`"
     dsn = parse_go_dsn(endpoint.dsn)
-    return f"`{dsn.unix_socket}`" if dsn.unix_socket else f"`{dsn.host}:{dsn.port}`"
+    table = endpoint.table if "." in endpoint.table or not dsn.database else f"{dsn.database}.{endpoint.table}"
+    return table, f"`{dsn.unix_socket}`" if dsn.unix_socket else f"`{dsn.host}:{dsn.port}`"
 
 
 def _table_tags(config: CupidConfig, index: int) -> list[str]:
     """``src:<database>.<table>`` and ``des:<database>.<table>``, cut to Airflow's tag limit (a
     longer tag fails the DAG file's import)."""
-    return [f"src:{_qualified(config.src)}"[:TAG_MAX_LEN], f"des:{_qualified(config.des[index])}"[:TAG_MAX_LEN]]
+    return [f"src:{_place(config.src)[0]}"[:TAG_MAX_LEN], f"des:{_place(config.des[index])[0]}"[:TAG_MAX_LEN]]
 
 
 def _deadline(config_file: str, config: CupidConfig) -> DeadlineAlert | None:
