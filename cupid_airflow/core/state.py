@@ -16,6 +16,8 @@ state                  store, key                                  written by
 :class:`Segment`       XCom of ``plan``                            -> ``reconcile``
 :class:`ReconcileProgress`  task state store ``reconcile_progress``  ``reconcile`` (resume)
 :class:`DeliveredIds`  task state store ``delivered_event_ids``    ``callback`` (resume)
+:class:`Tally`         XCom ``cupid_tally`` of every task           each task -> run note, cupid view,
+                                                                    metrics, lineage
 =====================  ==========================================  ===============================
 
 Each persisted shape carries ``version``; readers accept the current version and the unversioned
@@ -46,6 +48,7 @@ __all__ = [
     "LABEL_MAX_LEN",
     "PROGRESS_KEY",
     "STATE_VERSION",
+    "TALLY_KEY",
     "WATCH_MARKS_KEY",
     "WATCH_MARKS_VERSION",
     "CarriedEvents",
@@ -63,6 +66,7 @@ __all__ = [
     "Segment",
     "StateError",
     "Store",
+    "Tally",
     "UpdateMark",
     "WatchMarks",
     "WindowPartition",
@@ -73,6 +77,7 @@ __all__ = [
     "insert_cursor_key",
     "partition_label",
     "read_event_output",
+    "read_tally",
     "read_watch_marks",
     "segment_label",
     "update_mark_key",
@@ -699,3 +704,36 @@ def event_types(data: Any) -> dict[str, int]:
     for event in output:
         types[str(event["type"])] = types.get(str(event["type"]), 0) + 1
     return types
+
+
+# ---------------------------------------------------------------------------- what a task did
+
+TALLY_KEY = "cupid_tally"
+
+
+class Tally(TypedDict, total=False):
+    """What one task instance did, in numbers, kept as its XCom :data:`TALLY_KEY`: the run note,
+    the cupid view, metrics and lineage all read this, so none of them parses a log. A key is
+    present only when the task has that figure."""
+
+    version: int
+    task: str  # scan | compare | callback | reconcile
+    rows: int  # source rows compared (compare; scan when it compared inline; reconcile)
+    found: dict[str, int]  # divergences by type: "1" missing, "2" different, "3" gone from the source
+    events: int  # callback: the events it had to deliver
+    delivered: int  # callback: delivered, by this try or an earlier one
+    failed: int  # callback: still undelivered when this try ended
+    max_id: int  # scan: the source's highest id when it claimed (the backlog's top)
+    cursor: int  # scan: the insert cursor after its claim
+    until: str  # scan: where its update window ended (ISO 8601, UTC): the update high-water mark
+    chunks: int  # reconcile: key chunks walked
+    checksummed: int  # reconcile: chunks settled by checksum alone
+    read: int  # reconcile: chunks whose rows were read
+
+
+def read_tally(data: Any) -> Tally | None:
+    """A task's tally from its XCom, or None for anything else (a task of an older version has none)."""
+    if not isinstance(data, dict) or "task" not in data:
+        return None
+    _check_version("task tally", data)
+    return cast(Tally, data)

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import cached_property
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from airflow.sdk import BaseOperator, Context
 
 from cupid_airflow.config import CupidConfig
 from cupid_airflow.core.errors import error_notes, permanent_reason
-from cupid_airflow.core.state import Event, EventSpool, StateError
+from cupid_airflow.core.state import STATE_VERSION, TALLY_KEY, Event, EventSpool, StateError, Tally
 from cupid_airflow.exceptions import CupidFailure
 from cupid_airflow.hooks.variables import VariableStore
 from cupid_airflow.pair import SyncPair
@@ -43,6 +43,8 @@ class CupidOperator(BaseOperator):
 
     template_fields = ()
     ui_color = "#f2e6ff"
+    #: What this task did, once it said (:meth:`record`).
+    tally: Tally | None = None
 
     def __init__(self, *, config_file: str, destination: int = 0, pair_id: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -116,6 +118,17 @@ class CupidOperator(BaseOperator):
     def show_as(context: Context, text: str) -> None:
         """This task instance's name in the UI when it is mapped (:data:`MAP_INDEX_TEMPLATE`)."""
         context[LABEL_KEY] = text  # type: ignore[literal-required]  # Airflow renders it after the task
+
+    def record(self, context: Context, task: str, **figures: Any) -> Tally:
+        """Keep what this task did (:class:`~cupid_airflow.core.state.Tally`) as its XCom
+        ``cupid_tally``, for the run note and the cupid view, and in :attr:`tally` for lineage.
+        A failing task records before it raises: what it did still counts."""
+        tally = cast(Tally, {"version": STATE_VERSION, "task": task, **figures})
+        self.tally = tally
+        ti: Any = context.get("ti")  # absent when a test or bench calls execute() directly
+        if ti is not None:
+            ti.xcom_push(key=TALLY_KEY, value=tally)
+        return tally
 
     def run(self, context: Context) -> Any:
         raise NotImplementedError

@@ -86,6 +86,7 @@ class CallbackOperator(CupidOperator):
             self.log.info("Nothing to deliver")
             if store is not None and already:
                 clear_delivered(store)
+            self.record(context, "callback", events=count, delivered=already, failed=0)
             return {"events": count, "delivered": already, "sent": 0}
 
         report, url = asyncio.run(self._deliver(self._events(context, output), bits, store, count - already))
@@ -96,6 +97,8 @@ class CallbackOperator(CupidOperator):
         self.log.info("Delivered %d of %d pending events (%d in all)", report.delivered, pending, count)
         log_problems(self.pair, report, self.log)
         self.show_as(context, f"{count:,} events, {already + report.delivered:,} delivered")
+        self.record(context, "callback", events=count, delivered=already + report.delivered,
+                    failed=count - already - report.delivered)  # fmt: skip
         if report.gone:
             raise ReceiverGoneError(
                 f"{shown} answered 410 Gone for {report.gone} of {pending} events: the receiver refuses "

@@ -38,12 +38,13 @@ class CompareOperator(CupidOperator):
         carried = read_carried_events(self.partition)
         if carried is not None:
             self.log.info("%d events the scan compared but did not deliver: handed to callback", len(carried))
-            return carried
+            return carried  # counted by the scan that found them
         part = read_partition(self.partition)
         spool = self.event_spool(context)
         rows = self.pair.compare_partition(part, spool.add)
         missing = spool.types.get(str(EVENT_MISSING), 0)
         self.show_as(context, f"{label}: {spool.count:,} found")
+        self.record(context, "compare", rows=rows, found=dict(spool.types))
         self.log.info(
             "Compared %d source rows of %s: %d missing (type 1), %d different (type 2)%s",
             rows, part, missing, spool.count - missing,

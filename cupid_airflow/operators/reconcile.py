@@ -193,6 +193,9 @@ class ReconcileOperator(_ReconcileBase):
             self.segment, stats["rows"], stats["chunks"], stats["checksummed"], stats["read"],
             counts["1"], counts["2"], counts["3"],
         )  # fmt: skip
+        found = {kind: n for kind, n in counts.items() if n}
+        self.record(context, "reconcile", rows=stats["rows"], found=found, chunks=stats["chunks"],
+                    checksummed=stats["checksummed"], read=stats["read"])  # fmt: skip
         result: Any
         if not settings.report_only:
             spool = self.event_spool(context)

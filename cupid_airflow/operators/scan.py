@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from airflow.sdk import Asset, AssetAlias, Context
 
 from cupid_airflow.core.compare import EVENT_MISSING, ID_COLUMN
@@ -57,20 +59,27 @@ class ScanOperator(InsertScan, UpdateScan):
     def run(self, context: Context) -> ScanOutput:
         src = self.config.src
         parts: list[IdPartition | WindowPartition] = []
+        self.update_until = None
         if src.insert:
             parts += self.scan_inserts(context)
             self._follow_backlog(context)
         if src.update:
             parts += self.scan_updates(context)
         limit = self.config.inline_rows
-        if not parts or not limit:
-            return parts
-        with self.pair.source_table() as table:
-            small = rows_at_most(table, parts, limit, ID_COLUMN)
+        small = False
+        if parts and limit:
+            with self.pair.source_table() as table:
+                small = rows_at_most(table, parts, limit, ID_COLUMN)
+            if not small:
+                self.log.info("More than inlineRows=%d rows to compare: %d mapped compare task(s)", limit, len(parts))
         if not small:
-            self.log.info("More than inlineRows=%d rows to compare: %d mapped compare task(s)", limit, len(parts))
+            self._record_scan(context)
             return parts
-        return self._compare_and_deliver(parts)
+        return self._compare_and_deliver(context, parts)
+
+    def _record_scan(self, context: Context, **figures: Any) -> None:
+        where = {"max_id": self.source_max_id, "cursor": self.insert_cursor, "until": self.update_until}
+        self.record(context, "scan", **{k: v for k, v in where.items() if v is not None}, **figures)
 
     def _follow_backlog(self, context: Context) -> None:
         alias = backlog_alias(self.pair.pair_id)
@@ -86,20 +95,29 @@ class ScanOperator(InsertScan, UpdateScan):
         claim = self.run_claim  # set by this task's own insert scan: no Variable read
         return claim if self.config.src.insert and claim and claim[0] < claim[1] else None
 
-    def _compare_and_deliver(self, parts: list[IdPartition | WindowPartition]) -> list[CarriedEvents]:
+    def _compare_and_deliver(self, context: Context, parts: list[IdPartition | WindowPartition]) -> list[CarriedEvents]:
         events: list[Event] = []
         rows = sum(self.pair.compare_partition(read_partition(p), events.extend) for p in parts)
         missing = sum(1 for e in events if e["type"] == EVENT_MISSING)
+        found = {str(kind): n for kind, n in ((1, missing), (2, len(events) - missing)) if n}
         self.log.info(
             "Compared %d source rows here (inlineRows=%d): %d missing (type 1), %d different (type 2)",
             rows, self.config.inline_rows, missing, len(events) - missing,
         )  # fmt: skip
+        left = self._deliver_inline(events)
+        # events the scan delivered count here; the ones it hands on count in the callback's tally
+        sent = len(events) - len(left)
+        self._record_scan(context, rows=rows, found=found, **({"events": sent, "delivered": sent} if sent else {}))
+        return [carried_events(left)] if left else []
+
+    def _deliver_inline(self, events: list[Event]) -> list[Event]:
+        """The events this scan could not deliver itself (all of them with ``callbackQueue``)."""
         if not events:
             return []
         if self.config.callback_queue:  # this worker may have no way to the receivers
             self.log.info("callbackQueue=%s: the callback task sends the %d events", self.config.callback_queue,
                           len(events))  # fmt: skip
-            return [carried_events(events)]
+            return events
         from cupid_airflow.operators.callback import deliver_once
 
         try:
@@ -109,7 +127,6 @@ class ScanOperator(InsertScan, UpdateScan):
             self.log.warning("Could not send here (%s): the callback task delivers all %d events",
                              type(e).__name__, len(events))  # fmt: skip
             left = events
-        if not left:
-            return []
-        self.log.warning("%d of %d events not delivered: the callback task retries them", len(left), len(events))
-        return [carried_events(left)]
+        if left:
+            self.log.warning("%d of %d events not delivered: the callback task retries them", len(left), len(events))
+        return left

@@ -56,10 +56,14 @@ class InsertScan(CupidOperator):
     run_claim: list[int] | None = None
     #: Source ids above the cursor once this run claimed (beyond ``maxRowsPerRun``): a backlog.
     backlog_ids: int = 0
+    #: The source's highest id and the insert cursor once this run claimed, when it read them.
+    source_max_id: int | None = None
+    insert_cursor: int | None = None
 
     def scan_inserts(self, context: Context) -> list[IdPartition]:
         self.run_claim = None
         self.backlog_ids = 0
+        self.source_max_id = self.insert_cursor = None
         params = context["params"]
         start_id, end_id = params.get("start_id"), params.get("end_id")
         with self.pair.source_table() as table:
@@ -93,8 +97,10 @@ class InsertScan(CupidOperator):
             self.log.info("Run %s already claimed ids (%s, %s]: reusing that claim", run_id, after, upto)
             ranges = state["open"].get(run_id) or [[after, upto]]
             # Only a run that checks nothing but its own claim asks for the next (see below).
+            self.insert_cursor = state["cursor"]
             if getattr(self, "outlets", None) and ranges == [[after, upto]] and state["cursor"] is not None:
-                self.backlog_ids = max(0, (self._max_id(table) or 0) - state["cursor"])
+                self.source_max_id = self._max_id(table)
+                self.backlog_ids = max(0, (self.source_max_id or 0) - state["cursor"])
             return ranges
         takeover = take_over(state["open"], run_id, self.compare_outcomes(context, list(state["open"])))
         for entry in takeover.inherited:
@@ -124,7 +130,8 @@ class InsertScan(CupidOperator):
         if after < upto:  # an empty claim is not kept: a retry may as well claim what came since
             state["claims"][run_id] = self.run_claim = [after, upto]
             state["claims"] = dict(list(state["claims"].items())[-KEEP_CLAIMS:])
-        state["cursor"] = upto
+        state["cursor"] = self.insert_cursor = upto
+        self.source_max_id = max_id
         late = self._watch_gaps(table, state, after, upto)
         for entry in [*late, [after, upto]] if after < upto else late:
             state["open"].setdefault(run_id, []).append(entry)

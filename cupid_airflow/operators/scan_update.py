@@ -50,6 +50,9 @@ class UpdateScan(CupidOperator):
 
     ui_color = "#d9ecf2"
 
+    #: Where this run's update window ended, when the run moves the high-water mark.
+    update_until: str | None = None
+
     def scan_updates(self, context: Context) -> list[WindowPartition]:
         pair = self.pair
         assert pair.src.update_column is not None
@@ -57,6 +60,7 @@ class UpdateScan(CupidOperator):
         mark = None if state["until"] is None else datetime.fromisoformat(state["until"])
         since, until, moves_mark = self._window(context, mark)
         windows = self._claim_windows(context, state, since, until) if moves_mark else [(since, until)]
+        self.update_until = until.isoformat() if moves_mark else None
         parts: list[WindowPartition] = []
         with pair.source_table() as table:
             writer = pair.column_time(table)
