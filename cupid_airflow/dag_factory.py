@@ -50,7 +50,16 @@ from cupid_airflow.pair import SyncPair
 from cupid_airflow.run_params import run_params
 from cupid_airflow.triggers.watch import SourceWatchTrigger
 
-__all__ = ["CONFIG_ERROR_TAG", "MIN_SCHEDULE_SECONDS", "build_dags", "safety_schedule", "schedule_for", "watch_asset"]
+__all__ = [
+    "CONFIG_ERROR_TAG",
+    "CONFIG_TAG_PREFIX",
+    "MIN_SCHEDULE_SECONDS",
+    "RECONCILE_TAG",
+    "build_dags",
+    "safety_schedule",
+    "schedule_for",
+    "watch_asset",
+]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +69,9 @@ MIN_SCHEDULE_SECONDS = 60
 SAFETY_EVERY_HOURS = 6
 SAFETY_SPREAD_SECONDS = 3600
 CONFIG_ERROR_TAG = "cupid-config-error"
+RECONCILE_TAG = "cupid-reconcile"
+#: ``config:<file name>``: every DAG of a config file, one filter in the UI (and the cupid view's key).
+CONFIG_TAG_PREFIX = "config:"
 #: cupid-go alerts when a callback has failed this many times.
 ALERT_AT_TRY = 3
 START_DATE = datetime(2024, 1, 1, tzinfo=UTC)
@@ -180,6 +192,10 @@ def _place(endpoint: Source | Destination) -> tuple[str, str]:
     return table, f"`{dsn.unix_socket}`" if dsn.unix_socket else f"`{dsn.host}:{dsn.port}`"
 
 
+def _config_tag(entry: ConfigEntry) -> str:
+    return f"{CONFIG_TAG_PREFIX}{entry.path.name}"[:TAG_MAX_LEN]
+
+
 def _table_tags(config: CupidConfig, index: int) -> list[str]:
     """``src:<database>.<table>`` and ``des:<database>.<table>``, cut to Airflow's tag limit (a
     longer tag fails the DAG file's import)."""
@@ -213,7 +229,7 @@ def _build_pair(entry: ConfigEntry, config: CupidConfig, index: int, dag_id: str
         max_active_runs=1,  # a run's scans start from where the last one ended, or take over its ranges
         params=run_params(),
         doc_md=_doc(entry, config, index),
-        tags=["cupid", *_table_tags(config, index)],
+        tags=["cupid", _config_tag(entry), *_table_tags(config, index)],
     ) as dag:
         common: dict[str, Any] = {"config_file": config_file, "destination": index, **_alerting(config_file)}
         database = _database_tasks(config, common)
@@ -307,7 +323,7 @@ def _build_reconcile(entry: ConfigEntry, config: CupidConfig, index: int, dag_id
         is_paused_upon_creation=config.paused_at_creation,
         max_active_runs=1,
         doc_md=_doc(entry, config, index).replace("### cupid:", "### cupid reconcile:", 1),
-        tags=["cupid", "cupid-reconcile", *_table_tags(config, index)],
+        tags=["cupid", RECONCILE_TAG, _config_tag(entry), *_table_tags(config, index)],
     ) as dag:
         common: dict[str, Any] = {
             "config_file": config_file,
@@ -349,7 +365,7 @@ def _build_placeholder(entry: ConfigEntry, dag_id: str) -> DAG:
                     f"Check every config with `python -m cupid_airflow validate {entry.path.parent}`.",
                 ]
             ),
-            tags=["cupid", CONFIG_ERROR_TAG],
+            tags=["cupid", CONFIG_ERROR_TAG, _config_tag(entry)],
         ) as dag
     ):
         ConfigErrorOperator(task_id="config_error", errors=str(entry.error))

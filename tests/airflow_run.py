@@ -27,6 +27,7 @@ class RunResult:
     tries: dict[tuple[str, int], int] = field(default_factory=dict)
     other_xcoms: dict[tuple[str, int, str], Any] = field(default_factory=dict)  # keys other than return_value
     labels: dict[tuple[str, int], str | None] = field(default_factory=dict)  # rendered map_index_template
+    note: str | None = None  # the run's note (cupid's listener writes it when the run ends)
 
     def output(self, task_id: str) -> list[Any]:
         """Return values of ``task_id``'s instances, in map-index order."""
@@ -67,6 +68,7 @@ def run_dag(dag_id: str, conf: dict[str, Any] | None = None, logical_date: datet
         states = {(ti.task_id, ti.map_index): str(ti.state) for ti in tis}
         tries = {(ti.task_id, ti.map_index): ti.try_number for ti in tis}
         labels = {(ti.task_id, ti.map_index): ti.rendered_map_index for ti in tis}
+        note = session.merge(dr).note
         rows = session.scalars(select(XComModel).where(XComModel.run_id == dr.run_id, XComModel.dag_id == dag_id))
         xcoms, other = {}, {}
         for x in rows:
@@ -74,7 +76,7 @@ def run_dag(dag_id: str, conf: dict[str, Any] | None = None, logical_date: datet
                 xcoms[(x.task_id, x.map_index)] = _value(XComModel.deserialize_value(x))
             else:
                 other[(x.task_id, x.map_index, x.key)] = _value(XComModel.deserialize_value(x))
-    return RunResult(str(dr.state), dr.run_id, states, xcoms, tries, other, labels)
+    return RunResult(str(dr.state), dr.run_id, states, xcoms, tries, other, labels, note)
 
 
 def _value(value: Any) -> Any:

@@ -1,0 +1,90 @@
+"""What a run, and a pair over time, found and delivered: the sums behind the run note and the
+cupid view, from the tasks' :class:`~cupid_airflow.core.state.Tally` records alone (no log is
+read, no user database is queried)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from cupid_airflow.core.state import Tally
+
+__all__ = ["NOTE_PREFIX", "TYPE_NAMES", "RunFigures", "run_note"]
+
+#: Divergence types as the callback contract numbers them.
+TYPE_NAMES = {"1": "missing", "2": "different", "3": "gone from the source"}
+#: How a note cupid wrote starts: such a note is cupid's to replace, any other is the user's.
+NOTE_PREFIX = "cupid: "
+#: Airflow keeps at most this many characters of a note.
+NOTE_MAX_LEN = 1000
+
+
+@dataclass(slots=True)
+class RunFigures:
+    """One run's sums: rows compared, divergences by type, and what became of their callbacks."""
+
+    rows: int = 0
+    found: Counter[str] = field(default_factory=Counter)
+    events: int = 0  # callbacks to deliver
+    delivered: int = 0
+    undelivered: int = 0  # left when the last callback try ended
+    chunks: int = 0
+    checksummed: int = 0
+    read: int = 0
+    tasks: int = 0  # tallies summed: 0 means the run recorded nothing (yet)
+
+    @classmethod
+    def of(cls, tallies: Iterable[Tally]) -> RunFigures:
+        figures = cls()
+        for tally in tallies:
+            figures.add(tally)
+        return figures
+
+    def add(self, tally: Tally) -> None:
+        self.tasks += 1
+        self.rows += tally.get("rows", 0)
+        self.found.update({str(kind): int(n) for kind, n in (tally.get("found") or {}).items()})
+        self.events += tally.get("events", 0)
+        self.delivered += tally.get("delivered", 0)
+        self.undelivered += tally.get("failed", 0)
+        self.chunks += tally.get("chunks", 0)
+        self.checksummed += tally.get("checksummed", 0)
+        self.read += tally.get("read", 0)
+
+    @property
+    def divergences(self) -> int:
+        return sum(self.found.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "rows": self.rows,
+            "found": {kind: self.found.get(kind, 0) for kind in TYPE_NAMES},
+            "events": self.events,
+            "delivered": self.delivered,
+            "undelivered": self.undelivered,
+        }
+
+
+def _found_text(found: Counter[str]) -> str:
+    parts = [f"{found[kind]:,} {name}" for kind, name in TYPE_NAMES.items() if found.get(kind)]
+    return ", ".join(parts) if parts else "nothing"
+
+
+def run_note(figures: RunFigures, state: str, reconcile: bool = False) -> str:
+    """The run's note in the UI: what it found by type and what its callbacks did, in one line a
+    reader can act on (``state`` is the run's final state)."""
+    what = "source rows walked" if reconcile else "source rows compared"
+    text = f"{NOTE_PREFIX}{figures.rows:,} {what}; found {_found_text(figures.found)}"
+    if figures.divergences:
+        text += f" (type 1/2/3: {figures.found.get('1', 0)}/{figures.found.get('2', 0)}/{figures.found.get('3', 0)})"
+    if figures.events or figures.delivered:
+        text += f". Callbacks: {figures.delivered:,} delivered"
+        if figures.undelivered:
+            text += f", {figures.undelivered:,} not delivered"
+    if reconcile and figures.chunks:
+        text += f". {figures.chunks:,} chunks: {figures.checksummed:,} checksummed, {figures.read:,} read"
+    if state.lower().endswith("failed"):
+        text += ". The run failed: see its failed tasks"
+    return (text + ".")[:NOTE_MAX_LEN]

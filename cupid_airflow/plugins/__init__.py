@@ -1,0 +1,41 @@
+"""cupid's Airflow plugin (entry point ``airflow.plugins``): the cupid view in the UI's nav and
+the listener that writes run notes. Loaded by every Airflow component; the view's app is built
+only in the api-server, which is the one component that asks for ``fastapi_apps``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.plugins_manager import AirflowPlugin
+
+from cupid_airflow.plugins import run_notes
+from cupid_airflow.plugins.drift_view import URL_PREFIX
+
+__all__ = ["CupidPlugin"]
+
+
+class _LazyApps(list[Any]):
+    """The view's FastAPI app, built on first use: the scheduler and workers load the plugin too,
+    and need neither FastAPI nor the app."""
+
+    def __iter__(self) -> Any:
+        if not len(self):
+            from cupid_airflow.plugins.drift_view import create_app
+
+            self.append({"app": create_app(), "url_prefix": URL_PREFIX, "name": "cupid drift"})
+        return super().__iter__()
+
+
+class CupidPlugin(AirflowPlugin):
+    name = "cupid"
+    listeners = [run_notes]  # noqa: RUF012  (AirflowPlugin's own attributes)
+    fastapi_apps = _LazyApps()
+    external_views = [  # noqa: RUF012
+        {
+            "name": "Cupid drift",
+            "href": URL_PREFIX.lstrip("/") + "/",
+            "destination": "nav",
+            "category": "browse",
+            "url_route": "cupid-drift",
+        }
+    ]

@@ -1,0 +1,301 @@
+"""What the cupid view shows, read from Airflow's metadata database in the api-server: the cupid
+DAGs and their tags, their runs of the last days, the tasks' ``cupid_tally`` XComs, and the scan
+state Variables. Nothing here opens a user's database: the source's highest id is the one the
+last scan recorded.
+
+A handful of bounded queries per page, whatever the number of pairs (ids are sent in chunks).
+These are the only reads of Airflow's ORM models in cupid, kept in this one module so a change of
+Airflow's schema touches one place (the view's tests run against the real api-server).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from cupid_airflow.core.drift import RunFigures
+from cupid_airflow.core.state import (
+    TALLY_KEY,
+    StateError,
+    Tally,
+    insert_cursor_key,
+    read_tally,
+    update_mark_key,
+)
+
+__all__ = ["BrokenConfig", "DriftPage", "PairDrift", "RunPoint", "load_page", "run_tallies"]
+
+#: How far back the view looks, and at most how many runs of a pair it draws.
+WINDOW = timedelta(days=7)
+MAX_RUNS = 200
+_CHUNK = 500
+_WAITING = {"running", "queued"}
+_TASK_FAILED = {"failed", "upstream_failed", "up_for_retry"}
+
+
+@dataclass(slots=True)
+class RunPoint:
+    run_id: str
+    when: datetime
+    state: str
+    figures: RunFigures
+    problems: list[tuple[str, int]] = field(default_factory=list)  # (task_id, map_index) failed or retrying
+    max_id: int | None = None  # the source's highest id, when this run's scan read it
+
+
+@dataclass(slots=True)
+class PairDrift:
+    """One sync pair as the view shows it."""
+
+    dag_id: str
+    config: str
+    src: str
+    des: str
+    paused: bool
+    description: str
+    runs: list[RunPoint]  # oldest first, within WINDOW
+    cursor: int | None = None
+    max_id: int | None = None  # as the last scan that read it recorded
+    until: datetime | None = None  # update high-water mark
+    reconcile_dag_id: str | None = None
+    reconcile: RunPoint | None = None
+
+    @property
+    def backlog(self) -> int | None:
+        if self.max_id is None or self.cursor is None:
+            return None
+        return max(0, self.max_id - self.cursor)
+
+    def lag_seconds(self, now: datetime) -> float | None:
+        return None if self.until is None else max(0.0, (now - self.until).total_seconds())
+
+    @property
+    def last_run(self) -> RunPoint | None:
+        return self.runs[-1] if self.runs else None
+
+    def totals(self) -> RunFigures:
+        total = RunFigures()
+        for run in self.runs:
+            total.rows += run.figures.rows
+            total.found.update(run.figures.found)
+            total.events += run.figures.events
+            total.delivered += run.figures.delivered
+        return total
+
+    def undelivered(self, waiting: bool) -> int:
+        """Events the callbacks have not delivered: of runs still going (waiting: retries are
+        due), or of runs that ended failed (only clearing the callback sends them)."""
+        return sum(
+            r.figures.undelivered for r in self.runs if (r.state in _WAITING) == waiting and r.state != "success"
+        )
+
+    def as_dict(self, now: datetime) -> dict[str, Any]:
+        last = self.last_run
+        return {
+            "dag_id": self.dag_id,
+            "config": self.config,
+            "src": self.src,
+            "des": self.des,
+            "paused": self.paused,
+            "insert_cursor": self.cursor,
+            "source_max_id": self.max_id,
+            "backlog": self.backlog,
+            "update_mark": None if self.until is None else self.until.isoformat(),
+            "lag_seconds": self.lag_seconds(now),
+            "window": self.totals().as_dict(),
+            "callbacks": {
+                "delivered": self.totals().delivered,
+                "waiting": self.undelivered(waiting=True),
+                "failed": self.undelivered(waiting=False),
+            },
+            "runs": [_run_dict(r) for r in self.runs],
+            "last_run": None if last is None else _run_dict(last),
+            "reconcile_dag_id": self.reconcile_dag_id,
+            "last_reconcile": None if self.reconcile is None else _run_dict(self.reconcile),
+        }
+
+
+def _run_dict(run: RunPoint) -> dict[str, Any]:
+    return {
+        "run_id": run.run_id,
+        "when": run.when.isoformat(),
+        "state": run.state,
+        **run.figures.as_dict(),
+        "problems": [{"task_id": t, "map_index": m} for t, m in run.problems],
+    }
+
+
+@dataclass(slots=True)
+class BrokenConfig:
+    dag_id: str
+    config: str
+    error: str
+
+
+@dataclass(slots=True)
+class DriftPage:
+    pairs: list[PairDrift]
+    broken: list[BrokenConfig]
+    now: datetime
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "generated_at": self.now.isoformat(),
+            "window_days": WINDOW.days,
+            "pairs": [p.as_dict(self.now) for p in self.pairs],
+            "broken_configs": [{"dag_id": b.dag_id, "config": b.config, "error": b.error} for b in self.broken],
+        }
+
+
+def _chunks(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), _CHUNK):
+        yield items[start : start + _CHUNK]
+
+
+def run_tallies(session: Any, run_ids: Sequence[int]) -> dict[int, list[Tally]]:
+    """The tallies of these runs (DagRun primary keys), by run."""
+    from airflow.models.xcom import XComModel
+    from sqlalchemy import select
+
+    found: dict[int, list[Tally]] = defaultdict(list)
+    for chunk in _chunks(list(run_ids)):
+        rows = session.execute(
+            select(XComModel.dag_run_id, XComModel.value).where(
+                XComModel.key == TALLY_KEY, XComModel.dag_run_id.in_(chunk)
+            )
+        ).all()
+        for row in rows:
+            try:
+                tally = read_tally(XComModel.deserialize_value(row))
+            except StateError:  # written by a newer release: not this one's to sum
+                tally = None
+            if tally is not None:
+                found[row.dag_run_id].append(tally)
+    return found
+
+
+def _tag_value(tags: list[str], prefix: str) -> str:
+    return next((t.removeprefix(prefix) for t in tags if t.startswith(prefix)), "")
+
+
+def load_page(session: Any, allowed: set[str] | None = None, now: datetime | None = None) -> DriftPage:
+    """Every cupid pair the user may read (``allowed``: dag ids; None: all), with its runs of the
+    last :data:`WINDOW`, and every broken config."""
+    from airflow.models.dag import DagModel, DagTag
+    from airflow.models.dagrun import DagRun
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.models.variable import Variable
+    from sqlalchemy import select
+
+    from cupid_airflow.config import reconcile_dag_id
+    from cupid_airflow.dag_factory import CONFIG_ERROR_TAG, CONFIG_TAG_PREFIX, RECONCILE_TAG
+
+    now = now or datetime.now(UTC)
+    cupid = select(DagTag.dag_id).where(DagTag.name == "cupid")
+    dag_rows = session.execute(
+        select(DagModel.dag_id, DagModel.is_paused, DagModel.description).where(
+            DagModel.dag_id.in_(cupid), DagModel.is_stale.is_(False)
+        )
+    ).all()
+    tags: dict[str, list[str]] = defaultdict(list)
+    for dag_id, name in session.execute(select(DagTag.dag_id, DagTag.name).where(DagTag.dag_id.in_(cupid))).all():
+        tags[dag_id].append(name)
+    dags = {r.dag_id: r for r in dag_rows if allowed is None or r.dag_id in allowed}
+
+    broken = [
+        BrokenConfig(d, _tag_value(tags[d], CONFIG_TAG_PREFIX), dags[d].description or "")
+        for d in sorted(dags)
+        if CONFIG_ERROR_TAG in tags[d]
+    ]
+    reconcile_ids = {d for d in dags if RECONCILE_TAG in tags[d]}
+    pair_ids = sorted(d for d in dags if d not in reconcile_ids and CONFIG_ERROR_TAG not in tags[d])
+
+    runs: dict[str, list[RunPoint]] = defaultdict(list)
+    pks: dict[int, RunPoint] = {}
+    watched = [*pair_ids, *sorted(reconcile_ids)]
+    for chunk in _chunks(watched):
+        rows = session.execute(
+            select(DagRun.id, DagRun.dag_id, DagRun.run_id, DagRun.state, DagRun.run_after)
+            .where(DagRun.dag_id.in_(chunk), DagRun.run_after >= now - WINDOW)
+            .order_by(DagRun.run_after.desc())
+        ).all()
+        for pk, dag_id, run_id, state, run_after in rows:
+            if len(runs[dag_id]) < MAX_RUNS:
+                point = RunPoint(run_id, run_after, str(state or "").lower(), RunFigures())
+                runs[dag_id].append(point)
+                pks[pk] = point
+    for pk, tallies in run_tallies(session, list(pks)).items():
+        pks[pk].figures = RunFigures.of(tallies)
+        pks[pk].max_id = next((int(t["max_id"]) for t in tallies if t.get("max_id") is not None), None)
+    for dag_runs in runs.values():
+        dag_runs.reverse()
+
+    last = {dag_id: dag_runs[-1] for dag_id, dag_runs in runs.items() if dag_runs}
+    for chunk in _chunks(sorted(last)):
+        rows = session.execute(
+            select(TaskInstance.dag_id, TaskInstance.run_id, TaskInstance.task_id, TaskInstance.map_index)
+            .where(TaskInstance.dag_id.in_(chunk), TaskInstance.state.in_(sorted(_TASK_FAILED)))
+            .where(TaskInstance.run_id.in_([last[d].run_id for d in chunk]))
+        ).all()
+        for dag_id, run_id, task_id, map_index in rows:
+            if last[dag_id].run_id == run_id:
+                last[dag_id].problems.append((task_id, map_index))
+
+    keys = {insert_cursor_key(d): d for d in pair_ids} | {update_mark_key(d): d for d in pair_ids}
+    variables: dict[str, Any] = {}
+    for chunk in _chunks(sorted(keys)):
+        for var in session.scalars(select(Variable).where(Variable.key.in_(chunk))):
+            variables[var.key] = var.val
+
+    pairs: list[PairDrift] = []
+    for dag_id in pair_ids:
+        dag_tags = tags[dag_id]
+        pair = PairDrift(
+            dag_id=dag_id,
+            config=_tag_value(dag_tags, CONFIG_TAG_PREFIX),
+            src=_tag_value(dag_tags, "src:"),
+            des=_tag_value(dag_tags, "des:"),
+            paused=bool(dags[dag_id].is_paused),
+            description=dags[dag_id].description or "",
+            runs=runs.get(dag_id, []),
+        )
+        pair.cursor = _cursor(variables.get(insert_cursor_key(dag_id)))
+        pair.until = _until(variables.get(update_mark_key(dag_id)))
+        pair.max_id = next((r.max_id for r in reversed(pair.runs) if r.max_id is not None), None)
+        reconcile_id = reconcile_dag_id(dag_id)
+        if reconcile_id in reconcile_ids:
+            pair.reconcile_dag_id = reconcile_id
+            done = [r for r in runs.get(reconcile_id, []) if r.figures.tasks]
+            pair.reconcile = done[-1] if done else None
+        pairs.append(pair)
+    return DriftPage(pairs, broken, now)
+
+
+def _cursor(raw: Any) -> int | None:
+    import json
+
+    try:
+        data = json.loads(raw) if isinstance(raw, str) else raw
+        return None if not isinstance(data, dict) or data.get("cursor") is None else int(data["cursor"])
+    except (TypeError, ValueError):
+        return None
+
+
+def _until(raw: Any) -> datetime | None:
+    import json
+
+    try:
+        data = json.loads(raw) if isinstance(raw, str) else raw
+    except ValueError:
+        data = raw
+    value = data.get("until") if isinstance(data, dict) else data
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

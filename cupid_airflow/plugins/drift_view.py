@@ -1,0 +1,243 @@
+"""The cupid view: one page in the Airflow UI that shows every sync pair's drift at a glance.
+
+A FastAPI app the api-server mounts at ``/cupid`` (Airflow 3.1+ plugin interface) and a nav entry
+(an external view) that shows it inside the UI. ``/cupid/`` is the page, server-rendered HTML
+with inline SVG charts (no JavaScript, nothing fetched from elsewhere); ``/cupid/api/pairs`` is
+the same data as JSON for scripts. Airflow does not authenticate a plugin's routes: both ask for
+the caller's Airflow user (the UI's session cookie, or a bearer token from ``/auth/token``),
+answer 401/403 without one, and show only the DAGs that user may read.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from html import escape
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from cupid_airflow.core.drift import TYPE_NAMES
+from cupid_airflow.plugins.drift_data import WINDOW, DriftPage, PairDrift, RunPoint
+
+__all__ = ["URL_PREFIX", "create_app", "render_page"]
+
+URL_PREFIX = "/cupid"
+#: Bar colours per divergence type (colour-blind safe, Okabe-Ito).
+COLOURS = {"1": "#d55e00", "2": "#e69f00", "3": "#7a5195"}
+CHART_WIDTH, CHART_HEIGHT = 360, 72
+
+
+def create_app() -> Any:
+    from airflow.api_fastapi.core_api.security import get_user
+    from fastapi import Depends, FastAPI
+    from fastapi.responses import HTMLResponse
+
+    app = FastAPI(
+        title="cupid drift",
+        description="Drift of every cupid sync pair: backlog, lag, divergences, callbacks.",
+        docs_url=None,
+        redoc_url=None,
+    )
+
+    User = Annotated[Any, Depends(get_user)]  # 401/403 without an Airflow user
+
+    @app.get("/api/pairs")
+    def pairs(user: User) -> dict[str, Any]:
+        """Every sync pair the caller may read, with its figures of the last days."""
+        return _page(user).as_dict()
+
+    @app.get("/", response_class=HTMLResponse)
+    def page(user: User) -> HTMLResponse:
+        return HTMLResponse(render_page(_page(user)), headers={"Cache-Control": "no-store"})
+
+    return app
+
+
+def _page(user: Any) -> DriftPage:
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.utils.session import create_session
+
+    from cupid_airflow.plugins.drift_data import load_page
+
+    allowed = get_auth_manager().get_authorized_dag_ids(user=user, method="GET")
+    with create_session() as session:
+        return load_page(session, allowed)
+
+
+# ---------------------------------------------------------------------------- rendering
+
+
+def _n(value: int | None) -> str:
+    return "–" if value is None else f"{value:,}"
+
+
+def _ago(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.0f} s"
+
+
+def _dag_link(dag_id: str, run_id: str | None = None, task: tuple[str, int] | None = None) -> str:
+    """A link into Airflow's own UI, relative to this page (``<base>/cupid/``), so it works
+    under any base URL; ``_top`` leaves the nav's frame."""
+    url = f"../dags/{quote(dag_id, safe='')}"
+    if run_id is not None:
+        url += f"/runs/{quote(run_id, safe='')}"
+    if task is not None:
+        url += f"/tasks/{quote(task[0], safe='')}"
+        if task[1] >= 0:
+            url += f"/mapped/{task[1]}"
+    return url
+
+
+def _a(url: str, text: str) -> str:
+    return f'<a href="{escape(url)}" target="_top">{escape(text)}</a>'
+
+
+def chart(runs: list[RunPoint]) -> str:
+    """Divergences per run, stacked by type, oldest run left: an SVG a browser draws as it is."""
+    width, height = CHART_WIDTH, CHART_HEIGHT
+    top = max((r.figures.divergences for r in runs), default=0)
+    slot = width / max(len(runs), 1)
+    bar = max(1.0, slot * 0.8)
+    shapes: list[str] = []
+    for i, run in enumerate(runs):
+        x, y = i * slot, float(height)
+        title = f"{run.run_id} ({run.state}): " + ", ".join(
+            f"{run.figures.found.get(k, 0):,} {name}" for k, name in TYPE_NAMES.items()
+        )
+        parts = []
+        for kind, colour in COLOURS.items():
+            count = run.figures.found.get(kind, 0)
+            if not count:
+                continue
+            h = max(1.0, height * count / top)
+            y -= h
+            parts.append(_rect(f"bar t{kind}", x, y, bar, h, colour))
+        if not parts:  # a run that found nothing: a grey tick on the baseline
+            parts.append(_rect("bar t0", x, height - 2, bar, 2, "#bbb"))
+        shapes.append(f"<g><title>{escape(title)}</title>{''.join(parts)}</g>")
+    label = f'<text x="{width - 2}" y="10" text-anchor="end" class="axis">max {top:,}/run</text>' if top else ""
+    return (
+        f'<svg class="chart" role="img" aria-label="divergences per run" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}">{"".join(shapes)}{label}</svg>'
+    )
+
+
+def _rect(css: str, x: float, y: float, width: float, height: float, colour: str) -> str:
+    return f'<rect class="{css}" x="{x:.1f}" y="{y:.1f}" width="{width:.1f}" height="{height:.1f}" fill="{colour}"/>'
+
+
+def _found(found: dict[str, int] | Any) -> str:
+    cells = []
+    for kind, name in TYPE_NAMES.items():
+        count = found.get(kind, 0)
+        cells.append(f'<span class="t t{kind}" data-type="{kind}" title="type {kind}: {name}">{count:,} {name}</span>')
+    return " · ".join(cells)
+
+
+def _pair_row(pair: PairDrift, now: datetime) -> str:
+    totals = pair.totals()
+    waiting, failed = pair.undelivered(waiting=True), pair.undelivered(waiting=False)
+    last = pair.last_run
+    drifting = bool(totals.divergences or waiting or failed or (pair.backlog or 0))
+    status = "drifting" if drifting else "in sync"
+    last_html = "no run in the last days"
+    if last is not None:
+        state = escape(last.state)
+        last_html = f'{_a(_dag_link(pair.dag_id, last.run_id), last.run_id)} <span class="state {state}">{state}</span>'
+        if last.problems:
+            links = ", ".join(
+                _a(_dag_link(pair.dag_id, last.run_id, p), p[0] if p[1] < 0 else f"{p[0]}[{p[1]}]")
+                for p in last.problems
+            )
+            last_html += f'<div class="problems">failed or retrying: {links}</div>'
+    reconcile = "–"
+    if pair.reconcile_dag_id is not None:
+        reconcile = _a(_dag_link(pair.reconcile_dag_id), "not run yet")
+        if pair.reconcile is not None:
+            reconcile = (
+                f"{_found(pair.reconcile.figures.found)}<br>"
+                f"{_a(_dag_link(pair.reconcile_dag_id, pair.reconcile.run_id), pair.reconcile.run_id)}"
+            )
+    backlog = (
+        f'<b class="backlog">{_n(pair.backlog)}</b> ids<br>'
+        f"<small>cursor {_n(pair.cursor)} of max id {_n(pair.max_id)}</small>"
+    )
+    lag_s = pair.lag_seconds(now)
+    lag = "–"
+    if lag_s is not None and pair.until is not None:
+        mark = escape(pair.until.isoformat(timespec="seconds"))
+        lag = f'<b class="lag">{_ago(lag_s)}</b><br><small>mark {mark}</small>'
+    callbacks = (
+        f'<span class="delivered">{totals.delivered:,}</span> delivered<br>'
+        f'<span class="waiting{" bad" if waiting else ""}">{waiting:,}</span> waiting · '
+        f'<span class="failed{" bad" if failed else ""}">{failed:,}</span> failed'
+    )
+    paused = " <small>(paused)</small>" if pair.paused else ""
+    return f"""
+<tr class="pair {"drifting" if drifting else "ok"}" data-dag-id="{escape(pair.dag_id)}">
+  <td><div class="dag">{_a(_dag_link(pair.dag_id), pair.dag_id)}{paused}</div>
+      <div class="tables">{escape(pair.src)} → {escape(pair.des)}</div>
+      <small>{escape(pair.config)}</small> <span class="status">{status}</span></td>
+  <td>{backlog}</td>
+  <td>{lag}</td>
+  <td>{chart(pair.runs)}<div class="found">{_found(totals.found)}</div>
+      <small>{len(pair.runs):,} runs, {totals.rows:,} rows compared</small></td>
+  <td>{callbacks}</td>
+  <td>{reconcile}</td>
+  <td>{last_html}</td>
+</tr>"""
+
+
+STYLE = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:16px;color:#1a202c;font-size:14px}
+h1{font-size:20px;margin:0 0 4px} .sub{color:#555;margin-bottom:12px}
+table{border-collapse:collapse;width:100%}
+th,td{border-bottom:1px solid #e2e8f0;padding:8px;vertical-align:top;text-align:left}
+th{font-size:12px;color:#4a5568;text-transform:uppercase;letter-spacing:.03em}
+tr.drifting td:first-child{border-left:4px solid #d55e00} tr.ok td:first-child{border-left:4px solid #38a169}
+.dag{font-weight:600} .tables{font-family:ui-monospace,monospace;font-size:12px} small{color:#555}
+.status{font-size:11px;padding:1px 6px;border-radius:8px;background:#edf2f7}
+tr.drifting .status{background:#fde3d3;color:#8a2e00} .bad{color:#c53030;font-weight:700}
+.t1{color:#b04a00} .t2{color:#9a6b00} .t3{color:#7a5195} .axis{font-size:10px;fill:#666}
+.state{font-size:11px;padding:1px 6px;border-radius:8px;background:#edf2f7}
+.state.failed{background:#fed7d7;color:#9b2c2c} .state.success{background:#c6f6d5;color:#22543d}
+.problems{font-size:12px;margin-top:4px}
+.broken{background:#fff5f5;border:1px solid #feb2b2;padding:8px 12px;margin:12px 0}
+.legend span{margin-right:12px} .legend i{display:inline-block;width:10px;height:10px;margin-right:4px}
+a{color:#2b6cb0}
+"""
+
+
+def render_page(page: DriftPage) -> str:
+    drifting = [
+        p for p in page.pairs if p.totals().divergences or p.undelivered(True) or p.undelivered(False) or p.backlog
+    ]
+    broken = ""
+    if page.broken:
+        items = "".join(
+            f'<li class="broken-config">{_a(_dag_link(b.dag_id), b.config or b.dag_id)}: {escape(b.error)}</li>'
+            for b in page.broken
+        )
+        count = len(page.broken)
+        broken = f'<div class="broken"><b>{count} broken config(s)</b>: their DAGs do not run.<ul>{items}</ul></div>'
+    legend = "".join(
+        f'<span><i style="background:{c}"></i>type {k}: {TYPE_NAMES[k]}</span>' for k, c in COLOURS.items()
+    )
+    rows = "".join(_pair_row(p, page.now) for p in page.pairs) or '<tr><td colspan="7">No cupid pairs yet.</td></tr>'
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>cupid drift</title><style>{STYLE}</style></head>
+<body>
+<h1>cupid: drift of every sync pair</h1>
+<div class="sub"><span id="summary">{len(page.pairs)} pairs, <b>{len(drifting)} drifting</b></span>
+ · the last {WINDOW.days} days · as of {page.now.strftime("%Y-%m-%d %H:%M:%S")} UTC
+ · <span class="legend">{legend}</span></div>
+{broken}
+<table id="pairs">
+<thead><tr><th>Pair</th><th>Backlog (new ids)</th><th>Update lag</th><th>Divergences per run</th>
+<th>Callbacks</th><th>Last reconcile</th><th>Last run</th></tr></thead>
+<tbody>{rows}</tbody></table>
+</body></html>"""
