@@ -12,12 +12,17 @@ every component stops cleanly.
 from __future__ import annotations
 
 import json
+import urllib.error
+import urllib.request
+from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.browser import open_view
 from tests.conftest import MySqlDatabase
 from tests.pairs import DES_TABLE, SRC_TABLE
 from tests.stack import AirflowStack, Recorder, deployment, recording, wait_for
@@ -95,11 +100,46 @@ def _alerts(pushbear: Recorder, contains: str) -> list[dict[str, str]]:
         return [a for a in pushbear.gets if contains in a.get("text", "") + a.get("desp", "")]
 
 
+def _check_view(stack: AirflowStack, tmp_path: Path, reconciled: Counter[int]) -> None:
+    for path in ("cupid/", "cupid/api/pairs"):  # Airflow does not authenticate plugin apps: cupid does
+        for headers in ({}, {"Authorization": "Bearer not-a-token"}):
+            request = urllib.request.Request(f"{stack.url}/{path}", headers=headers)
+            with pytest.raises(urllib.error.HTTPError) as answer:
+                urllib.request.urlopen(request, timeout=10)
+            assert answer.value.code == (403 if headers else 401), (path, headers)
+
+    request = urllib.request.Request(f"{stack.url}/cupid/api/pairs")
+    request.add_header("Authorization", f"Bearer {stack.token()}")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        data = json.load(response)
+    pair = next(p for p in data["pairs"] if p["dag_id"] == DAG_ID)
+    first = next(r for r in pair["runs"] if r["run_id"] == "e2e_start_id")
+    assert first["found"] == {"1": len(MISSING), "2": len(CHANGED), "3": 0} and first["rows"] == ROWS
+    assert pair["last_reconcile"]["run_id"] == "e2e_reconcile"
+    assert pair["last_reconcile"]["found"] == {str(t): reconciled.get(t, 0) for t in (1, 2, 3)}
+    assert pair["callbacks"]["failed"] == 0 and pair["callbacks"]["waiting"] == 0
+    assert pair["insert_cursor"] == pair["source_max_id"] == ROWS and pair["backlog"] == 0
+    assert [b["config"] for b in data["broken_configs"]] == ["broken.json"]
+
+    view = open_view(stack.url, stack.token(), tmp_path / "cupid-view.png")
+    assert set(view.rows) == {DAG_ID}
+    row = view.rows[DAG_ID]
+    assert "e2e.json" in row and ".user → " in row and "e2e_reconcile" in row
+    assert f"{len(MISSING)} missing" in row or f"{pair['window']['found']['1']:,} missing" in row
+    assert view.chart_bars[DAG_ID] >= len(pair["runs"])  # one painted bar (or tick) per run at least
+    assert len(view.broken) == 1 and "broken.json" in view.broken[0] and "required key is missing" in view.broken[0]
+    assert "1 pairs, 1 drifting" in view.summary
+    assert (tmp_path / "cupid-view.png").stat().st_size > 10_000
+    for secret in (SENDKEY, TOKEN):
+        assert secret not in view.html and secret not in json.dumps(data)
+
+
 def test_a_deployment_end_to_end(
     stack: AirflowStack,
     receiver: Recorder,
     pushbear: Recorder,
     mysql_db: Callable[[str], MySqlDatabase],
+    tmp_path: Path,
 ) -> None:
     src, des = mysql_db("src"), mysql_db("des")
     _seed(src, des)
@@ -108,6 +148,7 @@ def test_a_deployment_end_to_end(
 
     # 1. Dropping a config into the folder gives an unpaused DAG, seen through the REST API.
     (stack.configs / "e2e.json").write_text(json.dumps(_config(src, des, receiver)))
+    (stack.configs / "broken.json").write_text('{"src": {"table": "user"}}')  # the cupid view lists it
     dag = wait_for(lambda: stack.dag(DAG_ID), 120, f"{DAG_ID} in /api/v2/dags")
     assert dag["is_paused"] is False
     assert "cupid" in [t["name"] for t in dag["tags"]]
@@ -210,6 +251,7 @@ def test_a_deployment_end_to_end(
     assert stack.runs(reconcile_id) == []  # "schedule": null: it never ran by itself
     src.execute("DELETE FROM user WHERE number = 'n7'")
     des.execute("UPDATE user SET name = 'edited by hand' WHERE number = 'n9'")
+    seen = set(receiver.events)
     stack.cli("dags", "trigger", reconcile_id, "--run-id", "e2e_reconcile")
     run = stack.wait_run_done(reconcile_id, "e2e_reconcile", 120)
     assert run["state"] == "success", stack.log_tail()
@@ -219,14 +261,18 @@ def test_a_deployment_end_to_end(
     tis = {(ti["task_id"], ti["map_index"], ti["pool"]) for ti in stack.task_instances(reconcile_id, "e2e_reconcile")}
     assert tis == {("plan", -1, "mysql_primary"), ("reconcile", 0, "mysql_primary"), ("callback", 0, "default_pool")}
 
-    # 7. Every component stops on SIGTERM, with nothing left running.
+    # 7. The cupid view (the nav entry, in headless Chromium) shows the pair's figures, its chart
+    #    and the broken config; its API answers no one who is not logged in.
+    _check_view(stack, tmp_path, Counter(e["type"] for k, e in receiver.events.items() if k not in seen))
+
+    # 8. Every component stops on SIGTERM, with nothing left running.
     codes = stack.stop()
     assert codes == dict.fromkeys(codes, 0), codes  # a lost first SIGTERM is retried: see AirflowStack.stop
     print("components that needed a second SIGTERM:", stack.signalled_twice)
     assert set(codes) == {"scheduler", "dag-processor", "triggerer", "api-server"}
     assert stack.leftover_processes() == []
 
-    # 8. The components' consoles (where LocalExecutor echoes task log lines), the task logs and
+    # 9. The components' consoles (where LocalExecutor echoes task log lines), the task logs and
     #    the alerts' texts hold neither the PushBear key nor the callback URL's token, nor a
     #    6-character piece of one.
     texts = [f.read_text(errors="replace") for f in stack.home.rglob("*.log") if f.is_file()]
