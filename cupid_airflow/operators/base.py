@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import cached_property
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from airflow.sdk import BaseOperator, Context
 
@@ -15,6 +15,9 @@ from cupid_airflow.core.state import STATE_VERSION, TALLY_KEY, Event, EventSpool
 from cupid_airflow.exceptions import CupidFailure
 from cupid_airflow.hooks.variables import VariableStore
 from cupid_airflow.pair import SyncPair
+
+if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
 
 __all__ = ["MAP_INDEX_TEMPLATE", "CupidOperator"]
 
@@ -129,6 +132,13 @@ class CupidOperator(BaseOperator):
         if ti is not None:
             ti.xcom_push(key=TALLY_KEY, value=tally)
         return tally
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage[Any, Any]:
+        """This task's tables and findings (:func:`cupid_airflow.lineage.operator_lineage`), asked by
+        the OpenLineage provider's listener, when installed, after the task succeeded or failed."""
+        from cupid_airflow.lineage import operator_lineage
+
+        return operator_lineage(self.pair, self.tally)
 
     def run(self, context: Context) -> Any:
         raise NotImplementedError
