@@ -143,7 +143,11 @@ class AirflowStack:
                 "AIRFLOW__CORE__PARALLELISM": "8",
                 "AIRFLOW__CORE__FERNET_KEY": _FERNET_KEY,
                 "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
-                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+                # Real logins (not all-admins, where every request is an admin): the cupid view's
+                # test checks that an anonymous request is refused. The passwords file is written
+                # by start(); token() logs in with it.
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN}:admin",
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.home / "passwords.json"),
                 "AIRFLOW__API__BASE_URL": self.url,
                 "AIRFLOW__API__PORT": str(self.port),
                 "AIRFLOW__API_AUTH__JWT_SECRET": _JWT_SECRET,
@@ -198,6 +202,7 @@ class AirflowStack:
         self.configs.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO / "dags" / "cupid_dags.py", self.dags_folder / "cupid_dags.py")
         (self.home / "component-logs").mkdir(exist_ok=True)
+        (self.home / "passwords.json").write_text(json.dumps({ADMIN: _ADMIN_PASSWORD}))
         _pg_admin(f'CREATE DATABASE "{self.database}"')
         self.cli("db", "migrate", timeout=600)
         for component in self.components:
@@ -389,9 +394,12 @@ class AirflowStack:
             return False
 
     def token(self) -> str:
-        """A JWT from the simple auth manager (every user is an admin in this deployment)."""
+        """A JWT of the deployment's admin, from the simple auth manager's login."""
         if self._token is None:
-            with urllib.request.urlopen(f"{self.url}/auth/token", timeout=10) as response:
+            login = json.dumps({"username": ADMIN, "password": _ADMIN_PASSWORD}).encode()
+            request = urllib.request.Request(f"{self.url}/auth/token", data=login, method="POST")
+            request.add_header("Content-Type", "application/json")
+            with urllib.request.urlopen(request, timeout=10) as response:
                 self._token = json.load(response)["access_token"]
         return self._token
 
@@ -459,6 +467,8 @@ def worker_hostname() -> str:
 # Fixed per process, so the CLI and every component agree; this deployment is throwaway.
 _FERNET_KEY = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
 _JWT_SECRET = secrets.token_urlsafe(32)
+ADMIN = "admin"
+_ADMIN_PASSWORD = secrets.token_urlsafe(16)
 
 
 # ---------------------------------------------------------------------- loopback receivers

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from html import escape
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import quote
 
 from cupid_airflow.core.drift import TYPE_NAMES
@@ -38,15 +38,17 @@ def create_app() -> Any:
         redoc_url=None,
     )
 
-    User = Annotated[Any, Depends(get_user)]  # 401/403 without an Airflow user
+    # 401/403 without an Airflow user. A default, not an Annotated alias: with postponed
+    # annotations FastAPI resolves a local alias by name in the module, and would not find it.
+    user_dependency = Depends(get_user)
 
     @app.get("/api/pairs")
-    def pairs(user: User) -> dict[str, Any]:
+    def pairs(user: Any = user_dependency) -> dict[str, Any]:
         """Every sync pair the caller may read, with its figures of the last days."""
         return _page(user).as_dict()
 
     @app.get("/", response_class=HTMLResponse)
-    def page(user: User) -> HTMLResponse:
+    def page(user: Any = user_dependency) -> HTMLResponse:
         return HTMLResponse(render_page(_page(user)), headers={"Cache-Control": "no-store"})
 
     return app
