@@ -6,6 +6,7 @@ Stats is set up the way Airflow's task runner does it (``task_runner.main()``), 
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import threading
@@ -23,9 +24,17 @@ from werkzeug import Request, Response
 
 from cupid_airflow import metrics
 from cupid_airflow.core.delivery import LATENCY_SAMPLES, DeliveryReport, LatencySample
+from tests.conftest import REPO
 from tests.pairs import Pair, pair
 
 __all__ = ["pair"]  # the fixture
+
+#: Every name cupid sends (README "Metrics"), before Airflow's ``statsd_prefix``.
+NAMES = {
+    "cupid.rows", "cupid.divergences", "cupid.callbacks.delivered", "cupid.callbacks.failed",
+    "cupid.callbacks.retried", "cupid.callbacks.latency", "cupid.backlog", "cupid.update_lag",
+    "cupid.reconcile.checksummed", "cupid.reconcile.read",
+}  # fmt: skip
 
 
 class StatsdListener:
@@ -130,8 +139,9 @@ def test_a_run_sends_the_documented_metrics(pair: Pair, statsd: StatsdListener) 
     assert counters[f"airflow.ti.finish.{pair.dag_id}.callback.success"] == 1  # Airflow's own, by the same path
     # names hold DAG ids, task kinds and types only: no database, table, host or URL
     ours = {line.partition(":")[0] for line in statsd.lines if line.startswith("airflow.cupid.")}
-    known = r"rows|divergences(\.[123])?|backlog|update_lag|callbacks\.(delivered|failed|retried|latency)"
-    assert all(re.fullmatch(rf"airflow\.cupid\.(dag\.{pair.dag_id}\.)?({known})", name) for name in ours), ours
+    dag_names = {f"airflow.cupid.dag.{pair.dag_id}.{n.removeprefix('cupid.')}" for n in NAMES}
+    divergences = {f"{dag}.divergences.{kind}" for kind in "12"}
+    assert ours <= {f"airflow.{n}" for n in NAMES} | dag_names | divergences, ours
 
 
 def test_tags_reach_a_backend_that_keeps_them(statsd: StatsdListener, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -179,3 +189,16 @@ def test_the_latency_sample_stays_small_and_covers_every_post() -> None:
     assert sample.count == 10_000 and sample.longest == 9.999
     assert len(sample.seconds) == LATENCY_SAMPLES
     assert 2 < sum(sample.seconds) / LATENCY_SAMPLES < 8  # uniform over all of them, not the first 100
+
+
+def test_the_readme_and_the_dashboard_name_what_is_sent() -> None:
+    readme = (REPO / "README.md").read_text()
+    assert set(re.findall(r"^\| `(cupid\.[a-z_.]+)` \|", readme, re.M)) == NAMES
+    dashboard = json.loads((REPO / "docs" / "grafana-cupid.json").read_text())
+    queried = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"airflow_(cupid_[a-z_]+)", target["expr"])
+    }
+    assert queried == {n.replace(".", "_") for n in NAMES}
