@@ -143,6 +143,21 @@ def test_a_run_sends_the_documented_metrics(pair: Pair, statsd: StatsdListener) 
     divergences = {f"{dag}.divergences.{kind}" for kind in "12"}
     assert ours <= {f"airflow.{n}" for n in NAMES} | dag_names | divergences, ours
 
+    # the next run claims ids 5 and 6 and, being small, compares and delivers them in its scan
+    pair.configure(inlineRows=100)
+    statsd.lines.clear()
+    pair.run()
+    statsd.settle()
+    counters = statsd.counters()
+    assert {name: n for name, n in counters.items() if name.startswith(dag)} == {
+        f"{dag}.rows": 2,
+        f"{dag}.divergences.1": 2,
+        f"{dag}.callbacks.delivered": 2,
+        f"{dag}.callbacks.failed": 0,
+        f"{dag}.callbacks.retried": 0,
+    }
+    assert counters["airflow.cupid.callbacks.delivered"] == 2 and statsd.of("g")[f"{dag}.backlog"] == [0]
+
 
 def test_tags_reach_a_backend_that_keeps_them(statsd: StatsdListener, monkeypatch: pytest.MonkeyPatch) -> None:
     """With ``statsd_influxdb_enabled`` Airflow appends the tags to the name; with legacy names off
