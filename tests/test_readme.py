@@ -42,6 +42,11 @@ RUN_BY: dict[str, tuple[str, str]] = {
         "tests/stack.py",
         '[*CELERY_WORKER_COMMAND, "--celery-hostname", f"{name}@%h", "--queues"',
     ),
+    # Metrics on (README "Metrics"): tests/test_metrics.py sends to its StatsD listener with these settings.
+    r"export AIRFLOW__METRICS__STATSD_(ON=True|HOST=\S+|PORT=\d+)": (
+        "tests/test_metrics.py",
+        'env.setenv("AIRFLOW__METRICS__STATSD_ON", "True")',
+    ),
     r"python -m cupid_airflow validate --connect .*": ("tests/test_validate_connect.py", '"validate", "--connect"'),
     r"python -m cupid_airflow validate( .*)?": ("tests/test_cli.py", '"validate"'),
     r"airflow dags trigger cupid_user": ("tests/test_e2e.py", '"dags", "trigger", DAG_ID, "--run-id", "e2e_gone"'),

@@ -7,6 +7,7 @@ the way http's ``AsyncHttpSession`` owns its retry policy apart from the request
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ __all__ = [
     "Delivery",
     "DeliveryPolicy",
     "DeliveryReport",
+    "LatencySample",
     "SendFailed",
     "deliver_all",
     "retry_after_seconds",
@@ -98,6 +100,31 @@ class DeliveryPolicy:
 
 #: How many undelivered events a report keeps, with their reasons, for the log.
 SAMPLES = 20
+#: How many POST times a report keeps for the latency metric. A timing sent per POST costs about
+#: 7 us (14 us with Airflow's legacy names) against some 125 us per event at 8,000 events/s: a
+#: uniform sample keeps the percentiles for a fixed, small cost whatever the number of events.
+LATENCY_SAMPLES = 100
+
+
+@dataclass
+class LatencySample:
+    """A uniform sample (reservoir) of at most :data:`LATENCY_SAMPLES` POST times, in seconds,
+    with the exact count and maximum of all of them."""
+
+    count: int = 0
+    longest: float = 0.0
+    seconds: list[float] = field(default_factory=list)
+    _rng: random.Random = field(default_factory=random.Random, repr=False)
+
+    def add(self, seconds: float) -> None:
+        self.count += 1
+        self.longest = max(self.longest, seconds)
+        if len(self.seconds) < LATENCY_SAMPLES:
+            self.seconds.append(seconds)
+            return
+        slot = self._rng.randrange(self.count)
+        if slot < LATENCY_SAMPLES:
+            self.seconds[slot] = seconds
 
 
 @dataclass
@@ -111,10 +138,17 @@ class DeliveryReport:
     problems: list[tuple[Event, Delivery]] = field(default_factory=list)  # the first SAMPLES failed or gone
     reasons: set[str] = field(default_factory=set)  # of failures, the detail up to its first ":"
     receiver_down: bool = False
+    sent: int = 0  # events POSTed at least once
+    latency: LatencySample = field(default_factory=LatencySample)  # one entry per POST
 
     @property
     def undelivered(self) -> int:
         return self.failed + self.gone
+
+    @property
+    def resent(self) -> int:
+        """POSTs that sent an event again (a 429/503 Retry-After waited out)."""
+        return self.latency.count - self.sent
 
     def record(self, event: Event, result: Delivery) -> None:
         if result.outcome == "delivered":
@@ -176,12 +210,20 @@ async def deliver_all(
             checkpoint()
             saved = time.monotonic()
 
+    async def timed(event: Event) -> Answer:
+        start = time.perf_counter()
+        try:
+            return await send(event)
+        finally:
+            report.latency.add(time.perf_counter() - start)
+
     async def worker() -> None:  # ``concurrency`` of these share one iterator: no task per event
         for event in todo:
             if report.receiver_down:
                 record(event, Delivery("failed", "skipped: the receiver looked down", connection_problem=True))
             else:
-                record(event, await deliver_one(send, event, policy))
+                report.sent += 1
+                record(event, await deliver_one(timed, event, policy))
 
     await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
     return report

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from airflow.sdk import BaseOperator, Context
 
+from cupid_airflow import metrics
 from cupid_airflow.config import CupidConfig
 from cupid_airflow.core.errors import error_notes, permanent_reason
 from cupid_airflow.core.state import STATE_VERSION, TALLY_KEY, Event, EventSpool, StateError, Tally
@@ -124,10 +125,11 @@ class CupidOperator(BaseOperator):
 
     def record(self, context: Context, task: str, **figures: Any) -> Tally:
         """Keep what this task did (:class:`~cupid_airflow.core.state.Tally`) as its XCom
-        ``cupid_tally``, for the run note and the cupid view, and in :attr:`tally` for lineage.
-        A failing task records before it raises: what it did still counts."""
+        ``cupid_tally``, for the run note and the cupid view, in :attr:`tally` for lineage, and as
+        metrics. A failing task records before it raises: what it did still counts."""
         tally = cast(Tally, {"version": STATE_VERSION, "task": task, **figures})
         self.tally = tally
+        metrics.emit(self.dag_id, tally)
         ti: Any = context.get("ti")  # absent when a test or bench calls execute() directly
         if ti is not None:
             ti.xcom_push(key=TALLY_KEY, value=tally)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Context
 
+from cupid_airflow import metrics
 from cupid_airflow.config import redact_url
 from cupid_airflow.core.delivery import Delivery, DeliveryReport, deliver_all
 from cupid_airflow.core.state import (
@@ -92,6 +93,8 @@ class CallbackOperator(CupidOperator):
         report, url = asyncio.run(self._deliver(self._events(context, output), bits, store, count - already))
         shown = redact_url(url)
         pending = count - already
+        retry = getattr(context.get("ti"), "try_number", 1) > 1  # it sends again what earlier tries did not deliver
+        metrics.delivery(self.dag_id, "callback", report, retried=pending if retry else 0)
         if store is not None and report.delivered:
             bits.write(store)
         self.log.info("Delivered %d of %d pending events (%d in all)", report.delivered, pending, count)
@@ -206,6 +209,7 @@ def deliver_once(pair: SyncPair, events: list[Event], log: Any) -> list[Event]:
         outcomes[event["eventId"]] = result.outcome == "delivered"
 
     report, url = asyncio.run(send_events(pair, in_time(), len(events), log, on_outcome))
+    metrics.delivery(pair.pair_id, "scan", report)
     log.info("Delivered %d of %d events to %s", report.delivered, len(events), redact_url(url))
     if started < len(events):
         log.warning("%d events not sent within %g s: left to the callback task", len(events) - started,
