@@ -3,8 +3,9 @@
 Builds a throwaway Airflow home (SQLite metadata database) under ``.cupid-demo/``, a source and a
 replica database with a known set of divergences (SQLite files, or MariaDB/MySQL when
 ``CUPID_DEMO_MYSQL`` holds a Go DSN such as ``root:@tcp(127.0.0.1:3306)/``), a callback receiver
-on loopback, and runs the generated DAG for real with ``dag.test()``. Everything is rebuilt on
-every run, so it can be run again and again.
+on loopback, and runs the generated DAG for real with ``dag.test(use_executor=True)``, so that every
+task's log is in the file the UI's Logs tab reads. Everything is rebuilt on every run, so it can be
+run again and again.
 """
 
 from __future__ import annotations
@@ -13,12 +14,15 @@ import json
 import os
 import random
 import shutil
+import socket
 import sqlite3
 import subprocess
 import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
@@ -145,8 +149,41 @@ class _Receiver(BaseHTTPRequestHandler):
         pass
 
 
+@contextmanager
+def _execution_api() -> Iterator[str]:
+    """Airflow's Execution API (the app ``airflow api-server --apps execution`` serves) on a free
+    loopback port, in a thread, for as long as the run lasts; yields its URL.
+
+    Why: plain ``dag.test()`` runs each task inside the calling process and logs it to the console
+    only, so the UI finds no log file and asks the task's host for it on port 8793 ("Could not read
+    served logs"). With ``use_executor=True`` the tasks run the way a deployment runs them, under
+    Airflow's task supervisor, which writes each try's log to the file the UI reads; the supervisor
+    talks to this API. Served in-process because ``airflow api-server`` took 9-20 s to start on 2 cores.
+    """
+    import uvicorn
+    from airflow.api_fastapi.app import create_app
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(create_app("execution"), log_config=None, access_log=False))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the demo's Execution API did not start; see the log above")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}/execution/"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()
+
+
 def _run(dag_id: str) -> dict[str, Any]:
-    """Run in a child process (Airflow's task logs go to the log file): one dag.test() run."""
+    """Run in a child process (its own log goes to run.log): one dag.test() run whose tasks run
+    under Airflow's LocalExecutor, each logging to its file under the Airflow home's ``logs/``."""
     from airflow.dag_processing.dagbag import DagBag
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
@@ -156,9 +193,11 @@ def _run(dag_id: str) -> dict[str, Any]:
 
     dags = Path(os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
     dag = DagBag(str(dags / "cupid_dags.py"), bundle_path=dags).dags[dag_id]
-    started = time.monotonic()
-    run = dag.test()
-    seconds = time.monotonic() - started
+    with _execution_api() as url:
+        os.environ["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] = url
+        started = time.monotonic()
+        run = dag.test(use_executor=True)
+        seconds = time.monotonic() - started
     with create_session() as session:
         xcoms = session.scalars(select(XComModel).where(XComModel.run_id == run.run_id, XComModel.dag_id == dag_id))
         values = {(x.task_id, x.map_index): XComModel.deserialize_value(x) for x in xcoms if x.key == "return_value"}
@@ -231,6 +270,8 @@ def main(workdir: str | Path = ".cupid-demo") -> int:
         AIRFLOW_HOME=str(home / "airflow"),
         AIRFLOW__CORE__DAGS_FOLDER=str(home / "dags"),
         AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        AIRFLOW__CORE__EXECUTOR="LocalExecutor",  # runs the tasks (see _execution_api)
+        AIRFLOW__CORE__PARALLELISM="4",  # it forks this many workers at start (32 by default)
         AIRFLOW__LOGGING__BASE_LOG_FOLDER=str(home / "airflow" / "logs"),
     )
     os.environ.pop("CUPID_CONFIG_DIR", None)
@@ -258,7 +299,7 @@ def main(workdir: str | Path = ".cupid-demo") -> int:
         f"  source and replica: {databases['where']} ({ROWS:,} rows, {sum(_expected().values())} divergences planted)"
     )
     print(f"  config: {home / 'dags' / 'configs' / 'demo.json'} -> DAG {dag_id}")
-    print(f"  running {dag_id} with dag.test() (task logs: {log_file}) ...")
+    print(f"  running {dag_id} with dag.test(use_executor=True) (its log: {log_file}) ...")
     code = f"import json; from cupid_airflow.demo import _run; print('RESULT', json.dumps(_run({dag_id!r})))"
     with log_file.open("w") as log:
         child = subprocess.run(
@@ -279,7 +320,7 @@ def main(workdir: str | Path = ".cupid-demo") -> int:
     print(f"  divergences found:   {found.get(1, 0)} missing (type 1, planted {expected[1]}), "
           f"{found.get(2, 0)} different (type 2, planted {expected[2]})")  # fmt: skip
     print(f"  callbacks delivered: {_Receiver.by_type[1]} type 1, {_Receiver.by_type[2]} type 2 (receiver on loopback)")
-    print(f"  logs:                {log_file} and {home / 'airflow' / 'logs'}")
+    print(f"  logs:                each task's in the UI and in {home / 'airflow' / 'logs'}; the run's in {log_file}")
     print(f"  see it in the UI:    {ui_command(home)}")
     print("                       then open http://localhost:8080 (every user is an admin)")
     print(f"cupid demo finished in {time.monotonic() - t0:.0f} s")
