@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-__all__ = ["ViewPage", "open_view"]
+__all__ = ["ViewPage", "open_view", "screenshot_page"]
 
 
 def chromium_path() -> str:
@@ -31,6 +31,27 @@ class ViewPage:
     broken: list[str]  # the broken configs' lines
     summary: str
     html: str
+
+
+def screenshot_page(base_url: str, token: str, path: str, screenshot: Path, wait_for: str = "body") -> None:
+    """A logged-in screenshot of one page of the Airflow UI (``path`` below ``base_url``)."""
+    from playwright.sync_api import sync_playwright
+
+    host = urlsplit(base_url).hostname or "127.0.0.1"
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox", "--disable-gpu"])
+        try:
+            context = browser.new_context(viewport={"width": 1440, "height": 900})
+            context.add_cookies([{"name": "_token", "value": token, "domain": host, "path": "/"}])
+            page = context.new_page()
+            page.set_default_timeout(60_000)
+            page.goto(f"{base_url}/{path.lstrip('/')}")
+            page.locator(wait_for).first.wait_for()
+            page.wait_for_load_state("networkidle")
+            screenshot.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(screenshot))
+        finally:
+            browser.close()
 
 
 def open_view(base_url: str, token: str, screenshot: Path | None = None) -> ViewPage:

@@ -51,7 +51,7 @@ def test_a_run_note_says_what_the_run_found_and_delivered(pair: Pair, configs_di
     assert view["last_run"]["run_id"] == result.run_id and view["last_run"]["state"] == "success"
     assert view["config"] == pair.config_path.name and view["src"].endswith(".user")
     broken = [b for b in page["broken_configs"] if b["config"] == "broken.json"]
-    assert broken and "broken.json" in broken[0]["error"]
+    assert broken and broken[0]["error"] == "src.table: required key is missing"
 
 
 def test_a_failed_run_notes_what_was_not_delivered_and_the_view_counts_it(pair: Pair) -> None:

@@ -160,6 +160,12 @@ def test_a_deployment_end_to_end(
     assert set(receiver.by_value(1)) == MISSING
     assert set(receiver.by_value(2)) == CHANGED
     assert all(e["desColumn"]["name"].endswith("(garbled)") for e in receiver.by_value(2).values())
+    # the scheduler's listener noted what the run found (the run page shows it)
+    note = stack.api(f"dags/{DAG_ID}/dagRuns/e2e_start_id")["note"]
+    assert note == (
+        f"cupid: {ROWS} source rows compared; found {len(MISSING)} missing, {len(CHANGED)} different "
+        f"(type 1/2/3: {len(MISSING)}/{len(CHANGED)}/0). Callbacks: {len(MISSING) + len(CHANGED)} delivered."
+    )
     pools = {(ti["task_id"], ti["pool"]) for ti in stack.task_instances(DAG_ID, "e2e_start_id")}
     assert pools == {("scan", "mysql_primary"), ("compare", "mysql_primary"), ("callback", "default_pool")}
 

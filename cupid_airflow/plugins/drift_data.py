@@ -92,6 +92,23 @@ class PairDrift:
             r.figures.undelivered for r in self.runs if (r.state in _WAITING) == waiting and r.state != "success"
         )
 
+    def drift_reasons(self) -> list[str]:
+        """Why the pair is not in sync now, from its latest figures: the last run found
+        divergences, callbacks are undelivered, ids wait unclaimed, or the last reconcile found
+        drift. Empty: in sync (divergences of older runs were delivered since)."""
+        reasons = []
+        last = self.last_run
+        if last is not None and last.figures.divergences:
+            reasons.append(f"the last run found {last.figures.divergences:,}")
+        undelivered = self.undelivered(waiting=True) + self.undelivered(waiting=False)
+        if undelivered:
+            reasons.append(f"{undelivered:,} callbacks undelivered")
+        if self.backlog:
+            reasons.append(f"{self.backlog:,} ids not yet compared")
+        if self.reconcile is not None and self.reconcile.figures.divergences:
+            reasons.append(f"the last reconcile found {self.reconcile.figures.divergences:,}")
+        return reasons
+
     def as_dict(self, now: datetime) -> dict[str, Any]:
         last = self.last_run
         return {
@@ -105,6 +122,7 @@ class PairDrift:
             "backlog": self.backlog,
             "update_mark": None if self.until is None else self.until.isoformat(),
             "lag_seconds": self.lag_seconds(now),
+            "drifting": self.drift_reasons(),
             "window": self.totals().as_dict(),
             "callbacks": {
                 "delivered": self.totals().delivered,
@@ -205,11 +223,12 @@ def load_page(session: Any, allowed: set[str] | None = None, now: datetime | Non
         tags[dag_id].append(name)
     dags = {r.dag_id: r for r in dag_rows if allowed is None or r.dag_id in allowed}
 
-    broken = [
-        BrokenConfig(d, _tag_value(tags[d], CONFIG_TAG_PREFIX), dags[d].description or "")
-        for d in sorted(dags)
-        if CONFIG_ERROR_TAG in tags[d]
-    ]
+    broken = []
+    for dag_id in sorted(d for d in dags if CONFIG_ERROR_TAG in tags[d]):
+        config = _tag_value(tags[dag_id], CONFIG_TAG_PREFIX)
+        # the placeholder's description: "BROKEN cupid config <file>: <first problem>"
+        error = (dags[dag_id].description or "").removeprefix(f"BROKEN cupid config {config}: ")
+        broken.append(BrokenConfig(dag_id, config, error))
     reconcile_ids = {d for d in dags if RECONCILE_TAG in tags[d]}
     pair_ids = sorted(d for d in dags if d not in reconcile_ids and CONFIG_ERROR_TAG not in tags[d])
 

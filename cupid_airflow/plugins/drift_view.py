@@ -23,7 +23,7 @@ __all__ = ["URL_PREFIX", "create_app", "render_page"]
 URL_PREFIX = "/cupid"
 #: Bar colours per divergence type (colour-blind safe, Okabe-Ito).
 COLOURS = {"1": "#d55e00", "2": "#e69f00", "3": "#7a5195"}
-CHART_WIDTH, CHART_HEIGHT = 360, 72
+CHART_WIDTH, CHART_HEIGHT = 360, 84
 
 
 def create_app() -> Any:
@@ -99,14 +99,16 @@ def _a(url: str, text: str) -> str:
 
 
 def chart(runs: list[RunPoint]) -> str:
-    """Divergences per run, stacked by type, oldest run left: an SVG a browser draws as it is."""
-    width, height = CHART_WIDTH, CHART_HEIGHT
+    """Divergences per run, stacked by type, oldest run left, the first and last run's dates
+    below: an SVG a browser draws as it is. A type a run found is at least 3 px high, however
+    small next to the largest run."""
+    width, plot = CHART_WIDTH, CHART_HEIGHT - 12
     top = max((r.figures.divergences for r in runs), default=0)
     slot = width / max(len(runs), 1)
     bar = max(1.0, slot * 0.8)
     shapes: list[str] = []
     for i, run in enumerate(runs):
-        x, y = i * slot, float(height)
+        x, y = i * slot, float(plot)
         title = f"{run.run_id} ({run.state}): " + ", ".join(
             f"{run.figures.found.get(k, 0):,} {name}" for k, name in TYPE_NAMES.items()
         )
@@ -115,16 +117,20 @@ def chart(runs: list[RunPoint]) -> str:
             count = run.figures.found.get(kind, 0)
             if not count:
                 continue
-            h = max(1.0, height * count / top)
-            y -= h
+            h = max(3.0, plot * count / top)
+            y = max(0.0, y - h)
             parts.append(_rect(f"bar t{kind}", x, y, bar, h, colour))
         if not parts:  # a run that found nothing: a grey tick on the baseline
-            parts.append(_rect("bar t0", x, height - 2, bar, 2, "#bbb"))
+            parts.append(_rect("bar t0", x, plot - 2, bar, 2, "#bbb"))
         shapes.append(f"<g><title>{escape(title)}</title>{''.join(parts)}</g>")
-    label = f'<text x="{width - 2}" y="10" text-anchor="end" class="axis">max {top:,}/run</text>' if top else ""
+    labels = f'<text x="{width - 2}" y="10" text-anchor="end" class="axis">max {top:,}/run</text>' if top else ""
+    if runs:
+        first, last = runs[0].when.strftime("%m-%d %H:%M"), runs[-1].when.strftime("%m-%d %H:%M")
+        labels += f'<text x="0" y="{CHART_HEIGHT - 1}" class="axis">{first}</text>'
+        labels += f'<text x="{width}" y="{CHART_HEIGHT - 1}" text-anchor="end" class="axis">{last}</text>'
     return (
-        f'<svg class="chart" role="img" aria-label="divergences per run" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}">{"".join(shapes)}{label}</svg>'
+        f'<svg class="chart" role="img" aria-label="divergences per run" width="{width}" height="{CHART_HEIGHT}" '
+        f'viewBox="0 0 {width} {CHART_HEIGHT}">{"".join(shapes)}{labels}</svg>'
     )
 
 
@@ -144,8 +150,9 @@ def _pair_row(pair: PairDrift, now: datetime) -> str:
     totals = pair.totals()
     waiting, failed = pair.undelivered(waiting=True), pair.undelivered(waiting=False)
     last = pair.last_run
-    drifting = bool(totals.divergences or waiting or failed or (pair.backlog or 0))
-    status = "drifting" if drifting else "in sync"
+    reasons = pair.drift_reasons()
+    drifting = bool(reasons)
+    status = f"drifting: {escape('; '.join(reasons))}" if drifting else "in sync"
     last_html = "no run in the last days"
     if last is not None:
         state = escape(last.state)
@@ -215,9 +222,7 @@ a{color:#2b6cb0}
 
 
 def render_page(page: DriftPage) -> str:
-    drifting = [
-        p for p in page.pairs if p.totals().divergences or p.undelivered(True) or p.undelivered(False) or p.backlog
-    ]
+    drifting = [p for p in page.pairs if p.drift_reasons()]
     broken = ""
     if page.broken:
         items = "".join(
