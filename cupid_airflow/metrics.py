@@ -40,11 +40,12 @@ def emit(dag_id: str, tally: Tally) -> None:
     _safely(_tally, dag_id, tally)
 
 
-def delivery(dag_id: str, task: str, report: DeliveryReport, retried: int = 0) -> None:
+def delivery(dag_id: str, task: str, report: DeliveryReport, retried: int = 0, final: bool = True) -> None:
     """One delivery pass: events delivered and not delivered, events sent again (``retried``: the
     ones an earlier try did not deliver, plus the report's re-sends after a Retry-After), and the
-    report's sample of POST times."""
-    _safely(_delivery, dag_id, task, report, retried)
+    report's sample of POST times. A pass that is not ``final`` (a small run's, in its scan) hands
+    what it did not deliver to the callback task, whose pass counts them: not failures here."""
+    _safely(_delivery, dag_id, task, report, retried, final)
 
 
 def _tally(dag_id: str, tally: Tally) -> None:
@@ -65,10 +66,11 @@ def _tally(dag_id: str, tally: Tally) -> None:
         send(stats.incr, "reconcile.read", tally["read"])
 
 
-def _delivery(dag_id: str, task: str, report: DeliveryReport, retried: int) -> None:
+def _delivery(dag_id: str, task: str, report: DeliveryReport, retried: int, final: bool) -> None:
     send = _sender(dag_id)
     send(stats.incr, "callbacks.delivered", report.delivered, task=task)
-    send(stats.incr, "callbacks.failed", report.undelivered, task=task)
+    if final:
+        send(stats.incr, "callbacks.failed", report.undelivered, task=task)
     send(stats.incr, "callbacks.retried", retried + report.resent, task=task)
     for seconds in report.latency.seconds:
         send(stats.timing, "callbacks.latency", seconds * 1000, task=task)

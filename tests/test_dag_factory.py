@@ -56,7 +56,8 @@ def test_one_dag_per_destination_with_final_task_ids(write_config: WriteConfig) 
     assert dag.task_dict["callback"].upstream_task_ids == {"compare"}
     assert dag.task_dict["compare"].is_mapped and dag.task_dict["callback"].is_mapped
     assert dag.task_dict["scan"].max_active_tis_per_dag == 1
-    assert set(dag.tags) == {"cupid", "config:user.json", "src:app.user", "des:replica.user_cache"}  # the databases too
+    # the config file and the databases too
+    assert set(dag.tags) == {"cupid", "config:orders.json", "src:app.user", "des:replica.user_cache"}
     assert dag.task_dict["compare"].partial_kwargs["destination"] == 1
 
 

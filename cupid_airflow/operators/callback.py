@@ -90,6 +90,9 @@ class CallbackOperator(CupidOperator):
             self.record(context, "callback", events=count, delivered=already, failed=0)
             return {"events": count, "delivered": already, "sent": 0}
 
+        # recorded before sending too: a try that dies mid-way (killed, timed out) leaves its
+        # events counted as undelivered, not gone (Airflow clears a task's XComs at each new try)
+        self.record(context, "callback", events=count, delivered=already, failed=count - already)
         report, url = asyncio.run(self._deliver(self._events(context, output), bits, store, count - already))
         shown = redact_url(url)
         pending = count - already
@@ -209,7 +212,7 @@ def deliver_once(pair: SyncPair, events: list[Event], log: Any) -> list[Event]:
         outcomes[event["eventId"]] = result.outcome == "delivered"
 
     report, url = asyncio.run(send_events(pair, in_time(), len(events), log, on_outcome))
-    metrics.delivery(pair.pair_id, "scan", report)
+    metrics.delivery(pair.pair_id, "scan", report, final=False)  # the callback task retries the rest
     log.info("Delivered %d of %d events to %s", report.delivered, len(events), redact_url(url))
     if started < len(events):
         log.warning("%d events not sent within %g s: left to the callback task", len(events) - started,

@@ -98,8 +98,8 @@ class InsertScan(CupidOperator):
             ranges = state["open"].get(run_id) or [[after, upto]]
             # Only a run that checks nothing but its own claim asks for the next (see below).
             self.insert_cursor = state["cursor"]
+            self.source_max_id = self._max_id(table)  # for the tally: the backlog as of this try
             if getattr(self, "outlets", None) and ranges == [[after, upto]] and state["cursor"] is not None:
-                self.source_max_id = self._max_id(table)
                 self.backlog_ids = max(0, (self.source_max_id or 0) - state["cursor"])
             return ranges
         takeover = take_over(state["open"], run_id, self.compare_outcomes(context, list(state["open"])))

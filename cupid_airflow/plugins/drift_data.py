@@ -28,9 +28,10 @@ from cupid_airflow.core.state import (
 
 __all__ = ["BrokenConfig", "DriftPage", "PairDrift", "RunPoint", "load_page", "run_tallies"]
 
-#: How far back the view looks, and at most how many runs of a pair it draws.
+#: How far back the view looks, and at most how many runs of a pair it draws (and reads the
+#: tallies of: a page's cost grows with pairs x MAX_RUNS x tasks per run; bench/drift_view.py).
 WINDOW = timedelta(days=7)
-MAX_RUNS = 200
+MAX_RUNS = 100
 _CHUNK = 500
 _WAITING = {"running", "queued"}
 _TASK_FAILED = {"failed", "upstream_failed", "up_for_retry"}
@@ -175,15 +176,25 @@ def _chunks(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
 
 def run_tallies(session: Any, run_ids: Sequence[int]) -> dict[int, list[Tally]]:
     """The tallies of these runs (DagRun primary keys), by run."""
+    from airflow.models.taskinstance import TaskInstance
     from airflow.models.xcom import XComModel
-    from sqlalchemy import select
+    from sqlalchemy import and_, select
 
     found: dict[int, list[Tally]] = defaultdict(list)
+    # A mapped task instance a re-run no longer has (a cleared run re-scanned into fewer
+    # partitions) is REMOVED, but Airflow keeps its XComs: its tally no longer counts.
+    live = and_(
+        TaskInstance.dag_id == XComModel.dag_id,
+        TaskInstance.run_id == XComModel.run_id,
+        TaskInstance.task_id == XComModel.task_id,
+        TaskInstance.map_index == XComModel.map_index,
+    )
     for chunk in _chunks(list(run_ids)):
         rows = session.execute(
-            select(XComModel.dag_run_id, XComModel.value).where(
-                XComModel.key == TALLY_KEY, XComModel.dag_run_id.in_(chunk)
-            )
+            select(XComModel.dag_run_id, XComModel.value)
+            .join(TaskInstance, live)
+            .where(XComModel.key == TALLY_KEY, XComModel.dag_run_id.in_(chunk))
+            .where(TaskInstance.state.is_distinct_from("removed"))
         ).all()
         for row in rows:
             try:
@@ -206,7 +217,7 @@ def load_page(session: Any, allowed: set[str] | None = None, now: datetime | Non
     from airflow.models.dagrun import DagRun
     from airflow.models.taskinstance import TaskInstance
     from airflow.models.variable import Variable
-    from sqlalchemy import select
+    from sqlalchemy import func, select
 
     from cupid_airflow.config import reconcile_dag_id
     from cupid_airflow.dag_factory import CONFIG_ERROR_TAG, CONFIG_TAG_PREFIX, RECONCILE_TAG
@@ -236,16 +247,22 @@ def load_page(session: Any, allowed: set[str] | None = None, now: datetime | Non
     pks: dict[int, RunPoint] = {}
     watched = [*pair_ids, *sorted(reconcile_ids)]
     for chunk in _chunks(watched):
-        rows = session.execute(
-            select(DagRun.id, DagRun.dag_id, DagRun.run_id, DagRun.state, DagRun.run_after)
+        # at most MAX_RUNS per DAG, counted by the database (a 60 s schedule makes 10,000 a week)
+        newest = func.row_number().over(partition_by=DagRun.dag_id, order_by=DagRun.run_after.desc())
+        ranked = (
+            select(DagRun.id, DagRun.dag_id, DagRun.run_id, DagRun.state, DagRun.run_after, newest.label("rank"))
             .where(DagRun.dag_id.in_(chunk), DagRun.run_after >= now - WINDOW)
-            .order_by(DagRun.run_after.desc())
+            .subquery()
+        )
+        rows = session.execute(
+            select(ranked.c.id, ranked.c.dag_id, ranked.c.run_id, ranked.c.state, ranked.c.run_after)
+            .where(ranked.c.rank <= MAX_RUNS)
+            .order_by(ranked.c.run_after.desc())
         ).all()
         for pk, dag_id, run_id, state, run_after in rows:
-            if len(runs[dag_id]) < MAX_RUNS:
-                point = RunPoint(run_id, run_after, str(state or "").lower(), RunFigures())
-                runs[dag_id].append(point)
-                pks[pk] = point
+            point = RunPoint(run_id, run_after, str(state or "").lower(), RunFigures())
+            runs[dag_id].append(point)
+            pks[pk] = point
     for pk, tallies in run_tallies(session, list(pks)).items():
         pks[pk].figures = RunFigures.of(tallies)
         pks[pk].max_id = next((int(t["max_id"]) for t in tallies if t.get("max_id") is not None), None)

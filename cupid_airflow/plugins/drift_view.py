@@ -2,7 +2,8 @@
 
 A FastAPI app the api-server mounts at ``/cupid`` (Airflow 3.1+ plugin interface) and a nav entry
 (an external view) that shows it inside the UI. ``/cupid/`` is the page, server-rendered HTML
-with inline SVG charts (no JavaScript, nothing fetched from elsewhere); ``/cupid/api/pairs`` is
+with inline SVG charts (nothing fetched from elsewhere; one small script, :data:`LEAVE_FRAME`,
+lets its links leave the UI's sandboxed frame); ``/cupid/api/pairs`` is
 the same data as JSON for scripts. Airflow does not authenticate a plugin's routes: both ask for
 the caller's Airflow user (the UI's session cookie, or a bearer token from ``/auth/token``),
 answer 401/403 without one, and show only the DAGs that user may read.
@@ -221,6 +222,27 @@ a{color:#2b6cb0}
 """
 
 
+#: The UI frames the page in a sandbox without ``allow-top-navigation``: a link's ``_top`` is
+#: refused there. The sandbox keeps the page same-origin, so a click is replayed as a link in the
+#: UI's own document, which navigates it. Opened directly (``/cupid/``), links work as they are.
+LEAVE_FRAME = """
+if (window.top !== window) {
+  document.addEventListener("click", (event) => {
+    const link = event.target.closest("a[href]");
+    if (!link || event.button !== 0 || event.metaKey || event.ctrlKey || event.shiftKey) return;
+    try {
+      const ui = window.top.document, replay = ui.createElement("a");
+      replay.href = link.href;
+      ui.body.appendChild(replay);
+      replay.click();
+      replay.remove();
+      event.preventDefault();
+    } catch (error) {}  // not same-origin after all: the browser decides
+  });
+}
+"""
+
+
 def render_page(page: DriftPage) -> str:
     drifting = [p for p in page.pairs if p.drift_reasons()]
     broken = ""
@@ -247,4 +269,5 @@ def render_page(page: DriftPage) -> str:
 <thead><tr><th>Pair</th><th>Backlog (new ids)</th><th>Update lag</th><th>Divergences per run</th>
 <th>Callbacks</th><th>Last reconcile</th><th>Last run</th></tr></thead>
 <tbody>{rows}</tbody></table>
+<script>{LEAVE_FRAME}</script>
 </body></html>"""

@@ -41,12 +41,18 @@ def write_run_note(dag_run: DagRun) -> str | None:
 
         session: Any = object_session(dag_run)
         if session is not None:  # the scheduler's: its transaction holds the run's row
-            return _write(session, dag_run)
-        # dag.test() hands over a run no session holds: write it in one of our own
+            # in a savepoint, flushed here: a database error (or a note the user saved at the
+            # same moment) rolls back the note alone, never the scheduler's transaction
+            with session.begin_nested():
+                note = _write(session, dag_run)
+                session.flush()
+            return note
+        # a run no session holds: write it in a session of our own (not the thread's scoped
+        # one, which may be a caller's)
         from airflow.models.dagrun import DagRun
         from airflow.utils.session import create_session
 
-        with create_session() as own:
+        with create_session(scoped=False) as own:
             attached = own.get(DagRun, dag_run.id)
             return None if attached is None else _write(own, attached, str(dag_run.state))
     except Exception:
@@ -67,4 +73,6 @@ def _write(session: Any, dag_run: DagRun, state: str | None = None) -> str | Non
     reconcile = any(t.get("task") == "reconcile" for t in tallies)
     note = run_note(RunFigures.of(tallies), state or str(dag_run.state), reconcile=reconcile)
     dag_run.note = note
+    if dag_run.dag_run_note is not None:  # replacing its own note: the UI must not credit the user
+        dag_run.dag_run_note.user_id = None
     return note
