@@ -37,6 +37,7 @@ class ViewPage:
     broken: list[str]  # the broken configs' lines
     summary: str
     html: str
+    followed: str = ""  # the UI's URL after clicking the first pair's DAG link in the frame
 
 
 @contextmanager
@@ -88,4 +89,9 @@ def open_view(base_url: str, token: str, screenshot: Path | None = None) -> View
         if screenshot is not None:
             screenshot.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(screenshot), full_page=False)
-        return ViewPage(rows, bars, broken, summary, html)
+        followed = ""
+        if rows:  # a link leaves the nav's sandboxed frame and opens the DAG in the UI itself
+            frame.locator("tr.pair .dag a").first.click()
+            page.wait_for_url("**/dags/**")
+            followed = page.url
+        return ViewPage(rows, bars, broken, summary, html, followed)

@@ -75,10 +75,17 @@ def test_a_note_the_user_wrote_is_kept(pair: Pair) -> None:
     with create_session() as session:
         run = session.scalars(select(DagRun).where(DagRun.run_id == result.run_id)).one()
         run.note = "checked by hand: the replica was restored"
+        session.commit()
         assert write_run_note(run) is None
+        session.commit()
+        session.refresh(run)
         assert run.note == "checked by hand: the replica was restored"
         run.note = "cupid: an older note of cupid's"
+        session.commit()
         assert write_run_note(run) == result.note  # cupid's own note is cupid's to replace
+        session.commit()
+        session.refresh(run)
+        assert run.note == result.note and run.dag_run_note.user_id is None
 
 
 def test_the_page_shows_each_pair_with_its_chart() -> None:

@@ -129,6 +129,7 @@ def _check_view(stack: AirflowStack, tmp_path: Path, reconciled: Counter[int], s
     assert view.chart_bars[DAG_ID] >= len(pair["runs"])  # one painted bar (or tick) per run at least
     assert len(view.broken) == 1 and "broken.json" in view.broken[0] and "required key is missing" in view.broken[0]
     assert "1 pairs, 1 drifting" in view.summary
+    assert view.followed == f"{stack.url}/dags/{DAG_ID}"  # the link left the frame
     assert (tmp_path / "cupid-view.png").stat().st_size > 10_000
     for secret in (SENDKEY, TOKEN):
         assert secret not in view.html and secret not in json.dumps(data)

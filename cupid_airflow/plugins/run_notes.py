@@ -11,6 +11,7 @@ is cleared and ends again.
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from airflow.listeners import hookimpl
@@ -39,40 +40,53 @@ def write_run_note(dag_run: DagRun) -> str | None:
     try:
         from sqlalchemy.orm import object_session
 
+        state = str(dag_run.state)
         session: Any = object_session(dag_run)
         if session is not None:  # the scheduler's: its transaction holds the run's row
-            # in a savepoint, flushed here: a database error (or a note the user saved at the
-            # same moment) rolls back the note alone, never the scheduler's transaction
-            with session.begin_nested():
-                note = _write(session, dag_run)
-                session.flush()
-            return note
-        # a run no session holds: write it in a session of our own (not the thread's scoped
-        # one, which may be a caller's)
-        from airflow.models.dagrun import DagRun
+            return _write(session, dag_run.id, state)
+        # a run no session holds (dag.test()): a session of our own, not the thread's scoped one
         from airflow.utils.session import create_session
 
         with create_session(scoped=False) as own:
-            attached = own.get(DagRun, dag_run.id)
-            return None if attached is None else _write(own, attached, str(dag_run.state))
+            return _write(own, dag_run.id, state)
     except Exception:
         log.warning("cupid: could not write the note of run %s", getattr(dag_run, "run_id", "?"), exc_info=True)
         return None
 
 
-def _write(session: Any, dag_run: DagRun, state: str | None = None) -> str | None:
+def _write(session: Any, run_pk: int, state: str) -> str | None:
+    """The note, written in a SQL savepoint of the caller's transaction with Core statements.
+
+    Not through the ORM: a failed ORM flush poisons the whole session, and the scheduler's
+    session forbids any commit but its own (``prohibit_commit``: an ORM savepoint's release
+    counts as one). A plain ``SAVEPOINT`` confines an error (a note the user saved at the same
+    moment, a database hiccup) to the note; ``no_autoflush`` keeps the scheduler's pending
+    changes out of it."""
+    from airflow.models.dagrun import DagRunNote
+    from sqlalchemy import insert, select, text, update
+
     from cupid_airflow.core.drift import NOTE_PREFIX, RunFigures, run_note
     from cupid_airflow.plugins.drift_data import run_tallies
 
-    tallies = run_tallies(session, [dag_run.id]).get(dag_run.id, [])
-    if not tallies:
-        return None
-    current = dag_run.note
-    if current and not str(current).startswith(NOTE_PREFIX):
-        return None
-    reconcile = any(t.get("task") == "reconcile" for t in tallies)
-    note = run_note(RunFigures.of(tallies), state or str(dag_run.state), reconcile=reconcile)
-    dag_run.note = note
-    if dag_run.dag_run_note is not None:  # replacing its own note: the UI must not credit the user
-        dag_run.dag_run_note.user_id = None
+    notes = DagRunNote.__table__
+    with session.no_autoflush:
+        session.execute(text("SAVEPOINT cupid_note"))
+        try:
+            tallies = run_tallies(session, [run_pk]).get(run_pk, [])
+            current = session.execute(select(notes.c.content).where(notes.c.dag_run_id == run_pk)).first()
+            if not tallies or (current is not None and current[0] and not current[0].startswith(NOTE_PREFIX)):
+                session.execute(text("RELEASE SAVEPOINT cupid_note"))
+                return None  # not a cupid run, or the note is the user's
+            reconcile = any(t.get("task") == "reconcile" for t in tallies)
+            note = run_note(RunFigures.of(tallies), state, reconcile=reconcile)
+            now = datetime.now(UTC)
+            values = {"content": note, "user_id": None, "updated_at": now}  # cupid's, credited to no user
+            if current is None:
+                session.execute(insert(notes).values(dag_run_id=run_pk, created_at=now, **values))
+            else:
+                session.execute(update(notes).where(notes.c.dag_run_id == run_pk).values(**values))
+            session.execute(text("RELEASE SAVEPOINT cupid_note"))
+        except Exception:
+            session.execute(text("ROLLBACK TO SAVEPOINT cupid_note"))
+            raise
     return note
