@@ -3,7 +3,8 @@ DAGs and their tags, their runs of the last days, the tasks' ``cupid_tally`` XCo
 state Variables. Nothing here opens a user's database: the source's highest id is the one the
 last scan recorded.
 
-A handful of bounded queries per page, whatever the number of pairs (ids are sent in chunks).
+A handful of queries per page, whatever the number of pairs (ids are sent in chunks), bounded
+by :data:`MAX_RUNS` runs per pair; their cost grows with pairs x runs x mapped tasks per run.
 These are the only reads of Airflow's ORM models in cupid, kept in this one module so a change of
 Airflow's schema touches one place (the view's tests run against the real api-server).
 """
