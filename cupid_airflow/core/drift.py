@@ -45,7 +45,8 @@ class RunFigures:
     def add(self, tally: Tally) -> None:
         self.tasks += 1
         self.rows += tally.get("rows", 0)
-        self.found.update({str(kind): int(n) for kind, n in (tally.get("found") or {}).items()})
+        for kind, count in (tally.get("found") or {}).items():
+            self.found[str(kind)] += int(count)
         self.events += tally.get("events", 0)
         self.delivered += tally.get("delivered", 0)
         self.undelivered += tally.get("failed", 0)

@@ -43,18 +43,18 @@ def write_run_note(dag_run: DagRun) -> str | None:
         state = str(dag_run.state)
         session: Any = object_session(dag_run)
         if session is not None:  # the scheduler's: its transaction holds the run's row
-            return _write(session, dag_run.id, state)
+            return _write(session, dag_run.id, dag_run.dag_id, state)
         # a run no session holds (dag.test()): a session of our own, not the thread's scoped one
         from airflow.utils.session import create_session
 
         with create_session(scoped=False) as own:
-            return _write(own, dag_run.id, state)
+            return _write(own, dag_run.id, dag_run.dag_id, state)
     except Exception:
         log.warning("cupid: could not write the note of run %s", getattr(dag_run, "run_id", "?"), exc_info=True)
         return None
 
 
-def _write(session: Any, run_pk: int, state: str) -> str | None:
+def _write(session: Any, run_pk: int, dag_id: str, state: str) -> str | None:
     """The note, written in a SQL savepoint of the caller's transaction with Core statements.
 
     Not through the ORM: a failed ORM flush poisons the whole session, and the scheduler's
@@ -72,7 +72,7 @@ def _write(session: Any, run_pk: int, state: str) -> str | None:
     with session.no_autoflush:
         session.execute(text("SAVEPOINT cupid_note"))
         try:
-            tallies = run_tallies(session, [run_pk]).get(run_pk, [])
+            tallies = run_tallies(session, [run_pk], [dag_id]).get(run_pk, [])
             current = session.execute(select(notes.c.content).where(notes.c.dag_run_id == run_pk)).first()
             if not tallies or (current is not None and current[0] and not current[0].startswith(NOTE_PREFIX)):
                 session.execute(text("RELEASE SAVEPOINT cupid_note"))
