@@ -213,9 +213,9 @@ def main() -> None:
     stack.configs.mkdir(parents=True)
     shutil.copy(REPO / "dags" / "cupid_dags.py", stack.dags_folder / "cupid_dags.py")
     (home / "component-logs").mkdir()
-    from tests.stack import _pg_admin
+    from tests.stack import pg_admin
 
-    _pg_admin(f'CREATE DATABASE "{stack.database}"')
+    pg_admin(f'CREATE DATABASE "{stack.database}"')
     try:
         stack.cli("db", "migrate", timeout=600)
         meta = Meta(stack.database)

@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.dag_processor import write_configs  # noqa: E402
-from tests.stack import AirflowStack, _pg_admin  # noqa: E402
+from tests.stack import AirflowStack, pg_admin  # noqa: E402
 
 CHILD = r"""
 import cProfile, os, pickle, pstats, sys, time
@@ -84,7 +84,7 @@ def main() -> None:
     dag_file = stack.dags_folder / "cupid_dags.py"
     shutil.copy(REPO / "dags" / "cupid_dags.py", dag_file)
     write_configs(stack.configs, args.pairs, args.watch)
-    _pg_admin(f'CREATE DATABASE "{stack.database}"')
+    pg_admin(f'CREATE DATABASE "{stack.database}"')
     try:
         stack.cli("db", "migrate", timeout=600)
         env = stack.env

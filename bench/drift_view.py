@@ -49,7 +49,10 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
+sys.path.insert(0, str(REPO))
+
+from tests.stack import PG, pg_admin  # noqa: E402  (no Airflow import: the ORM binds later)
+
 RUN_EVERY = timedelta(minutes=100)  # 100 runs fit in the view's 7-day window
 RECONCILE_EVERY = 10  # one pair in this many has a reconcile DAG
 RECONCILE_RUNS = 7  # daily, within the window
@@ -95,18 +98,6 @@ def airflow_env(home: Path, database: str) -> dict[str, str]:
         }
     )
     return env
-
-
-def pg_admin(sql: str) -> None:
-    import psycopg2
-
-    conn = psycopg2.connect(dbname="postgres", **PG)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cursor:
-            cursor.execute(sql)
-    finally:
-        conn.close()
 
 
 def airflow_cli(env: dict[str, str], *args: str) -> float:

@@ -82,7 +82,7 @@ def wait_for(check: Callable[[], T | None], timeout: float, what: str, every: fl
         time.sleep(every)
 
 
-def _pg_admin(sql: str) -> None:
+def pg_admin(sql: str) -> None:
     import psycopg2
 
     conn = psycopg2.connect(dbname="postgres", **PG)
@@ -203,7 +203,7 @@ class AirflowStack:
         shutil.copy(REPO / "dags" / "cupid_dags.py", self.dags_folder / "cupid_dags.py")
         (self.home / "component-logs").mkdir(exist_ok=True)
         (self.home / "passwords.json").write_text(json.dumps({ADMIN: _ADMIN_PASSWORD}))
-        _pg_admin(f'CREATE DATABASE "{self.database}"')
+        pg_admin(f'CREATE DATABASE "{self.database}"')
         self.cli("db", "migrate", timeout=600)
         for component in self.components:
             self._launch(component)
@@ -328,7 +328,7 @@ class AirflowStack:
     def drop_database(self) -> None:
         """Drop the metadata database and this deployment's keys in the broker (each tried)."""
         try:
-            _pg_admin(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
+            pg_admin(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
         finally:
             self._drop_broker_keys()
 
