@@ -38,7 +38,7 @@ from cupid_airflow.config import (
     Source,
     reconcile_dag_id,
 )
-from cupid_airflow.dsn import parse_go_dsn
+from cupid_airflow.dsn import parse_go_dsn, qualified_table
 from cupid_airflow.notifiers.pushbear import PushBearNotifier
 from cupid_airflow.operators.base import MAP_INDEX_TEMPLATE
 from cupid_airflow.operators.callback import CallbackOperator
@@ -188,8 +188,8 @@ def _place(endpoint: Source | Destination) -> tuple[str, str]:
     if endpoint.dsn is None:
         return f"{endpoint.conn_id}:{endpoint.table}", f"connection `{endpoint.conn_id}`"
     dsn = parse_go_dsn(endpoint.dsn)
-    table = endpoint.table if "." in endpoint.table or not dsn.database else f"{dsn.database}.{endpoint.table}"
-    return table, f"`{dsn.unix_socket}`" if dsn.unix_socket else f"`{dsn.host}:{dsn.port}`"
+    server = f"`{dsn.unix_socket}`" if dsn.unix_socket else f"`{dsn.host}:{dsn.port}`"
+    return qualified_table(dsn.database, endpoint.table), server
 
 
 def _config_tag(entry: ConfigEntry) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
-__all__ = ["DsnError", "MySqlDsn", "parse_go_dsn"]
+__all__ = ["DsnError", "MySqlDsn", "parse_go_dsn", "qualified_table"]
 
 #: Go-driver options that only steer the Go client; they have no meaning for a Python client.
 _GO_ONLY_PARAMS = frozenset(
@@ -100,6 +100,12 @@ def _parse_go_duration(name: str, text: str) -> float:
         total += float(number) * _DURATION_UNITS[unit]
         rest = rest[len(unit) :]
     return total
+
+
+def qualified_table(database: str | None, table: str) -> str:
+    """``<database>.<table>``, as the DAG tags and OpenLineage name a table; a table already
+    qualified (``schema.table``), or one without a database, stays as it is."""
+    return table if "." in table or not database else f"{database}.{table}"
 
 
 def parse_go_dsn(dsn: str) -> MySqlDsn:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from cupid_airflow.dsn import parse_go_dsn
+from cupid_airflow.dsn import parse_go_dsn, qualified_table
 
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
@@ -72,7 +72,7 @@ def connection_table(conn_type: str, host: str | None, port: int | None, databas
     if conn_type == "postgres":  # database.schema.table; a bare table is in the search path's public
         qualified = [*([database] if database else []), *(["public"] if len(parts) == 1 else []), *parts]
         return TableId(namespace, ".".join(qualified))
-    return TableId(namespace, table if len(parts) > 1 or not database else f"{database}.{table}")
+    return TableId(namespace, qualified_table(database, table))
 
 
 def operator_lineage(pair: SyncPair, tally: Tally | None) -> OperatorLineage[Any, Any]:

@@ -54,6 +54,18 @@ class RunFigures:
         self.checksummed += tally.get("checksummed", 0)
         self.read += tally.get("read", 0)
 
+    def merge(self, other: RunFigures) -> None:
+        """Add another run's sums to these (a pair's totals over its runs)."""
+        self.rows += other.rows
+        self.found.update(other.found)
+        self.events += other.events
+        self.delivered += other.delivered
+        self.undelivered += other.undelivered
+        self.chunks += other.chunks
+        self.checksummed += other.checksummed
+        self.read += other.read
+        self.tasks += other.tasks
+
     @property
     def divergences(self) -> int:
         return sum(self.found.values())

@@ -8,7 +8,15 @@ from airflow.sdk import Asset, AssetAlias, Context
 
 from cupid_airflow.core.compare import EVENT_MISSING, ID_COLUMN
 from cupid_airflow.core.partitions import rows_at_most
-from cupid_airflow.core.state import CarriedEvents, Event, IdPartition, WindowPartition, carried_events, read_partition
+from cupid_airflow.core.state import (
+    CarriedEvents,
+    Event,
+    IdPartition,
+    WindowPartition,
+    carried_events,
+    event_types,
+    read_partition,
+)
 from cupid_airflow.operators.scan_insert import InsertScan
 from cupid_airflow.operators.scan_update import UpdateScan
 
@@ -98,8 +106,8 @@ class ScanOperator(InsertScan, UpdateScan):
     def _compare_and_deliver(self, context: Context, parts: list[IdPartition | WindowPartition]) -> list[CarriedEvents]:
         events: list[Event] = []
         rows = sum(self.pair.compare_partition(read_partition(p), events.extend) for p in parts)
-        missing = sum(1 for e in events if e["type"] == EVENT_MISSING)
-        found = {str(kind): n for kind, n in ((1, missing), (2, len(events) - missing)) if n}
+        found = event_types(events)
+        missing = found.get(str(EVENT_MISSING), 0)
         self.log.info(
             "Compared %d source rows here (inlineRows=%d): %d missing (type 1), %d different (type 2)",
             rows, self.config.inline_rows, missing, len(events) - missing,

@@ -23,11 +23,15 @@ from cupid_airflow.core.drift import RunFigures
 from cupid_airflow.core.state import (
     TALLY_KEY,
     StateError,
+    Store,
     Tally,
     insert_cursor_key,
+    read_insert_cursor,
     read_tally,
+    read_update_mark,
     update_mark_key,
 )
+from cupid_airflow.hooks.variables import VariableSnapshot
 
 __all__ = ["BrokenConfig", "DriftPage", "PairDrift", "RunPoint", "load_page", "run_tallies"]
 
@@ -83,10 +87,7 @@ class PairDrift:
     def totals(self) -> RunFigures:
         total = RunFigures()
         for run in self.runs:
-            total.rows += run.figures.rows
-            total.found.update(run.figures.found)
-            total.events += run.figures.events
-            total.delivered += run.figures.delivered
+            total.merge(run.figures)
         return total
 
     def undelivered(self, waiting: bool) -> int:
@@ -114,7 +115,7 @@ class PairDrift:
         return reasons
 
     def as_dict(self, now: datetime) -> dict[str, Any]:
-        last = self.last_run
+        last, totals = self.last_run, self.totals()
         return {
             "dag_id": self.dag_id,
             "config": self.config,
@@ -127,9 +128,9 @@ class PairDrift:
             "update_mark": None if self.until is None else self.until.isoformat(),
             "lag_seconds": self.lag_seconds(now),
             "drifting": self.drift_reasons(),
-            "window": self.totals().as_dict(),
+            "window": totals.as_dict(),
             "callbacks": {
-                "delivered": self.totals().delivered,
+                "delivered": totals.delivered,
                 "waiting": self.undelivered(waiting=True),
                 "failed": self.undelivered(waiting=False),
             },
@@ -332,10 +333,11 @@ def load_page(session: Any, allowed: set[str] | None = None, now: datetime | Non
                 last[dag_id].problems.append((task_id, map_index))
 
     keys = {insert_cursor_key(d): d for d in pair_ids} | {update_mark_key(d): d for d in pair_ids}
-    variables: dict[str, Any] = {}
+    variables: dict[str, str | None] = {}
     for chunk in _chunks(sorted(keys)):
         for var in session.scalars(select(Variable).where(Variable.key.in_(chunk))):
-            variables[var.key] = var.val
+            variables[var.key] = var.val  # decrypted
+    snapshot = VariableSnapshot(variables)
 
     pairs: list[PairDrift] = []
     for dag_id in pair_ids:
@@ -349,8 +351,7 @@ def load_page(session: Any, allowed: set[str] | None = None, now: datetime | Non
             description=dags[dag_id].description or "",
             runs=runs.get(dag_id, []),
         )
-        pair.cursor = _cursor(variables.get(insert_cursor_key(dag_id)))
-        pair.until = _until(variables.get(update_mark_key(dag_id)))
+        pair.cursor, pair.until = _scan_position(snapshot, dag_id)
         pair.max_id = next((r.max_id for r in reversed(pair.runs) if r.max_id is not None), None)
         reconcile_id = reconcile_dag_id(dag_id)
         if reconcile_id in reconcile_ids:
@@ -361,28 +362,15 @@ def load_page(session: Any, allowed: set[str] | None = None, now: datetime | Non
     return DriftPage(pairs, broken, now)
 
 
-def _cursor(raw: Any) -> int | None:
-    import json
-
+def _scan_position(store: Store, dag_id: str) -> tuple[int | None, datetime | None]:
+    """The insert cursor and the update high-water mark, read as the scan reads them; a Variable
+    that does not parse shows as unknown here (the pair's next scan fails and says why)."""
     try:
-        data = json.loads(raw) if isinstance(raw, str) else raw
-        return None if not isinstance(data, dict) or data.get("cursor") is None else int(data["cursor"])
-    except (TypeError, ValueError):
-        return None
-
-
-def _until(raw: Any) -> datetime | None:
-    import json
-
+        cursor = read_insert_cursor(store, dag_id)["cursor"]
+    except StateError:
+        cursor = None
     try:
-        data = json.loads(raw) if isinstance(raw, str) else raw
-    except ValueError:
-        data = raw
-    value = data.get("until") if isinstance(data, dict) else data
-    if not isinstance(value, str):
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+        until = read_update_mark(store, dag_id)
+    except StateError:
+        until = None
+    return cursor, until
