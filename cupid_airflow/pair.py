@@ -9,8 +9,10 @@ scan, compare, reconcile and callback operators, the CLI and the watch trigger a
 from __future__ import annotations
 
 import hashlib
+import json
 import os
-from collections.abc import Callable, Iterator, Sequence
+import re
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
@@ -23,12 +25,17 @@ from cupid_airflow.core.partitions import ColumnTime, time_kind
 from cupid_airflow.core.state import Event, Partition, decode_value
 from cupid_airflow.core.threads import LookupPool, prefetched
 from cupid_airflow.core.watch import Observation
+from cupid_airflow.dsn import parse_go_dsn
 
 if TYPE_CHECKING:
     from cupid_airflow.hooks.callback import CallbackHook
     from cupid_airflow.hooks.table import Table
 
 __all__ = ["ID_COLUMN", "SyncPair", "TableSide"]
+
+#: Database names the watcher qualifies tables with (letters, digits, ``_`` and ``$``): anything
+#: else polls on connections of its own, over the DSN's own default database.
+SAFE_DATABASE = re.compile(r"[^\W\d][\w$]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -110,11 +117,13 @@ class SyncPair:
 
     # ------------------------------------------------------------------ tables
 
-    def source_table(self, read_timeout: int | None = None, over: Table | None = None) -> Table:
+    def source_table(
+        self, read_timeout: int | None = None, over: Table | None = None, name: str | None = None
+    ) -> Table:
         """The source table, on a connection of its own, or ``over`` another table's connection to
-        the same server (the watch trigger's lanes)."""
+        the same server (the watch trigger's lanes), named ``name`` there (default: src.table)."""
         if over is not None:
-            return over.sibling(self.src.table, self._side("src"))
+            return over.sibling(name or self.src.table, self._side("src"))
         from cupid_airflow.hooks.table import Table, db_hook
 
         hook = db_hook(self.src, f"cupid_{self.pair_id}_src", read_timeout)
@@ -182,6 +191,25 @@ class SyncPair:
             update,
             str(src.update_interval_millisecond) if update else "",
         )
+
+    def watch_server(self) -> tuple[Hashable, str]:
+        """Which connections can poll this source, and the table's name over them: a DSN's
+        server, login and client options (its database left out, the table qualified with it
+        instead, so tables in many databases of one server share its connections), or the
+        Airflow connection. The password enters as a digest: a rotated one gets new connections.
+        Kept in the triggerer's memory only."""
+        src = self.src
+        if src.dsn is None:
+            return ("conn", src.conn_id), src.table
+        dsn = parse_go_dsn(src.dsn)
+        secret = hashlib.sha256((dsn.password or "").encode()).hexdigest()
+        options = tuple(sorted((k, json.dumps(v, sort_keys=True)) for k, v in dsn.client_options().items()))
+        server: tuple[Any, ...] = ("dsn", dsn.host, dsn.port, dsn.unix_socket, dsn.user, secret, options)
+        if "." in src.table:
+            return server, src.table
+        if not SAFE_DATABASE.fullmatch(dsn.database):  # a name the quoting cannot carry: a lane of its own
+            return (*server, dsn.database), src.table
+        return server, f"{dsn.database}.{src.table}"
 
     def watch_version(self) -> str:
         """A digest of :meth:`watch_key`, for the watch trigger's arguments: a config edit that

@@ -6,16 +6,19 @@ in tests/test_e2e.py."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+from urllib.parse import quote
 
 import pytest
 from airflow.models.dagrun import DagRun
 from airflow.utils.session import create_session
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from werkzeug import Response
 
 from cupid_airflow.core.drift import RunFigures, run_note
-from cupid_airflow.core.state import TALLY_KEY
+from cupid_airflow.core.state import TALLY_KEY, insert_cursor_key, update_mark_key
 from cupid_airflow.plugins.drift_data import load_page
 from cupid_airflow.plugins.drift_view import render_page
 from cupid_airflow.plugins.run_notes import write_run_note
@@ -86,6 +89,107 @@ def test_a_note_the_user_wrote_is_kept(pair: Pair) -> None:
         session.commit()
         session.refresh(run)
         assert run.note == result.note and run.dag_run_note.user_id is None
+
+
+@pytest.fixture(scope="module")
+def api() -> Iterator[Any]:
+    """Airflow's own api-server app in this process (the REST API and the cupid view, as the
+    plugin mounts it), every request an admin: the public interface, without a subprocess. The
+    view's auth is tested on a real api-server with real logins in tests/test_e2e.py."""
+    from airflow.api_fastapi.app import create_app
+    from fastapi.testclient import TestClient
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", "True")
+        patch.setenv("AIRFLOW__API_AUTH__JWT_SECRET", "cupid-tests-jwt-secret-" + "0123456789abcdef" * 4)
+        with TestClient(create_app()) as client:
+            yield client
+
+
+def _pairs(api: Any, dag_id: str) -> dict[str, Any]:
+    answer = api.get("/cupid/api/pairs")
+    assert answer.status_code == 200 and answer.headers["Cache-Control"] == "no-store"
+    return dict(next(p for p in answer.json()["pairs"] if p["dag_id"] == dag_id))
+
+
+def _page(api: Any) -> str:
+    answer = api.get("/cupid/")
+    assert answer.status_code == 200
+    return str(answer.text)
+
+
+def test_a_record_without_the_tally_shape_costs_its_own_figures_only(pair: Pair, api: Any) -> None:
+    """Anyone allowed to edit one DAG's XComs can write a ``cupid_tally`` through the REST API:
+    the view skips it, says so, and reads it again once changed, however long the run has been
+    finished."""
+    divergent(pair)
+    result = pair.run()
+    before = _pairs(api, pair.dag_id)  # its sums are now cached: the run is done
+    assert before["window"]["rows"] == 5 and before["window"]["unreadable_records"] == 0
+
+    xcoms = f"/api/v2/dags/{pair.dag_id}/dagRuns/{quote(result.run_id)}/taskInstances"
+    compare = {"version": 1, "task": "compare", "rows": "5", "found": {"1": "2", "2": 1}}
+    assert api.patch(f"{xcoms}/compare/xcomEntries/{TALLY_KEY}", json={"value": compare, "map_index": 0}).is_success
+    scan = {"version": 1, "task": "scan", "max_id": 5, "cursor": True}
+    assert api.patch(f"{xcoms}/scan/xcomEntries/{TALLY_KEY}", json={"value": scan, "map_index": -1}).is_success
+    view = _pairs(api, pair.dag_id)  # no 500: the sums of the others
+    assert view["window"]["unreadable_records"] == 2
+    assert view["window"]["rows"] == 0 and view["window"]["found"] == {"1": 0, "2": 0, "3": 0}
+    assert view["callbacks"]["delivered"] == 3  # the callback's own record still counts
+    assert "2 task record(s) unreadable, not counted" in _page(api)
+
+    compare = {"version": 1, "task": "compare", "rows": 5, "found": {"1": 2, "2": 1}}
+    assert api.patch(f"{xcoms}/compare/xcomEntries/{TALLY_KEY}", json={"value": compare, "map_index": 0}).is_success
+    view = _pairs(api, pair.dag_id)
+    assert view["window"]["unreadable_records"] == 1 and view["window"]["rows"] == 5  # the edit is seen
+
+
+def test_a_scan_position_that_does_not_parse_shows_as_unknown(pair: Pair, api: Any) -> None:
+    divergent(pair)
+    pair.run()
+    # edited by hand (Admin -> Variables): JSON whose number no integer holds
+    key = insert_cursor_key(pair.dag_id)
+    value = '{"version": 1, "cursor": 1e999, "claims": {}, "open": {}}'
+    assert api.patch(f"/api/v2/variables/{key}", json={"key": key, "value": value}).is_success
+    mark = {"key": update_mark_key(pair.dag_id), "value": '{"version": 1, "until": 1e999, "open": {}}'}
+    assert api.post("/api/v2/variables", json=mark).is_success
+    view = _pairs(api, pair.dag_id)
+    assert (view["insert_cursor"], view["backlog"], view["update_mark"]) == (None, None, None)
+    assert view["source_max_id"] == 5
+    assert 'class="chart"' in _page(api)
+
+    failed = run_dag(pair.dag_id)  # the pair's next scan fails at once and says what to do
+    assert failed.state == "failed" and failed.tries[("scan", -1)] == 1
+
+
+def test_a_note_the_user_edited_is_theirs_though_it_starts_with_cupids_words(pair: Pair, api: Any) -> None:
+    divergent(pair)
+    result = pair.run()
+    edited = f"{result.note}\nchecked by ops: the replica was restored"  # the UI's note editor opens on cupid's note
+    run_url = f"/api/v2/dags/{pair.dag_id}/dagRuns/{quote(result.run_id)}"
+    assert api.patch(run_url, json={"note": edited}).is_success
+    with create_session() as session:
+        run = session.scalars(select(DagRun).where(DagRun.run_id == result.run_id)).one()
+        assert run.dag_run_note.user_id is not None  # Airflow records who wrote it
+        assert write_run_note(run) is None  # the run ends again (a cleared task): the note is kept
+        session.commit()
+    assert api.get(run_url).json()["note"] == edited
+
+
+def test_notes_go_on_the_factorys_dags_only(pair: Pair) -> None:
+    from airflow.models.dag import DagTag
+
+    divergent(pair)
+    result = pair.run()
+    with create_session() as session:
+        run = session.scalars(select(DagRun).where(DagRun.run_id == result.run_id)).one()
+        session.delete(run.dag_run_note)  # the run has no note
+        session.execute(delete(DagTag).where(DagTag.dag_id == pair.dag_id))  # any DAG whose task pushed a cupid_tally
+        session.commit()
+        assert write_run_note(run) is None
+        session.commit()
+        session.refresh(run)
+        assert run.note is None
 
 
 def test_the_page_shows_each_pair_with_its_chart() -> None:

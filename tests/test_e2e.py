@@ -5,8 +5,9 @@ One test walks the life of a deployment in order, because starting Airflow costs
 a config dropped into the folder becomes an unpaused DAG, a triggered run with ``start_id`` calls
 back every seeded divergence, a backfill finds the edits of its three intervals (and only those),
 a receiver outage gives retries, the 3rd-try alert and the deadline alert (through the
-triggerer) and then delivery, a triggered reconcile finds a source delete and a hand edit, and
-every component stops cleanly.
+triggerer) and then delivery, a note an operator edited is kept, a triggered reconcile finds a
+source delete and a hand edit, the cupid view holds under records edited through the REST API,
+and every component stops cleanly.
 """
 
 from __future__ import annotations
@@ -100,6 +101,39 @@ def _alerts(pushbear: Recorder, contains: str) -> list[dict[str, str]]:
         return [a for a in pushbear.gets if contains in a.get("text", "") + a.get("desp", "")]
 
 
+def _pairs(stack: AirflowStack) -> dict[str, Any]:
+    """``GET /cupid/api/pairs`` as the admin; its answer is never stored by a browser or proxy."""
+    request = urllib.request.Request(f"{stack.url}/cupid/api/pairs")
+    request.add_header("Authorization", f"Bearer {stack.token()}")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.headers["Cache-Control"] == "no-store"
+        return dict(json.load(response))
+
+
+def _check_bad_records(stack: AirflowStack) -> None:
+    """Records the REST API lets anyone with XCom or Variable edit rights write: a tally whose
+    numbers are strings, a cursor no integer holds. The view answers, counts the record as
+    unreadable (its cache of the finished run notices the edit) and shows the cursor as unknown."""
+    xcom = f"dags/{DAG_ID}/dagRuns/e2e_start_id/taskInstances/scan/xcomEntries/cupid_tally"  # a small run: inline
+    stored = stack.api(xcom, map_index=-1, deserialize=True)["value"]
+    assert stored["rows"] == ROWS
+    stack.api(xcom, "PATCH", {"value": {**stored, "delivered": "20"}, "map_index": -1})
+    key = f"cupid.{DAG_ID}.insert_cursor"
+    cursor = stack.api(f"variables/{key}")["value"]
+    stack.api(f"variables/{key}", "PATCH", {"key": key, "value": '{"version": 1, "cursor": 1e999}'})
+    try:
+        pair = next(p for p in _pairs(stack)["pairs"] if p["dag_id"] == DAG_ID)
+        first = next(r for r in pair["runs"] if r["run_id"] == "e2e_start_id")
+        assert first["unreadable_records"] == 1 and first["rows"] == first["delivered"] == 0
+        assert pair["insert_cursor"] is None and pair["backlog"] is None
+        request = urllib.request.Request(f"{stack.url}/cupid/", headers={"Authorization": f"Bearer {stack.token()}"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            assert "1 task record(s) unreadable, not counted" in response.read().decode()
+    finally:
+        stack.api(xcom, "PATCH", {"value": stored, "map_index": -1})
+        stack.api(f"variables/{key}", "PATCH", {"key": key, "value": cursor})
+
+
 def _check_view(stack: AirflowStack, tmp_path: Path, reconciled: Counter[int], src_max_id: int) -> None:
     for path in ("cupid/", "cupid/api/pairs"):  # Airflow does not authenticate plugin apps: cupid does
         for headers in ({}, {"Authorization": "Bearer not-a-token"}):
@@ -108,10 +142,7 @@ def _check_view(stack: AirflowStack, tmp_path: Path, reconciled: Counter[int], s
                 urllib.request.urlopen(request, timeout=10)
             assert answer.value.code == (403 if headers else 401), (path, headers)
 
-    request = urllib.request.Request(f"{stack.url}/cupid/api/pairs")
-    request.add_header("Authorization", f"Bearer {stack.token()}")
-    with urllib.request.urlopen(request, timeout=30) as response:
-        data = json.load(response)
+    data = _pairs(stack)
     pair = next(p for p in data["pairs"] if p["dag_id"] == DAG_ID)
     first = next(r for r in pair["runs"] if r["run_id"] == "e2e_start_id")
     assert first["found"] == {"1": len(MISSING), "2": len(CHANGED), "3": 0} and first["rows"] == ROWS
@@ -243,6 +274,12 @@ def test_a_deployment_end_to_end(
         90,
         "the deadline of the failed run to pass",
     )
+    # An operator adds a line to cupid's note in the UI's note editor (the REST API's PATCH): the
+    # note is theirs now, though it starts with cupid's words, and the run ending again keeps it.
+    cupid_note = stack.run(DAG_ID, "e2e_gone")["note"]
+    assert cupid_note.startswith("cupid: ") and "not delivered" in cupid_note
+    edited = f"{cupid_note}\nops: receiver fixed, clearing the callback"
+    stack.api(f"dags/{DAG_ID}/dagRuns/e2e_gone", "PATCH", {"note": edited})
     # The README's REST call (manual runs have no logical date, so `airflow tasks clear` cannot select them).
     body = {"dag_run_id": "e2e_gone", "task_ids": ["callback"], "only_failed": True, "dry_run": False}
     cleared = stack.api(f"dags/{DAG_ID}/clearTaskInstances", "POST", body)
@@ -250,6 +287,7 @@ def test_a_deployment_end_to_end(
     run = stack.wait_run_done(DAG_ID, "e2e_gone", 120)
     assert run["state"] == "success", stack.log_tail()
     assert "gone1" in receiver.by_value(1)
+    assert stack.run(DAG_ID, "e2e_gone")["note"] == edited
 
     # 6. A triggered full reconciliation finds what the scans cannot see: a row deleted from the
     #    source (type 3) and a replica row edited by hand (type 2); one segment, so one mapped
@@ -273,6 +311,7 @@ def test_a_deployment_end_to_end(
     with receiver.lock:
         reconciled = Counter(body["type"] for body in receiver.bodies[posted:])
     _check_view(stack, tmp_path, reconciled, int(src.execute("SELECT MAX(id) FROM user")[0][0]))
+    _check_bad_records(stack)
 
     # 8. Every component stops on SIGTERM, with nothing left running.
     codes = stack.stop()

@@ -17,7 +17,7 @@ from cupid_airflow.core import watch as core_watch
 from cupid_airflow.core.state import WATCH_MARKS_KEY
 from cupid_airflow.core.watch import Observation, Pacer, advance
 from cupid_airflow.triggers.watch import SourceWatchTrigger
-from tests.pairs import Pair, pair
+from tests.pairs import SRC_TABLE, Pair, pair
 
 __all__ = ["pair"]  # the fixture
 
@@ -283,6 +283,129 @@ def test_tables_on_one_server_share_its_connections(watched: Pair, monkeypatch: 
         time.sleep(1.5)  # the missing table's polls keep failing meanwhile
         assert connections() == first  # the same connection: a missing table did not reset it
         assert all(not watch.task.done() for watch in watches)
+    finally:
+        for watch in watches:
+            watch.stop()
+
+
+def test_a_shared_poll_follows_the_configs_still_watched(
+    watched: Pair, mysql_db: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two config files watch one table through one shared poll, opened (as Airflow's triggerer
+    does) with the arguments of the first to subscribe. That file is deleted and its DAG goes;
+    the password is rotated in the other file and on the server, whose sessions are dropped: the
+    poll logs in with the remaining file's new password, and its pair fires again."""
+    from airflow.triggers.shared_stream import SharedStreamManager
+
+    user, old, new = f"cw_{watched.src.name[-12:]}", "old-Pw-1x9", "new-Pw-7q2"
+    admin = watched.src
+    admin.execute(f"CREATE USER '{user}'@'%' IDENTIFIED BY '{old}'")
+    admin.execute(f"GRANT SELECT ON `{admin.name}`.* TO '{user}'@'%'")
+    config = json.loads(watched.config_path.read_text())
+
+    def write(path: Any, password: str) -> None:
+        dsn = f"{user}:{password}@tcp(127.0.0.1:3306)/{admin.name}"
+        path.write_text(json.dumps({**config, "src": {**config["src"], "dsn": dsn}}))
+
+    first, second = watched.config_path.with_name("first.json"), watched.config_path.with_name("second.json")
+    write(first, old)
+    write(second, old)
+    triggers = {
+        "cupid_first": SourceWatchTrigger(config_file=str(first), pair_id="cupid_first"),
+        "cupid_second": SourceWatchTrigger(config_file=str(second), pair_id="cupid_second"),
+    }
+    stores = {pair_id: MemoryStateStore() for pair_id in triggers}
+    events: dict[str, list[dict[str, Any]]] = {pair_id: [] for pair_id in triggers}
+
+    async def scenario() -> None:
+        manager = SharedStreamManager()
+        key = triggers["cupid_first"].shared_stream_key()
+        assert key == triggers["cupid_second"].shared_stream_key() and key is not None
+        consumers = {}
+        for trigger_id, (pair_id, trigger) in enumerate(triggers.items()):
+            trigger.asset_state_store = stores[pair_id]  # type: ignore[assignment]
+
+            async def consume(pair_id: str = pair_id, trigger_id: int = trigger_id) -> None:
+                stream = manager.subscribe(trigger_id=trigger_id, trigger=triggers[pair_id], key=key)
+                try:
+                    async for event in triggers[pair_id].filter_shared_stream(stream):
+                        events[pair_id].append(event.payload)
+                finally:
+                    await manager.unsubscribe(trigger_id, key)
+
+            consumers[pair_id] = asyncio.create_task(consume())
+        try:
+            await _until(lambda: all(WATCH_MARKS_KEY in s.data for s in stores.values()), "both pairs' first poll")
+
+            first.unlink()  # the file that opened the poll is deleted, and its DAG's trigger ends
+            consumers["cupid_first"].cancel()
+            await asyncio.gather(consumers["cupid_first"], return_exceptions=True)
+            caplog.clear()
+            admin.execute(f"ALTER USER '{user}'@'%' IDENTIFIED BY '{new}'")
+            write(second, new)
+            for (session,) in admin.execute("SELECT ID FROM information_schema.PROCESSLIST WHERE USER = %s", (user,)):
+                admin.execute(f"KILL {int(session)}")  # the next poll reconnects
+
+            watched.add_source(("n9", "new", None, None, None, "2024-05-01 10:00:00"))
+            await _until(lambda: events["cupid_second"], "an event of the remaining pair", 20)
+            assert events["cupid_second"][-1]["changes"][0] == "new ids up to 2"
+        finally:
+            for task in consumers.values():
+                task.cancel()
+            await asyncio.gather(*consumers.values(), return_exceptions=True)
+            await manager.stop_all()
+
+    try:
+        with caplog.at_level("INFO", logger="cupid_airflow.triggers.watch"):
+            asyncio.run(scenario())
+        lines = [r.getMessage() for r in caplog.records if r.name == "cupid_airflow.triggers.watch"]
+        assert not [line for line in lines if "cupid_first" in line and "failed" in line], lines
+        assert old not in caplog.text and new not in caplog.text
+    finally:
+        admin.execute(f"DROP USER IF EXISTS '{user}'@'%'")
+
+
+async def _until(check: Any, what: str, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"no {what} after {timeout} s"
+        await asyncio.sleep(0.05)
+
+
+def test_tables_in_many_databases_of_one_server_share_its_connections(
+    watched: Pair, mysql_db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The watcher's connections are per server and login, not per DSN: pairs watching tables in
+    three databases of one server poll over one connection (one lane), each its own table."""
+    from cupid_airflow.triggers import watch as trigger_watch
+
+    monkeypatch.setattr(trigger_watch, "LANES_PER_SERVER", 1)
+    config = json.loads(watched.config_path.read_text())
+    databases = [mysql_db(f"w{i}") for i in range(3)]
+    watches, stores = [], []
+    for i, db in enumerate(databases):
+        db.execute(SRC_TABLE)
+        path = watched.config_path.with_name(f"db{i}.json")
+        path.write_text(json.dumps({**config, "src": {**config["src"], "dsn": db.dsn}}))
+        watch = Watching(SourceWatchTrigger(config_file=str(path), pair_id=f"cupid_db{i}"))
+        store = MemoryStateStore()
+        watch.trigger.asset_state_store = store  # type: ignore[assignment]
+        watches.append(watch)
+        stores.append(store)
+        watch.start()
+    try:
+        for watch, store in zip(watches, stores, strict=True):
+            watch.stored(store)
+        ours = [db.execute("SELECT CONNECTION_ID()")[0][0] for db in [watched.src, watched.des, *databases]]
+        names = [db.name for db in databases]
+        sql = (
+            f"SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE DB IN ({', '.join(['%s'] * len(names))}) "
+            f"AND ID NOT IN ({', '.join(['%s'] * len(ours))})"
+        )
+        assert watched.src.execute(sql, [*names, *ours])[0][0] == 1  # one connection, in one of the databases
+        databases[1].execute("INSERT INTO `user` (number) VALUES ('x')")
+        assert watches[1].wait(1)[0]["changes"][0] == "new ids up to 1"
+        assert watches[0].events == [] and watches[2].events == []
     finally:
         for watch in watches:
             watch.stop()

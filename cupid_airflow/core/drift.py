@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from cupid_airflow.core.state import Tally
+from cupid_airflow.core.state import StateError, Tally, read_tally
 
 __all__ = ["NOTE_PREFIX", "TYPE_NAMES", "RunFigures", "run_note"]
 
@@ -34,11 +34,28 @@ class RunFigures:
     checksummed: int = 0
     read: int = 0
     tasks: int = 0  # tallies summed: 0 means the run recorded nothing (yet)
+    unreadable: int = 0  # records under the tally's key that do not have its shape: skipped
+    max_id: int | None = None  # the source's highest id, as the run's scan read it
 
     @classmethod
     def of(cls, tallies: Iterable[Tally]) -> RunFigures:
         figures = cls()
         for tally in tallies:
+            figures.add(tally)
+        return figures
+
+    @classmethod
+    def of_records(cls, records: Iterable[Any]) -> RunFigures:
+        """The sums of a run's stored records (decoded XCom values): each is checked
+        (:func:`~cupid_airflow.core.state.read_tally`), and one that does not read is counted in
+        :attr:`unreadable` instead of summed."""
+        figures = cls()
+        for record in records:
+            try:
+                tally = read_tally(record)
+            except StateError:
+                figures.unreadable += 1
+                continue
             figures.add(tally)
         return figures
 
@@ -53,6 +70,8 @@ class RunFigures:
         self.chunks += tally.get("chunks", 0)
         self.checksummed += tally.get("checksummed", 0)
         self.read += tally.get("read", 0)
+        if tally.get("max_id") is not None:
+            self.max_id = tally["max_id"]
 
     def merge(self, other: RunFigures) -> None:
         """Add another run's sums to these (a pair's totals over its runs)."""
@@ -65,6 +84,7 @@ class RunFigures:
         self.checksummed += other.checksummed
         self.read += other.read
         self.tasks += other.tasks
+        self.unreadable += other.unreadable
 
     @property
     def divergences(self) -> int:
@@ -77,6 +97,7 @@ class RunFigures:
             "events": self.events,
             "delivered": self.delivered,
             "undelivered": self.undelivered,
+            "unreadable_records": self.unreadable,
         }
 
 
@@ -98,6 +119,8 @@ def run_note(figures: RunFigures, state: str, reconcile: bool = False) -> str:
             text += f", {figures.undelivered:,} not delivered"
     if reconcile and figures.chunks:
         text += f". {figures.chunks:,} chunks: {figures.checksummed:,} checksummed, {figures.read:,} read"
+    if figures.unreadable:
+        text += f". {figures.unreadable:,} task record(s) could not be read and are not counted"
     if state.lower().endswith("failed"):
         text += ". The run failed: see its failed tasks"
     return (text + ".")[:NOTE_MAX_LEN]

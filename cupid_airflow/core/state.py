@@ -35,7 +35,8 @@ import base64
 import hashlib
 import json
 import time as clock
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any, Literal, NotRequired, Protocol, TypedDict, cast
@@ -43,12 +44,15 @@ from typing import Any, Literal, NotRequired, Protocol, TypedDict, cast
 from cupid_airflow.core.errors import UnsupportedValueError
 
 __all__ = [
+    "DECODING_ERRORS",
     "DELIVERED_KEY",
     "EVENT_CHUNK",
     "LABEL_MAX_LEN",
     "PROGRESS_KEY",
     "STATE_VERSION",
     "TALLY_KEY",
+    "TALLY_TASKS",
+    "TALLY_TYPES",
     "WATCH_MARKS_KEY",
     "WATCH_MARKS_VERSION",
     "CarriedEvents",
@@ -71,6 +75,7 @@ __all__ = [
     "WatchMarks",
     "WindowPartition",
     "decode_value",
+    "decoding",
     "encode_value",
     "event_chunk_key",
     "event_types",
@@ -151,8 +156,28 @@ def decode_value(value: Any) -> Any:
         if len(value) != 1 or next(iter(value)) not in _DECODERS:
             raise StateError(f"{value!r} is not an encoded value; expected one of the tags {sorted(_DECODERS)}")
         tag, text = next(iter(value.items()))
-        return _DECODERS[tag](text)
+        with decoding(f"an encoded {tag} value"):
+            return _DECODERS[tag](text)
     return value
+
+
+#: What reading a hand-edited or foreign value can raise: a wrong type, an unparsable text, a
+#: number too large for its type (``1e999`` as an id is infinity), a missing key.
+DECODING_ERRORS = (TypeError, ValueError, ArithmeticError, LookupError, AttributeError)
+
+
+@contextmanager
+def decoding(what: str, expected: str = "") -> Iterator[None]:
+    """Turns any error of reading a stored value into the :class:`StateError` callers handle, with
+    what was being read and what was expected (never the value itself: it may be anything)."""
+    try:
+        yield
+    except StateError:
+        raise
+    except DECODING_ERRORS as e:
+        raise StateError(
+            f"{what} cannot be read ({type(e).__name__}: {e}){'; ' + expected if expected else ''}"
+        ) from None
 
 
 def _check_version(kind: str, data: Mapping[str, Any]) -> None:
@@ -201,7 +226,7 @@ def read_insert_cursor(store: Store, dag_id: str) -> InsertCursor:
         gaps = [[int(lo), int(hi), float(seen)] for lo, hi, seen in data.get("gaps") or []]
     except StateError:
         raise
-    except (TypeError, ValueError, IndexError, AttributeError) as e:
+    except DECODING_ERRORS as e:
         raise StateError(
             f'Variable {key} is not an insert cursor ({e}); expected {{"version": 1, "cursor": <last checked '
             'id>, "claims": {}, "open": {}}. Fix it in Admin -> Variables, or delete it to start again at '
@@ -240,7 +265,7 @@ def read_update_state(store: Store, dag_id: str) -> UpdateMark:
         windows = {str(k): [[str(a), str(b)] for a, b in v] for k, v in (data.get("open") or {}).items()}
     except StateError:
         raise
-    except (TypeError, ValueError, IndexError, AttributeError) as e:
+    except DECODING_ERRORS as e:
         raise StateError(
             f'Variable {key} is not an update high-water mark ({e}); expected {{"version": 1, "until": '
             '<ISO 8601 time>, "open": {}}. Fix it in Admin -> Variables, or delete it (the next run then '
@@ -323,7 +348,7 @@ def read_alert_mark(store: Store, dag_id: str) -> AlertMark | None:
         return None  # unreadable: better one alert too many than one too few
     try:
         return AlertMark(version=STATE_VERSION, signature=str(data["signature"]), at=float(data["at"]))
-    except (KeyError, TypeError, ValueError):
+    except DECODING_ERRORS:
         return None
 
 
@@ -378,17 +403,18 @@ def read_partition(data: Any) -> Partition:
     if not isinstance(data, dict) or data.get("kind") not in ("ids", "window"):
         raise StateError(f"{data!r} is not a partition; expected an object with kind 'ids' or 'window'")
     _check_version("partition", data)
-    if data["kind"] == "ids":
-        return id_partition(data["after"], data["upto"])
-    part = window_partition(data["column"], data["vtype"], None, None)
-    # Before versions, datetime bounds were bare ISO strings with vtype "datetime".
-    legacy = "version" not in data and data["vtype"] == "datetime"
-    part["since"], part["until"] = (
-        ({"datetime": data["since"]}, {"datetime": data["until"]}) if legacy else (data["since"], data["until"])
-    )
-    if data.get("exclude_ids"):
-        part["exclude_ids"] = [int(i) for i in data["exclude_ids"]]
-    return part
+    with decoding("a partition", "expected ids after/upto or a window's column, vtype, since and until"):
+        if data["kind"] == "ids":
+            return id_partition(data["after"], data["upto"])
+        part = window_partition(str(data["column"]), str(data["vtype"]), None, None)
+        # Before versions, datetime bounds were bare ISO strings with vtype "datetime".
+        legacy = "version" not in data and data["vtype"] == "datetime"
+        part["since"], part["until"] = (
+            ({"datetime": data["since"]}, {"datetime": data["until"]}) if legacy else (data["since"], data["until"])
+        )
+        if data.get("exclude_ids"):
+            part["exclude_ids"] = [int(i) for i in data["exclude_ids"]]
+        return part
 
 
 class CarriedEvents(TypedDict):
@@ -506,15 +532,21 @@ def read_progress(store: Store | None, segment: Segment) -> ReconcileProgress | 
     if not isinstance(data, dict) or data.get("segment") != segment:
         return None
     _check_version("reconcile progress", data)
-    return ReconcileProgress(
-        version=STATE_VERSION,
-        segment=segment,
-        position=data["position"],
-        events=data["events"],
-        stats=data["stats"],
-        found_at=float(data["found_at"]) if data.get("found_at") is not None else clock.time(),
-        done=bool(data.get("done", False)),
-    )
+    with decoding(f"task state {PROGRESS_KEY}", "clear the task to walk its segment again"):
+        return ReconcileProgress(
+            version=STATE_VERSION,
+            segment=segment,
+            position=data["position"],
+            events=list(data["events"]),
+            stats=ReconcileStats(
+                chunks=int(data["stats"]["chunks"]),
+                checksummed=int(data["stats"]["checksummed"]),
+                read=int(data["stats"]["read"]),
+                rows=int(data["stats"]["rows"]),
+            ),
+            found_at=float(data["found_at"]) if data.get("found_at") is not None else clock.time(),
+            done=bool(data.get("done", False)),
+        )
 
 
 def write_progress(store: Store, progress: ReconcileProgress) -> None:
@@ -566,7 +598,8 @@ class DeliveredBits:
             raise StateError(f"task state {DELIVERED_KEY} holds {type(data).__name__}, not delivered ids")
         _check_version("delivered ids", data)
         if data.get("events") == digest:  # else the upstream task ran again: nothing is known delivered
-            bits = base64.b64decode(data["bitmap"])[: len(found.bits)]
+            with decoding(f"task state {DELIVERED_KEY}", "clear the task to send every event again"):
+                bits = base64.b64decode(data["bitmap"], validate=True)[: len(found.bits)]
             found.bits[: len(bits)] = bits
         return found
 
@@ -731,9 +764,40 @@ class Tally(TypedDict, total=False):
     read: int  # reconcile: chunks whose rows were read
 
 
-def read_tally(data: Any) -> Tally | None:
-    """A task's tally from its XCom, or None for anything else (a task of an older version has none)."""
-    if not isinstance(data, dict) or "task" not in data:
-        return None
+#: What each figure of a :class:`Tally` must be: a whole number (never a bool), a count that is
+#: never negative, divergences by type, an ISO 8601 time.
+TALLY_TASKS = frozenset({"scan", "compare", "callback", "reconcile"})
+_TALLY_COUNTS = frozenset({"rows", "events", "delivered", "failed", "chunks", "checksummed", "read"})
+_TALLY_IDS = frozenset({"max_id", "cursor"})
+TALLY_TYPES = frozenset({"1", "2", "3"})
+
+
+def _whole(value: Any, smallest: int | None = None) -> int:
+    if type(value) is not int or (smallest is not None and value < smallest):
+        raise TypeError(f"{value!r} is not a whole number" + (f" >= {smallest}" if smallest is not None else ""))
+    return value
+
+
+def read_tally(data: Any) -> Tally:
+    """A task's tally from its XCom, checked figure by figure: anyone allowed to edit a DAG's XComs
+    can write this key, and one record of the wrong shape must cost its own figures, not the run
+    note or the cupid view of every pair. Keys a newer release added are kept unread."""
+    if not isinstance(data, dict):
+        raise StateError(f"a task tally holds {type(data).__name__}, not an object")
     _check_version("task tally", data)
+    with decoding("a task tally", "expected the figures cupid writes (whole numbers, divergences by type)"):
+        if data.get("task") not in TALLY_TASKS:
+            raise ValueError(f"task is not one of {sorted(TALLY_TASKS)}")
+        for key in _TALLY_COUNTS & data.keys():
+            _whole(data[key], 0)
+        for key in _TALLY_IDS & data.keys():
+            _whole(data[key])
+        if "found" in data:
+            found = data["found"]
+            if not isinstance(found, dict) or not set(found) <= TALLY_TYPES:
+                raise ValueError(f"found is not divergences by type {sorted(TALLY_TYPES)}")
+            for count in found.values():
+                _whole(count, 0)
+        if "until" in data:
+            datetime.fromisoformat(data["until"])
     return cast(Tally, data)

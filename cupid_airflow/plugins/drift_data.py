@@ -12,9 +12,11 @@ Airflow's schema touches one place (the view's tests run against the real api-se
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict, defaultdict
 from collections.abc import Iterable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,16 +26,16 @@ from cupid_airflow.core.state import (
     TALLY_KEY,
     StateError,
     Store,
-    Tally,
     insert_cursor_key,
     read_insert_cursor,
-    read_tally,
     read_update_mark,
     update_mark_key,
 )
 from cupid_airflow.hooks.variables import VariableSnapshot
 
-__all__ = ["BrokenConfig", "DriftPage", "PairDrift", "RunPoint", "load_page", "run_tallies"]
+__all__ = ["BrokenConfig", "DriftPage", "PairDrift", "RunPoint", "load_page", "run_records"]
+
+log = logging.getLogger(__name__)
 
 #: How far back the view looks, and at most how many runs of a pair it draws (and reads the
 #: tallies of: a page's cost grows with pairs x MAX_RUNS x tasks per run; bench/drift_view.py).
@@ -46,12 +48,12 @@ _TASK_FAILED = {"failed", "upstream_failed", "up_for_retry"}
 
 @dataclass(slots=True)
 class RunPoint:
+    dag_id: str
     run_id: str
     when: datetime
     state: str
     figures: RunFigures
     problems: list[tuple[str, int]] = field(default_factory=list)  # (task_id, map_index) failed or retrying
-    max_id: int | None = None  # the source's highest id, when this run's scan read it
 
 
 @dataclass(slots=True)
@@ -168,9 +170,18 @@ class DriftPage:
         return {
             "generated_at": self.now.isoformat(),
             "window_days": WINDOW.days,
-            "pairs": [p.as_dict(self.now) for p in self.pairs],
+            "pairs": [_guarded_dict(p, self.now) for p in self.pairs],
             "broken_configs": [{"dag_id": b.dag_id, "config": b.config, "error": b.error} for b in self.broken],
         }
+
+
+def _guarded_dict(pair: PairDrift, now: datetime) -> dict[str, Any]:
+    """A pair's figures, or an error in their place: one pair never takes the answer down."""
+    try:
+        return pair.as_dict(now)
+    except Exception:
+        log.exception("cupid view: cannot show pair %s", pair.dag_id)
+        return {"dag_id": pair.dag_id, "error": "this pair's figures cannot be shown: see the api-server log"}
 
 
 def _chunks(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
@@ -178,8 +189,9 @@ def _chunks(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
         yield items[start : start + _CHUNK]
 
 
-def run_tallies(session: Any, run_ids: Sequence[int], dag_ids: Iterable[str]) -> dict[int, list[Tally]]:
-    """The tallies of these runs (DagRun primary keys, of these DAGs), by run."""
+def run_records(session: Any, run_ids: Sequence[int], dag_ids: Iterable[str]) -> dict[int, list[Any]]:
+    """The ``cupid_tally`` records of these runs (DagRun primary keys, of these DAGs), by run, as
+    stored: :meth:`RunFigures.of_records` checks each."""
     import json
 
     from airflow.models.taskinstance import TaskInstance
@@ -199,7 +211,7 @@ def run_tallies(session: Any, run_ids: Sequence[int], dag_ids: Iterable[str]) ->
                 )
             ).all()
         )
-    found: dict[int, list[Tally]] = defaultdict(list)
+    found: dict[int, list[Any]] = defaultdict(list)
     for chunk in _chunks(list(run_ids)):
         rows = session.execute(
             select(
@@ -210,45 +222,71 @@ def run_tallies(session: Any, run_ids: Sequence[int], dag_ids: Iterable[str]) ->
         for run_pk, value, *key in rows:
             if removed and tuple(key) in removed:
                 continue
-            try:  # the Execution API stores a task's XCom as JSON: a dict, or its text
-                tally = read_tally(json.loads(value) if isinstance(value, str) else value)
-            except (StateError, ValueError):  # a newer release's, or not ours: not this one's to sum
-                tally = None
-            if tally is not None:
-                found[run_pk].append(tally)
+            if isinstance(value, str):  # the Execution API stores a task's XCom as JSON: a dict, or its text
+                with suppress(ValueError):  # not JSON: RunFigures.of_records counts it unreadable
+                    value = json.loads(value)
+            found[run_pk].append(value)
     return found
 
 
-#: The sums of finished runs, by (run pk, the run row's updated_at): a finished run's tallies do
-#: not change until it is cleared, which writes its row, so a page reads the tallies of new and
-#: running runs only (a page of 200 pairs x 100 runs reads 100,000 tallies when nothing is cached).
-_FINISHED: OrderedDict[tuple[int, Any], tuple[RunFigures, int | None]] = OrderedDict()
+#: The REST API's XCom writes, as Airflow's audit log names them (``action_logging``: the
+#: endpoint's name, written in the request's own transaction).
+XCOM_WRITE_EVENTS = ("create_xcom_entry", "update_xcom_entry", "delete_xcom_entry")
+#: How far before the last page an XCom write is looked for: a write stamped before that page
+#: may have committed after it.
+_AUDIT_MARGIN = timedelta(minutes=5)
+
+
+def _edited_runs(session: Any, since: datetime) -> set[tuple[str, str]]:
+    """``(dag_id, run_id)`` of the runs whose XComs were written through the REST API since
+    ``since``, from Airflow's audit log (indexed by event and time: the few rows since the last
+    page). Only that API writes the XComs of a finished run: its tasks' writes end with them."""
+    from airflow.models.log import Log
+    from sqlalchemy import select
+
+    rows = session.execute(
+        select(Log.dag_id, Log.run_id).where(Log.event.in_(XCOM_WRITE_EVENTS), Log.dttm >= since)
+    ).all()
+    return {(dag_id, run_id) for dag_id, run_id in rows if dag_id and run_id}
+
+
+#: The sums of finished runs, by (run pk, the run row's ``updated_at``): a finished run's records
+#: change when it is cleared, which writes its row, or when one is written through the REST API,
+#: which the audit log shows (:func:`_edited_runs`: such runs are read again). A page then reads
+#: the records of new, running and edited runs only (a page of 200 pairs x 100 runs reads 100,000
+#: tallies when nothing is cached). Checking each run's records for a change instead (their count
+#: and newest timestamp) cost more than the rest of the page: 300 ms at 200 pairs x 100 runs.
+_FINISHED: OrderedDict[tuple[int, Any], RunFigures] = OrderedDict()
 _FINISHED_MAX = 100_000
 _FINISHED_LOCK = threading.Lock()
+_audit_seen: datetime | None = None  # when the last page looked for edits
 
 
 def _sum_tallies(
     session: Any, points: dict[int, RunPoint], versions: dict[int, tuple[int, Any]], dag_ids: list[str]
 ) -> None:
-    """Each run's figures, from the cache for finished runs, from their tallies otherwise."""
+    """Each run's figures, from the cache for finished runs, from their records otherwise."""
+    global _audit_seen
+    now = datetime.now(UTC)
+    with _FINISHED_LOCK:
+        since, _audit_seen = _audit_seen, now
+    edited = _edited_runs(session, since - _AUDIT_MARGIN) if since is not None and _FINISHED else set()
     missing = []
     with _FINISHED_LOCK:
         for pk, point in points.items():
             cached = _FINISHED.get(versions[pk])
-            if cached is None:
+            if cached is None or (point.dag_id, point.run_id) in edited:
                 missing.append(pk)
             else:
                 _FINISHED.move_to_end(versions[pk])
-                point.figures, point.max_id = cached
-    tallies = run_tallies(session, missing, dag_ids) if missing else {}
+                point.figures = cached
+    stored = run_records(session, missing, dag_ids) if missing else {}
     with _FINISHED_LOCK:
         for pk in missing:
             point = points[pk]
-            found = tallies.get(pk, [])
-            point.figures = RunFigures.of(found)
-            point.max_id = next((int(t["max_id"]) for t in found if t.get("max_id") is not None), None)
+            point.figures = RunFigures.of_records(stored.get(pk, []))
             if point.state in ("success", "failed") and versions[pk][1] is not None:
-                _FINISHED[versions[pk]] = (point.figures, point.max_id)
+                _FINISHED[versions[pk]] = point.figures
         while len(_FINISHED) > _FINISHED_MAX:
             _FINISHED.popitem(last=False)
 
@@ -313,7 +351,7 @@ def load_page(session: Any, allowed: set[str] | None = None, now: datetime | Non
             .order_by(ranked.c.run_after.desc())
         ).all()
         for pk, dag_id, run_id, state, run_after, updated_at in rows:
-            point = RunPoint(run_id, run_after, str(state or "").lower(), RunFigures())
+            point = RunPoint(dag_id, run_id, run_after, str(state or "").lower(), RunFigures())
             runs[dag_id].append(point)
             pks[pk] = point
             versions[pk] = (pk, updated_at)
@@ -352,7 +390,7 @@ def load_page(session: Any, allowed: set[str] | None = None, now: datetime | Non
             runs=runs.get(dag_id, []),
         )
         pair.cursor, pair.until = _scan_position(snapshot, dag_id)
-        pair.max_id = next((r.max_id for r in reversed(pair.runs) if r.max_id is not None), None)
+        pair.max_id = next((r.figures.max_id for r in reversed(pair.runs) if r.figures.max_id is not None), None)
         reconcile_id = reconcile_dag_id(dag_id)
         if reconcile_id in reconcile_ids:
             pair.reconcile_dag_id = reconcile_id

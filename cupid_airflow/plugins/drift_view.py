@@ -11,6 +11,7 @@ answer 401/403 without one, and show only the DAGs that user may read.
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from html import escape
 from typing import Any
@@ -22,15 +23,19 @@ from cupid_airflow.plugins.drift_data import WINDOW, DriftPage, PairDrift, RunPo
 __all__ = ["URL_PREFIX", "create_app", "render_page"]
 
 URL_PREFIX = "/cupid"
+#: Both answers are per user and change with every run: no browser or proxy may keep them.
+NO_STORE = {"Cache-Control": "no-store"}
 #: Bar colours per divergence type (colour-blind safe, Okabe-Ito).
 COLOURS = {"1": "#d55e00", "2": "#e69f00", "3": "#7a5195"}
 CHART_WIDTH, CHART_HEIGHT = 360, 84
+
+log = logging.getLogger(__name__)
 
 
 def create_app() -> Any:
     from airflow.api_fastapi.core_api.security import get_user
     from fastapi import Depends, FastAPI
-    from fastapi.responses import HTMLResponse
+    from fastapi.responses import HTMLResponse, JSONResponse
 
     app = FastAPI(
         title="cupid drift",
@@ -44,13 +49,13 @@ def create_app() -> Any:
     user_dependency = Depends(get_user)
 
     @app.get("/api/pairs")
-    def pairs(user: Any = user_dependency) -> dict[str, Any]:
+    def pairs(user: Any = user_dependency) -> JSONResponse:
         """Every sync pair the caller may read, with its figures of the last days."""
-        return _page(user).as_dict()
+        return JSONResponse(_page(user).as_dict(), headers=NO_STORE)
 
     @app.get("/", response_class=HTMLResponse)
     def page(user: Any = user_dependency) -> HTMLResponse:
-        return HTMLResponse(render_page(_page(user)), headers={"Cache-Control": "no-store"})
+        return HTMLResponse(render_page(_page(user)), headers=NO_STORE)
 
     return app
 
@@ -147,6 +152,12 @@ def _found(found: dict[str, int] | Any) -> str:
     return " · ".join(cells)
 
 
+def _unreadable(count: int) -> str:
+    if not count:
+        return ""
+    return f'<div class="unreadable bad">{count:,} task record(s) unreadable, not counted</div>'
+
+
 def _pair_row(pair: PairDrift, now: datetime) -> str:
     totals = pair.totals()
     waiting, failed = pair.undelivered(waiting=True), pair.undelivered(waiting=False)
@@ -195,11 +206,24 @@ def _pair_row(pair: PairDrift, now: datetime) -> str:
   <td>{backlog}</td>
   <td>{lag}</td>
   <td>{chart(pair.runs)}<div class="found">{_found(totals.found)}</div>
-      <small>{len(pair.runs):,} runs, {totals.rows:,} rows compared</small></td>
+      <small>{len(pair.runs):,} runs, {totals.rows:,} rows compared</small>{_unreadable(totals.unreadable)}</td>
   <td>{callbacks}</td>
   <td>{reconcile}</td>
   <td>{last_html}</td>
 </tr>"""
+
+
+def _guarded_row(pair: PairDrift, now: datetime) -> str:
+    """A pair's row, or a row that says it cannot be shown: one pair never takes the page down."""
+    try:
+        return _pair_row(pair, now)
+    except Exception:
+        log.exception("cupid view: cannot show pair %s", pair.dag_id)
+        link = _a(_dag_link(pair.dag_id), pair.dag_id)
+        return (
+            f'<tr class="pair drifting" data-dag-id="{escape(pair.dag_id)}"><td>{link}</td><td colspan="6" '
+            'class="bad">this pair\'s figures cannot be shown: see the api-server log</td></tr>'
+        )
 
 
 STYLE = """
@@ -256,7 +280,7 @@ def render_page(page: DriftPage) -> str:
     legend = "".join(
         f'<span><i style="background:{c}"></i>type {k}: {TYPE_NAMES[k]}</span>' for k, c in COLOURS.items()
     )
-    rows = "".join(_pair_row(p, page.now) for p in page.pairs) or '<tr><td colspan="7">No cupid pairs yet.</td></tr>'
+    rows = "".join(_guarded_row(p, page.now) for p in page.pairs) or '<tr><td colspan="7">No cupid pairs yet.</td></tr>'
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>cupid drift</title><style>{STYLE}</style></head>
 <body>

@@ -3,9 +3,9 @@
 An Airflow listener (the ``cupid`` plugin's): the scheduler calls it as it marks a run done, with
 the run in its session, so the note is written in the scheduler's own transaction. A task cannot
 set its run's note (the Execution API has no call for it). The listener reads only the run's
-``cupid_tally`` XComs (one indexed query), so a run of any other DAG costs one empty lookup. A
-note a user wrote is never replaced; one cupid wrote (it starts with ``cupid:``) is, when the run
-is cleared and ends again.
+``cupid_tally`` XComs (one indexed query), so a run of any other DAG costs one empty lookup, and
+writes notes on the DAG factory's DAGs only. A note a user wrote or edited is never replaced; one
+cupid wrote is, when the run is cleared and ends again.
 """
 
 from __future__ import annotations
@@ -59,33 +59,55 @@ def _write(session: Any, run_pk: int, dag_id: str, state: str) -> str | None:
 
     Not through the ORM: a failed ORM flush poisons the whole session, and the scheduler's
     session forbids any commit but its own (``prohibit_commit``: an ORM savepoint's release
-    counts as one). A plain ``SAVEPOINT`` confines an error (a note the user saved at the same
-    moment, a database hiccup) to the note; ``no_autoflush`` keeps the scheduler's pending
-    changes out of it."""
+    counts as one). A plain ``SAVEPOINT`` confines an error (a database hiccup) to the note;
+    ``no_autoflush`` keeps the scheduler's pending changes out of it.
+
+    Whose note it is is decided by who wrote it: a note with a user (the UI's note editor and the
+    REST API record one) is the user's, also when it still starts with cupid's words, as an
+    edit of cupid's note in the editor does. cupid writes only over its own note, and only if it
+    is still the text it read (one conditional UPDATE), so a note saved in between is kept."""
+    from airflow.models.dag import DagTag
     from airflow.models.dagrun import DagRunNote
     from sqlalchemy import insert, select, text, update
+    from sqlalchemy.exc import IntegrityError
 
     from cupid_airflow.core.drift import NOTE_PREFIX, RunFigures, run_note
-    from cupid_airflow.plugins.drift_data import run_tallies
+    from cupid_airflow.dag_factory import CONFIG_TAG_PREFIX
+    from cupid_airflow.plugins.drift_data import run_records
 
     notes = DagRunNote.__table__
     with session.no_autoflush:
         session.execute(text("SAVEPOINT cupid_note"))
         try:
-            tallies = run_tallies(session, [run_pk], [dag_id]).get(run_pk, [])
-            current = session.execute(select(notes.c.content).where(notes.c.dag_run_id == run_pk)).first()
-            if not tallies or (current is not None and current[0] and not current[0].startswith(NOTE_PREFIX)):
-                session.execute(text("RELEASE SAVEPOINT cupid_note"))
-                return None  # not a cupid run, or the note is the user's
-            reconcile = any(t.get("task") == "reconcile" for t in tallies)
-            note = run_note(RunFigures.of(tallies), state, reconcile=reconcile)
-            now = datetime.now(UTC)
-            values = {"content": note, "user_id": None, "updated_at": now}  # cupid's, credited to no user
-            if current is None:
-                session.execute(insert(notes).values(dag_run_id=run_pk, created_at=now, **values))
-            else:
-                session.execute(update(notes).where(notes.c.dag_run_id == run_pk).values(**values))
+            note = None
+            records = run_records(session, [run_pk], [dag_id]).get(run_pk, [])
+            tags = set(session.scalars(select(DagTag.name).where(DagTag.dag_id == dag_id))) if records else set()
+            # the DAG factory's DAGs only: a task of any DAG can push an XCom of the tally's key
+            if "cupid" in tags and any(t.startswith(CONFIG_TAG_PREFIX) for t in tags):
+                current = session.execute(
+                    select(notes.c.content, notes.c.user_id).where(notes.c.dag_run_id == run_pk)
+                ).first()
+                figures = RunFigures.of_records(records)
+                reconcile = any(isinstance(r, dict) and r.get("task") == "reconcile" for r in records)
+                note = run_note(figures, state, reconcile=reconcile)
+                now = datetime.now(UTC)
+                values = {"content": note, "user_id": None, "updated_at": now}  # cupid's, credited to no user
+                if current is None:
+                    session.execute(insert(notes).values(dag_run_id=run_pk, created_at=now, **values))
+                elif current.user_id is None and (not current.content or current.content.startswith(NOTE_PREFIX)):
+                    unchanged = (notes.c.content == current.content) if current.content else notes.c.content.is_(None)
+                    written = session.execute(
+                        update(notes)
+                        .where(notes.c.dag_run_id == run_pk, notes.c.user_id.is_(None), unchanged)
+                        .values(**values)
+                    )
+                    note = note if written.rowcount == 1 else None  # saved by someone since it was read
+                else:
+                    note = None  # the user's
             session.execute(text("RELEASE SAVEPOINT cupid_note"))
+        except IntegrityError:  # a note was inserted since it was read: it is not cupid's to replace
+            session.execute(text("ROLLBACK TO SAVEPOINT cupid_note"))
+            return None
         except Exception:
             session.execute(text("ROLLBACK TO SAVEPOINT cupid_note"))
             raise

@@ -34,7 +34,7 @@ from cupid_airflow.pair import SyncPair
 if TYPE_CHECKING:
     from cupid_airflow.hooks.table import Table
 
-__all__ = ["MIN_POLL_SECONDS", "WATCH_READ_TIMEOUT_SECONDS", "SourceWatchTrigger"]
+__all__ = ["MIN_POLL_SECONDS", "WATCH_READ_TIMEOUT_SECONDS", "SourceWatchTrigger", "stream_key"]
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -45,10 +45,12 @@ MIN_POLL_SECONDS = 0.5
 WATCH_READ_TIMEOUT_SECONDS = 30
 #: Longest wait between attempts while the source or the config cannot be reached.
 MAX_BACKOFF_SECONDS = 60.0
-#: Connections per source server (DSN or Airflow connection) for every table watched on it, each
-#: with a thread of its own that runs its tables' polls one after another: 200 watched tables on
-#: one server cost 4 connections, not 200 (MariaDB's default ``max_connections`` is 151). A poll
-#: is a millisecond or two of queries, so 4 lanes keep up with hundreds of tables polled every 2 s.
+#: Connections per source server and login (host and port, or socket, with the DSN's user and
+#: password, or an Airflow connection) for every table watched on it, in any database, each with
+#: a thread of its own that runs its tables' polls one after another: 200 watched tables in 50
+#: databases of one server cost 4 connections, not 200 (MariaDB's default ``max_connections`` is
+#: 151). A poll is a millisecond or two of queries, so 4 lanes keep up with hundreds of tables
+#: polled every 2 s.
 LANES_PER_SERVER = 4
 #: Threads for loading configs, apart from the triggerer's default executor.
 CONFIG_THREADS = 2
@@ -107,14 +109,15 @@ _QUERY_ERRORS = ("ProgrammingError", "DataError", "IntegrityError", "NotSupporte
 
 class _Lane:
     """One connection to a source server and the one thread that uses it, shared by the polls
-    of up to every table on that server (:data:`LANES_PER_SERVER` lanes per server).
+    of up to every table on that server, in any of its databases (:data:`LANES_PER_SERVER`
+    lanes per server and login).
 
     Every driver call runs on the lane's thread, so a connection is used, and closed, only by the
     thread that opened it (SQLite requires that; closing a MySQL connection under a running query
     can crash the process), and polls of one lane never overlap: no lock.
     """
 
-    def __init__(self, key: tuple[str, int]) -> None:
+    def __init__(self, key: tuple[Hashable, int]) -> None:
         self.key = key
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="cupid-watch")
         self.anchor: Table | None = None  # owns the connection
@@ -123,12 +126,12 @@ class _Lane:
 
     def table(self, pair: SyncPair) -> Table:
         """``pair``'s source table over the lane's connection, opened on first use. Lane thread only."""
-        name = pair.src.table
+        name = pair.watch_server()[1]
         if name not in self.tables:
             if self.anchor is None:
                 self.anchor = pair.source_table(WATCH_READ_TIMEOUT_SECONDS)
                 self.anchor.conn  # noqa: B018 (connect now: errors belong to this poll)
-            self.tables[name] = pair.source_table(over=self.anchor)
+            self.tables[name] = pair.source_table(over=self.anchor, name=name)
         return self.tables[name]
 
     def observe(self, pair: SyncPair, ids: bool, updates: bool) -> Observation:
@@ -151,15 +154,14 @@ class _Lane:
                 log.debug("cupid watch: closing a connection: %s", e)
 
 
-_lanes: dict[tuple[str, int], _Lane] = {}
+_lanes: dict[tuple[Hashable, int], _Lane] = {}
 
 
 def _join_lane(pair: SyncPair) -> _Lane:
-    """The lane for ``pair``'s source: by server (its DSN, password included, so a changed password
-    gets a connection of its own; the key stays in this process's memory) and by table."""
-    src = pair.src
-    endpoint = src.dsn if src.dsn is not None else f"conn:{src.conn_id}"
-    key = (endpoint, zlib.crc32(src.table.encode()) % LANES_PER_SERVER)
+    """The lane for ``pair``'s source: by server and login (:meth:`SyncPair.watch_server`: a
+    changed password gets a connection of its own) and by table."""
+    server, table = pair.watch_server()
+    key = (server, zlib.crc32(table.encode()) % LANES_PER_SERVER)
     lane = _lanes.get(key)
     if lane is None:
         lane = _lanes[key] = _Lane(key)
@@ -181,17 +183,34 @@ def _leave_lane(lane: _Lane) -> None:
         pass
 
 
+#: The pairs each shared poll serves now, by stream key: pair id -> (config file, destination),
+#: in the order they subscribed. Airflow opens a shared stream with the arguments of its first
+#: subscriber and keeps them for the stream's life; the poll reads this instead, so it always
+#: polls with the config of a pair that is still watched (its file may since be deleted, its
+#: password rotated in the others).
+_subscribers: dict[Hashable, dict[str, tuple[str, int]]] = {}
+
+
+def stream_key(pair: SyncPair) -> tuple[str, ...]:
+    """The shared stream of ``pair``'s source (:meth:`SyncPair.watch_key`: safe to print)."""
+    return ("cupid-watch", *pair.watch_key())
+
+
 class _Source:
-    """The source table of one poll loop, polled over its server's :class:`_Lane`.
+    """The source table of one poll loop, polled over its server's :class:`_Lane`, with the
+    config of one of the pairs the poll serves (:data:`_subscribers`).
 
     A config edit that only changes credentials is picked up at the next poll (on a lane of the
     new credentials); one that changes the source changes the trigger's arguments, and Airflow
-    replaces the trigger.
+    replaces the trigger. When the pair whose config the poll uses is no longer watched (its file
+    deleted, its DAG gone), the poll takes the config of another pair it serves; while polls
+    fail, it tries the configs of the others in turn (one of them may hold a rotated password).
     """
 
     def __init__(self, pair: SyncPair) -> None:
         self.pair = pair
         self.key = pair.watch_key()
+        self.stream = stream_key(pair)
         self.version = _version(pair.config_file or "")
         self.lane: _Lane | None = None
         self.masked = False
@@ -202,6 +221,12 @@ class _Source:
         return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(running)), POLL_TIMEOUT_SECONDS)
 
     def refresh(self) -> None:
+        """Take up an edit of the config in use, or another pair's config if this one's pair is
+        no longer served by the poll."""
+        live = _subscribers.get(self.stream)
+        if live and self.pair.pair_id not in live:
+            self.follow(list(live.items()))
+            return
         config_file = self.pair.config_file or ""
         version = _version(config_file)
         if version is None or version == self.version:
@@ -211,9 +236,35 @@ class _Source:
             pair = SyncPair.load(config_file, self.pair.index, self.pair.pair_id)
         except Exception:
             return  # being rewritten, or broken: keep polling as configured; the next parse decides
-        if pair.watch_key() == self.key:
-            self.pair, self.masked = pair, False
+        self._use(pair)
+
+    def rotate(self) -> None:
+        """After a failed poll: the next served pair's config, when there is another."""
+        live = list((_subscribers.get(self.stream) or {}).items())
+        ids = [pair_id for pair_id, _ in live]
+        if len(live) > 1 or (live and self.pair.pair_id not in ids):
+            start = ids.index(self.pair.pair_id) + 1 if self.pair.pair_id in ids else 0
+            self.follow(live[start:] + live[:start])
+
+    def follow(self, candidates: list[tuple[str, tuple[str, int]]]) -> None:
+        """Use the first of these pairs whose config loads and still names this source."""
+        for pair_id, (config_file, destination) in candidates:
+            try:
+                pair = SyncPair.load(config_file, destination, pair_id)
+            except Exception:
+                continue
+            if self._use(pair):
+                log.info("cupid watch %s: polling %s with the config of %s", pair_id, pair.src.table, config_file)
+                return
+
+    def _use(self, pair: SyncPair) -> bool:
+        if pair.watch_key() != self.key:
+            return False
+        moved = pair.watch_server() != self.pair.watch_server()
+        self.pair, self.masked, self.version = pair, False, _version(pair.config_file or "")
+        if moved:
             self.close()  # new credentials, maybe: the next poll joins the lane they lead to
+        return True
 
     async def observe(self, ids: bool, updates: bool) -> Observation:
         if self.lane is None:
@@ -256,11 +307,12 @@ async def observe_source(pair: SyncPair) -> AsyncIterator[Observation]:
                 failures += 1
                 delay = _backoff(failures, min(ids_every, updates_every))
                 log.warning("cupid watch %s: polling %s failed, trying again in %.0f s: %s",
-                            pair.pair_id, src.table, delay, _problem(e))  # fmt: skip
+                            source.pair.pair_id, src.table, delay, _problem(e))  # fmt: skip
+                source.rotate()
                 await asyncio.sleep(delay)
                 continue
             if failures:
-                log.info("cupid watch %s: polling %s works again", pair.pair_id, src.table)
+                log.info("cupid watch %s: polling %s works again", source.pair.pair_id, src.table)
                 failures = 0
             if ids_due:
                 next_ids = now + ids_every
@@ -308,7 +360,7 @@ class SourceWatchTrigger(BaseEventTrigger):
 
     def shared_stream_key(self) -> Hashable | None:
         pair = self._pair
-        return None if pair is None else ("cupid-watch", *pair.watch_key())
+        return None if pair is None else stream_key(pair)
 
     @classmethod
     async def open_shared_stream(cls, kwargs: dict[str, Any]) -> AsyncIterator[Any]:
@@ -322,6 +374,20 @@ class SourceWatchTrigger(BaseEventTrigger):
             yield event
 
     async def filter_shared_stream(self, shared_stream: AsyncIterator[Any]) -> AsyncIterator[TriggerEvent]:
+        key = self.shared_stream_key()
+        if key is not None:  # served by the poll from now until this trigger ends (its DAG gone, say)
+            _subscribers.setdefault(key, {})[self.pair_id] = (self.config_file, self.destination)
+        try:
+            async for event in self._events(shared_stream):
+                yield event
+        finally:
+            if key is not None:
+                served = _subscribers.get(key, {})
+                served.pop(self.pair_id, None)
+                if not served:
+                    _subscribers.pop(key, None)
+
+    async def _events(self, shared_stream: AsyncIterator[Any]) -> AsyncIterator[TriggerEvent]:
         loop = asyncio.get_running_loop()
         pacer = Pacer(await self._read_marks())
         async for seen in shared_stream:
