@@ -209,8 +209,8 @@ class _ChunkSink:
 def compare_path(config_path: Path, total: int, chunk: int = CHUNK) -> tuple[float, int, float]:
     """Partitioning plus every partition's compare, in this process, no Airflow scheduling."""
     from cupid_airflow.core.compare import ID_COLUMN
+    from cupid_airflow.core.events import event_types
     from cupid_airflow.core.partitions import id_partitions
-    from cupid_airflow.core.state import event_types
     from cupid_airflow.operators.compare import CompareOperator
     from cupid_airflow.pair import SyncPair
 

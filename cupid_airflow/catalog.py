@@ -12,17 +12,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cupid_airflow.config import (
-    MAX_CONFIG_BYTES,
-    MAX_DAG_ID_LENGTH,
-    ConfigError,
-    CupidConfig,
-    Problem,
-    dag_ids,
-    load_config,
-    reconcile_dag_id,
-    stem_dag_id,
-)
+from cupid_airflow.config import MAX_CONFIG_BYTES, ConfigError, CupidConfig, Problem, load_config
+from cupid_airflow.names import MAX_DAG_ID_LENGTH, pair_dag_ids, pair_of, reconcile_dag_id, stem_dag_id
 
 __all__ = ["CONFIG_DIR_ENV", "ConfigEntry", "config_files", "default_config_dir", "files_for_dag", "load_catalog"]
 
@@ -77,7 +68,7 @@ def files_for_dag(dag_id: str, files: Sequence[Path]) -> list[Path] | None:
     with ``_<n>`` and ``_reconcile``), unless another file mentions the id: a ``dagId`` there may
     claim it, and then the whole catalog decides, as the dag-processor did.
     """
-    ids = {dag_id, dag_id.removesuffix("_reconcile")}
+    ids = {dag_id, pair_of(dag_id)}
     named = [
         f for f in files
         if any(i == (stem := stem_dag_id(f.stem)) or re.fullmatch(re.escape(stem) + r"_\d+", i) for i in ids)
@@ -110,7 +101,7 @@ def load_catalog(files: Iterable[Path]) -> list[ConfigEntry]:
         except Exception as e:  # one file never hides the others; the message may quote its text: not shown
             entry.error = ConfigError(str(path), [Problem("", f"cannot be loaded: {type(e).__name__}")])
             continue
-        ids = dag_ids(entry.config, path.stem)
+        ids = pair_dag_ids(entry.config, path.stem)
         # Pair and reconcile DAGs share one namespace: a dagId of "cupid_user_reconcile" must not
         # silently replace user.json's reconcile DAG.
         generated = [(i, d, "dag id") for i, d in enumerate(ids)]

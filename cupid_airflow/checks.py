@@ -108,8 +108,8 @@ def _described(table: Table, path: str, findings: list[Finding]) -> Iterator[_Si
             findings.append(Finding(f"{path}", f"cannot connect to {table.where}: {_reason(e)}"))
             yield None
             return
-        dialect = {"mysql": "mysql+mysqldb", "postgres": "postgresql+psycopg2"}.get(table.kind, table.kind)
-        engine = create_engine(f"{dialect}://", creator=lambda: table.conn, pool_reset_on_return=None)
+        url = table.dialect.sqlalchemy_url or table.dialect.name
+        engine = create_engine(f"{url}://", creator=lambda: table.conn, pool_reset_on_return=None)
         schema, name = _schema_and_name(table.name)
         try:
             side = _Side(table, path, inspect(engine), schema, name)
@@ -229,8 +229,7 @@ def _update_column_findings(pair: SyncPair, source: _Side) -> list[Finding]:
     except PermanentError as e:
         return [*findings, Finding("src.updateTimeFormate" if column.family == "text" else "src.updateColumn", str(e))]
     if column.family == "text":
-        quoted = source.table.quote(column_name)
-        low, high = source.table.fetch_all(f"SELECT MIN({quoted}), MAX({quoted}) FROM {source.table.quoted}")[0]
+        low, high = source.table.min_max(column_name)
         fmt = pair.src.time_format
         odd = [str(v) for v in (low, high) if v is not None and not fmt.matches(str(v))]
         if odd:

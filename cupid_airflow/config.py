@@ -26,14 +26,20 @@ from cupid_airflow.signing import SigningError, validate_secret
 from cupid_airflow.timeformat import TimeFormat, TimeFormatError, parse_time_format
 
 __all__ = [
+    "MAX_CONFIG_BYTES",
+    "REDACTED",
     "CallbackNotification",
     "ConfigError",
     "CupidConfig",
     "Destination",
     "Problem",
+    "Reconcile",
     "Source",
     "load_config",
     "parse_config",
+    "redact_dsn",
+    "redact_url",
+    "url_secrets",
 ]
 
 REDACTED = "***"
@@ -43,8 +49,6 @@ MAX_CONFIG_BYTES = 1024 * 1024
 MAX_DESTINATIONS = 500
 #: A config nests 4 levels deep (des[0].callbackNotification.url); anything far deeper is not a config.
 MAX_NESTING = 16
-#: Airflow's limit on dag ids (``airflow.models.base.ID_LEN``); longer ones fail the whole DAG file's import.
-MAX_DAG_ID_LENGTH = 250
 #: Keys whose values are never shown in an error, a log line or a doc: passwords, send keys, tokens.
 SECRET_KEYS = frozenset({"dsn", "url", "secret", "pushbearSendKey"})
 _DSN_FORM = "user:password@tcp(host:port)/dbname"
@@ -659,21 +663,3 @@ def load_config(path: str | Path) -> CupidConfig:
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(str(path), [Problem("", f"cannot read the file: {e}")]) from None
     return parse_config(text, str(path))
-
-
-def stem_dag_id(stem: str) -> str:
-    """``cupid_<stem>``, with characters Airflow refuses in ids replaced by ``_``."""
-    return "cupid_" + re.sub(r"[^\w.-]", "_", stem)
-
-
-def reconcile_dag_id(pair_dag_id: str) -> str:
-    """The reconcile DAG of a pair: ``<dag_id>_reconcile``."""
-    return f"{pair_dag_id}_reconcile"
-
-
-def dag_ids(config: CupidConfig, stem: str) -> list[str]:
-    """One dag id per destination: its ``dagId``, else ``cupid_<stem>``, else ``cupid_<stem>_<n>``."""
-    base = stem_dag_id(stem)
-    if len(config.des) == 1:
-        return [config.des[0].dag_id or base]
-    return [des.dag_id or f"{base}_{n}" for n, des in enumerate(config.des, start=1)]

@@ -25,36 +25,36 @@ from airflow.sdk import (
     get_parsing_context,
 )
 from airflow.sdk.definitions.callback import AsyncCallback
-from airflow.sdk.definitions.dag import TAG_MAX_LEN
 from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
 
 from cupid_airflow.catalog import ConfigEntry, config_files, default_config_dir, files_for_dag, load_catalog
-from cupid_airflow.config import (
-    MAX_DAG_ID_LENGTH,
-    ConfigError,
-    CupidConfig,
-    Destination,
-    Problem,
-    Source,
-    reconcile_dag_id,
-)
+from cupid_airflow.config import ConfigError, CupidConfig, Destination, Problem, Source
 from cupid_airflow.dsn import parse_go_dsn, qualified_table
+from cupid_airflow.names import (
+    CONFIG_ERROR_TAG,
+    CUPID_TAG,
+    RECONCILE_TAG,
+    broken_description,
+    config_tag,
+    placeholder_dag_id,
+    reconcile_dag_id,
+    table_tags,
+    watch_asset_identity,
+    watcher_name,
+)
 from cupid_airflow.notifiers.pushbear import PushBearNotifier
 from cupid_airflow.operators.base import MAP_INDEX_TEMPLATE
 from cupid_airflow.operators.callback import CallbackOperator
 from cupid_airflow.operators.compare import CompareOperator
 from cupid_airflow.operators.config_error import ConfigErrorOperator
 from cupid_airflow.operators.reconcile import ReconcileOperator, ReconcilePlanOperator
-from cupid_airflow.operators.scan import ScanOperator, backlog_alias, watch_asset_identity
+from cupid_airflow.operators.scan import ScanOperator, backlog_alias
 from cupid_airflow.pair import SyncPair
 from cupid_airflow.run_params import run_params
 from cupid_airflow.triggers.watch import SourceWatchTrigger
 
 __all__ = [
-    "CONFIG_ERROR_TAG",
-    "CONFIG_TAG_PREFIX",
     "MIN_SCHEDULE_SECONDS",
-    "RECONCILE_TAG",
     "build_dags",
     "safety_schedule",
     "schedule_for",
@@ -68,10 +68,6 @@ MIN_SCHEDULE_SECONDS = 60
 #: A watched pair's safety schedule runs every this many hours, plus up to SAFETY_SPREAD_SECONDS.
 SAFETY_EVERY_HOURS = 6
 SAFETY_SPREAD_SECONDS = 3600
-CONFIG_ERROR_TAG = "cupid-config-error"
-RECONCILE_TAG = "cupid-reconcile"
-#: ``config:<file name>``: every DAG of a config file, one filter in the UI (and the cupid view's key).
-CONFIG_TAG_PREFIX = "config:"
 #: cupid-go alerts when a callback has failed this many times.
 ALERT_AT_TRY = 3
 START_DATE = datetime(2024, 1, 1, tzinfo=UTC)
@@ -138,8 +134,8 @@ def watch_asset(dag_id: str, config_file: str, index: int, config: CupidConfig) 
     return Asset(
         name=name,
         uri=uri,
-        group="cupid",
-        watchers=[AssetWatcher(name=f"cupid_watch_{dag_id}", trigger=trigger)],
+        group=CUPID_TAG,
+        watchers=[AssetWatcher(name=watcher_name(dag_id), trigger=trigger)],
     )
 
 
@@ -192,14 +188,13 @@ def _place(endpoint: Source | Destination) -> tuple[str, str]:
     return qualified_table(dsn.database, endpoint.table), server
 
 
-def _config_tag(entry: ConfigEntry) -> str:
-    return f"{CONFIG_TAG_PREFIX}{entry.path.name}"[:TAG_MAX_LEN]
-
-
-def _table_tags(config: CupidConfig, index: int) -> list[str]:
-    """``src:<database>.<table>`` and ``des:<database>.<table>``, cut to Airflow's tag limit (a
-    longer tag fails the DAG file's import)."""
-    return [f"src:{_place(config.src)[0]}"[:TAG_MAX_LEN], f"des:{_place(config.des[index])[0]}"[:TAG_MAX_LEN]]
+def _tags(entry: ConfigEntry, *kinds: str, config: CupidConfig | None = None, index: int = 0) -> list[str]:
+    """``cupid``, the DAG's kinds, ``config:<file name>`` and, for a pair, its tables
+    (``src:<database>.<table>``, ``des:...``): filters in the DAG list, and the cupid view's keys."""
+    tags = [CUPID_TAG, *kinds, config_tag(entry.path.name)]
+    if config is not None:
+        tags += table_tags(_place(config.src)[0], _place(config.des[index])[0])
+    return tags
 
 
 def _deadline(config_file: str, config: CupidConfig) -> DeadlineAlert | None:
@@ -229,7 +224,7 @@ def _build_pair(entry: ConfigEntry, config: CupidConfig, index: int, dag_id: str
         max_active_runs=1,  # a run's scans start from where the last one ended, or take over its ranges
         params=run_params(),
         doc_md=_doc(entry, config, index),
-        tags=["cupid", _config_tag(entry), *_table_tags(config, index)],
+        tags=_tags(entry, config=config, index=index),
     ) as dag:
         common: dict[str, Any] = {"config_file": config_file, "destination": index, **_alerting(config_file)}
         database = _database_tasks(config, common)
@@ -271,7 +266,7 @@ DATABASE_RETRIES = 2
 #: partition): minutes on a healthy server, so two hours only ever stops a stuck try. The database
 #: timeouts (:data:`~cupid_airflow.hooks.table.READ_TIMEOUT_SECONDS`) bound each wait on a socket.
 #: A scan that sends a small run's callbacks itself starts sends for at most
-#: :data:`~cupid_airflow.operators.callback.INLINE_SEND_SECONDS` and leaves the rest to ``callback``.
+#: :data:`~cupid_airflow.callbacks.INLINE_SEND_SECONDS` and leaves the rest to ``callback``.
 DATABASE_TASK_TIMEOUT = timedelta(hours=2)
 #: Time limit of one reconcile try: a segment of ``segmentRows`` rows, checksummed chunk by chunk
 #: (each sized to ``targetQuerySeconds``), plus ``minAgeSeconds`` for a task that waits it out in
@@ -323,7 +318,7 @@ def _build_reconcile(entry: ConfigEntry, config: CupidConfig, index: int, dag_id
         is_paused_upon_creation=config.paused_at_creation,
         max_active_runs=1,
         doc_md=_doc(entry, config, index).replace("### cupid:", "### cupid reconcile:", 1),
-        tags=["cupid", RECONCILE_TAG, _config_tag(entry), *_table_tags(config, index)],
+        tags=_tags(entry, RECONCILE_TAG, config=config, index=index),
     ) as dag:
         common: dict[str, Any] = {
             "config_file": config_file,
@@ -345,29 +340,27 @@ def _build_reconcile(entry: ConfigEntry, config: CupidConfig, index: int, dag_id
 def _build_placeholder(entry: ConfigEntry, dag_id: str) -> DAG:
     assert entry.error is not None
     problems = [str(p) for p in entry.error.problems]
-    with (
-        DAG(
-            auto_register=False,  # only what build_dags returns: a file that fails half-built registers nothing
-            dag_id=dag_id,
-            description=f"BROKEN cupid config {entry.path.name}: {problems[0]}"[:200],
-            schedule=None,
-            start_date=START_DATE,
-            catchup=False,
-            doc_md="\n".join(
-                [
-                    f"### cupid config `{entry.path}` is invalid",
-                    "",
-                    "This DAG stands in for the DAGs of a config that does not load. Fix the file; this "
-                    "placeholder goes away at the next parse and the real DAGs come back.",
-                    "",
-                    *[f"* `{p}`" for p in problems],
-                    "",
-                    f"Check every config with `python -m cupid_airflow validate {entry.path.parent}`.",
-                ]
-            ),
-            tags=["cupid", CONFIG_ERROR_TAG, _config_tag(entry)],
-        ) as dag
-    ):
+    with DAG(
+        auto_register=False,  # only what build_dags returns: a file that fails half-built registers nothing
+        dag_id=dag_id,
+        description=broken_description(entry.path.name, problems[0]),
+        schedule=None,
+        start_date=START_DATE,
+        catchup=False,
+        doc_md="\n".join(
+            [
+                f"### cupid config `{entry.path}` is invalid",
+                "",
+                "This DAG stands in for the DAGs of a config that does not load. Fix the file; this "
+                "placeholder goes away at the next parse and the real DAGs come back.",
+                "",
+                *[f"* `{p}`" for p in problems],
+                "",
+                f"Check every config with `python -m cupid_airflow validate {entry.path.parent}`.",
+            ]
+        ),
+        tags=_tags(entry, CONFIG_ERROR_TAG),
+    ) as dag:
         ConfigErrorOperator(task_id="config_error", errors=str(entry.error))
     return dag
 
@@ -389,21 +382,6 @@ def _unbuildable(entry: ConfigEntry, config: CupidConfig, error: Exception) -> C
     return ConfigError(
         str(entry.path), [Problem("", f"Airflow refused its DAGs: {type(error).__name__}: {message}"[:500])]
     )
-
-
-def placeholder_dag_id(stem_dag_id: str, taken: set[str] | dict[str, DAG]) -> str:
-    """A free id for a broken config's placeholder, within Airflow's length limit: the file's own
-    DAG id, else ``cupid_config_error_...``; too long ones are cut and end in a hash of the whole."""
-    for candidate in (stem_dag_id, stem_dag_id.replace("cupid_", "cupid_config_error_", 1)):
-        if len(candidate) > MAX_DAG_ID_LENGTH:
-            digest = hashlib.sha256(candidate.encode()).hexdigest()[:10]
-            candidate = f"{candidate[: MAX_DAG_ID_LENGTH - 11]}_{digest}"
-        if candidate not in taken:
-            return candidate
-    n = 2
-    while f"{candidate[: MAX_DAG_ID_LENGTH - 8]}_{n}" in taken:
-        n += 1
-    return f"{candidate[: MAX_DAG_ID_LENGTH - 8]}_{n}"
 
 
 def build_dags(dag_file: str | Path | None = None, config_dir: str | Path | None = None) -> dict[str, DAG]:

@@ -189,7 +189,7 @@ def _run(dag_id: str) -> dict[str, Any]:
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
-    from cupid_airflow.core.state import event_types
+    from cupid_airflow.core.events import event_types
 
     dags = Path(os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
     dag = DagBag(str(dags / "cupid_dags.py"), bundle_path=dags).dags[dag_id]

@@ -13,25 +13,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from cupid_airflow.dsn import parse_go_dsn, qualified_table
+from cupid_airflow.core.divergence import Divergence
+from cupid_airflow.dialects import DSN_DIALECT, dialect_for
+from cupid_airflow.dsn import parse_go_dsn
 
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
 
     from cupid_airflow.config import Destination, Source
-    from cupid_airflow.core.state import Tally
+    from cupid_airflow.core.tally import Tally
     from cupid_airflow.pair import SyncPair
 
-__all__ = ["ASSERTIONS", "TableId", "connection_table", "endpoint_table", "operator_lineage"]
-
-#: The divergence types as data-quality assertions on the destination: the classification
-#: OpenLineage consumers group by, and what the assertion checks.
-ASSERTIONS = {
-    "1": ("missing_rows", "no source row is missing from the destination (cupid type 1)"),
-    "2": ("different_rows", "no mapped column differs from the source (cupid type 2)"),
-    "3": ("gone_rows", "no destination row is gone from the source (cupid type 3, reconcile)"),
-}
-_DEFAULT_PORTS = {"mysql": 3306, "postgres": 5432}
+__all__ = ["TableId", "connection_table", "endpoint_table", "operator_lineage"]
 
 
 @dataclass(frozen=True)
@@ -48,7 +41,7 @@ def endpoint_table(endpoint: Source | Destination) -> TableId:
     if endpoint.dsn is not None:
         dsn = parse_go_dsn(endpoint.dsn)
         host = dsn.host if dsn.unix_socket is None else "localhost"
-        return connection_table("mysql", host, dsn.port, dsn.database, endpoint.table)
+        return connection_table(DSN_DIALECT.conn_type, host, dsn.port, dsn.database, endpoint.table)
     from airflow.sdk import BaseHook
 
     assert endpoint.conn_id is not None
@@ -60,19 +53,9 @@ def endpoint_table(endpoint: Source | Destination) -> TableId:
 
 def connection_table(conn_type: str, host: str | None, port: int | None, database: str | None, table: str) -> TableId:
     """The OpenLineage id of ``table`` on a server of ``conn_type`` (``database`` is the connection's
-    schema field, which MySQL and PostgreSQL connections use for the database).
-
-    SQLite has no entry in the naming spec: its namespace is ``sqlite://`` and the database file's
-    path, as in its SQLAlchemy URI, and the name is the table."""
-    if conn_type == "sqlite":
-        return TableId(f"sqlite://{host or ''}", table)
-    port = port or _DEFAULT_PORTS.get(conn_type)
-    namespace = f"{conn_type}://{host or 'localhost'}" + (f":{port}" if port else "")
-    parts = table.split(".")
-    if conn_type == "postgres":  # database.schema.table; a bare table is in the search path's public
-        qualified = [*([database] if database else []), *(["public"] if len(parts) == 1 else []), *parts]
-        return TableId(namespace, ".".join(qualified))
-    return TableId(namespace, qualified_table(database, table))
+    schema field, which MySQL and PostgreSQL connections use for the database), as its dialect
+    names it (:meth:`~cupid_airflow.dialects.base.Dialect.lineage_id`)."""
+    return TableId(*dialect_for(conn_type).lineage_id(host, port, database, table))
 
 
 def operator_lineage(pair: SyncPair, tally: Tally | None) -> OperatorLineage[Any, Any]:
@@ -97,14 +80,14 @@ def operator_lineage(pair: SyncPair, tally: Tally | None) -> OperatorLineage[Any
         outputs = [] if task == "scan" else [OutputDataset(des.namespace, des.name)]
         return OperatorLineage(inputs=[InputDataset(src.namespace, src.name)], outputs=outputs)
     found = tally.get("found", {})
-    kinds = ("1", "2", "3") if task == "reconcile" else ("1", "2")
+    kinds = tuple(Divergence) if task == "reconcile" else Divergence.scanned()
     assertions = [
         dqa.Assertion(
-            assertion=ASSERTIONS[kind][0],
-            success=not found.get(kind, 0),
-            description=ASSERTIONS[kind][1],
+            assertion=kind.assertion,
+            success=not found.get(kind.key, 0),
+            description=kind.assertion_text,
             expected="0",
-            actual=str(found.get(kind, 0)),
+            actual=str(found.get(kind.key, 0)),
             params={"rowsCompared": tally["rows"], "byColumn": pair.des.by_column},
         )
         for kind in kinds

@@ -21,7 +21,7 @@ from airflow.sdk.configuration import conf
 from airflow.sdk.observability import stats
 
 from cupid_airflow.core.delivery import DeliveryReport
-from cupid_airflow.core.state import Tally
+from cupid_airflow.core.tally import Tally
 
 __all__ = ["PREFIX", "delivery", "emit"]
 
@@ -32,7 +32,7 @@ PREFIX = "cupid"
 
 
 def emit(dag_id: str, tally: Tally) -> None:
-    """The figures of one task's :class:`~cupid_airflow.core.state.Tally`: rows compared,
+    """The figures of one task's :class:`~cupid_airflow.core.tally.Tally`: rows compared,
     divergences by type, the scan's backlog and update lag, the reconcile's chunks.
 
     Callback figures are not taken from the tally (its ``delivered`` counts earlier tries too):

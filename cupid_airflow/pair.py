@@ -21,14 +21,14 @@ from typing import TYPE_CHECKING, Any
 from cupid_airflow.config import CupidConfig, Destination, Reconcile, Source, load_config, redact_dsn
 from cupid_airflow.core.compare import BATCH_SIZE, ID_COLUMN, LOOKUP_THREADS, PairComparer
 from cupid_airflow.core.errors import PermanentError
-from cupid_airflow.core.partitions import ColumnTime, time_kind
-from cupid_airflow.core.state import Event, Partition, decode_value
+from cupid_airflow.core.events import Event
+from cupid_airflow.core.partitions import ColumnTime, Partition, time_kind
 from cupid_airflow.core.threads import LookupPool, prefetched
 from cupid_airflow.core.watch import Observation
 from cupid_airflow.dsn import parse_go_dsn
+from cupid_airflow.names import connection_id
 
 if TYPE_CHECKING:
-    from cupid_airflow.hooks.callback import CallbackHook
     from cupid_airflow.hooks.table import Table
 
 __all__ = ["ID_COLUMN", "SyncPair", "TableSide"]
@@ -126,27 +126,14 @@ class SyncPair:
             return over.sibling(name or self.src.table, self._side("src"))
         from cupid_airflow.hooks.table import Table, db_hook
 
-        hook = db_hook(self.src, f"cupid_{self.pair_id}_src", read_timeout)
+        hook = db_hook(self.src, connection_id(self.pair_id, "src"), read_timeout)
         return Table(hook, self.src.table, self._side("src"))
 
     def destination_table(self) -> Table:
         from cupid_airflow.hooks.table import Table, db_hook
 
-        return Table(db_hook(self.des, f"cupid_{self.pair_id}_des"), self.des.table, self._side(f"des[{self.index}]"))
-
-    def callback_hook(self) -> CallbackHook:
-        """The destination's callback receiver. Imported here: aiohttp and the http provider cost
-        a task process a good part of a CPU-second, and only a task that sends anything needs them."""
-        from cupid_airflow.hooks.callback import CallbackHook
-
-        notification = self.des.callback_notification
-        return CallbackHook(
-            url=self.des.callback_url,
-            http_conn_id=self.des.http_conn_id,
-            secret=notification.secret if notification else None,
-            concurrency=self.config.worker_number,
-            timeout=float(notification.timeout_second) if notification else 3.0,
-        )
+        hook = db_hook(self.des, connection_id(self.pair_id, "des"))
+        return Table(hook, self.des.table, self._side(f"des[{self.index}]"))
 
     def _side(self, path: str) -> str:
         return f"{self.config_file}: {path}" if self.config_file else path
@@ -226,17 +213,7 @@ class SyncPair:
 
     def partition_batches(self, source: Table, part: Partition) -> Iterator[list[tuple[Any, ...]]]:
         """The partition's source rows ``(id, key, *columns)``, streamed in batches."""
-        ph, id_col = source.placeholder, source.quote(ID_COLUMN)
-        if part["kind"] == "ids":
-            where, params = f"{id_col} > {ph} AND {id_col} <= {ph}", [part["after"], part["upto"]]
-        else:
-            column = source.quote(part["column"])
-            where = f"{column} >= {ph} AND {column} < {ph}"
-            params = [decode_value(part["since"]), decode_value(part["until"])]
-            if part.get("exclude_ids"):
-                where += f" AND NOT ({id_col} > {ph} AND {id_col} <= {ph})"
-                params += part["exclude_ids"]
-        return source.stream(source.select_sql(self.src_select, where), params, BATCH_SIZE)
+        return source.stream_partition(self.src_select, part, BATCH_SIZE)
 
     def lookup(self, table: Table, batch: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:
         """The destination rows ``(key, *columns)`` whose keys a batch of source rows has."""

@@ -11,7 +11,13 @@ import hashlib
 import hmac
 import secrets
 
-__all__ = ["SigningError", "new_secret", "sign", "signature_headers"]
+__all__ = [
+    "SigningError",
+    "new_secret",
+    "sign",
+    "signature_headers",
+    "validate_secret",
+]
 
 PREFIX = "whsec_"
 

@@ -12,7 +12,7 @@ from airflow.models.xcom import XComModel
 from airflow.utils.session import create_session
 from sqlalchemy import select
 
-from cupid_airflow.core.state import event_chunk_key
+from cupid_airflow.core.events import event_chunk_key
 from tests.conftest import REPO
 
 DAG_FILE = REPO / "dags" / "cupid_dags.py"

@@ -22,7 +22,7 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from cupid_airflow.core.delivery import Answer, SendFailed
-from cupid_airflow.core.state import Event
+from cupid_airflow.core.events import Event
 from cupid_airflow.hooks.callback import ANSWER_PREFIX, CallbackConfigError, CallbackHook
 from cupid_airflow.signing import new_secret
 

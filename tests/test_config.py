@@ -11,12 +11,12 @@ import pytest
 from cupid_airflow.config import (
     ConfigError,
     CupidConfig,
-    dag_ids,
     load_config,
     parse_config,
     redact_url,
     url_secrets,
 )
+from cupid_airflow.names import pair_dag_ids
 from tests.conftest import REPO, sample_config
 
 ORIGINAL_README_EXAMPLE = """{
@@ -565,13 +565,13 @@ def test_dsn_without_dbname_says_so() -> None:
 
 def test_dag_ids() -> None:
     one = CupidConfig.model_validate(sample_config())
-    assert dag_ids(one, "user") == ["cupid_user"]
-    assert dag_ids(one, "my table") == ["cupid_my_table"]
+    assert pair_dag_ids(one, "user") == ["cupid_user"]
+    assert pair_dag_ids(one, "my table") == ["cupid_my_table"]
     two = CupidConfig.model_validate(sample_config(des=[*sample_config()["des"], sample_config()["des"][0]]))
-    assert dag_ids(two, "user") == ["cupid_user_1", "cupid_user_2"]
+    assert pair_dag_ids(two, "user") == ["cupid_user_1", "cupid_user_2"]
     named = sample_config()
     named["des"] = [named["des"][0], {**named["des"][0], "dagId": "custom"}]
-    assert dag_ids(CupidConfig.model_validate(named), "user") == ["cupid_user_1", "custom"]
+    assert pair_dag_ids(CupidConfig.model_validate(named), "user") == ["cupid_user_1", "custom"]
     assert one_problem(with_des(dagId="bad id!")).startswith("des[0].dagId: 'bad id!' is not a valid Airflow id")
 
 

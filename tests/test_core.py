@@ -19,34 +19,32 @@ from typing import Any
 
 import pytest
 
+from cupid_airflow.core.codec import StateError, decode_value, encode_value
 from cupid_airflow.core.compare import PairComparer
+from cupid_airflow.core.delivered import DeliveredBits
 from cupid_airflow.core.delivery import Answer, Delivery, DeliveryPolicy, SendFailed, deliver_all, retry_after_seconds
-from cupid_airflow.core.errors import PermanentError, TimeColumnError, UnsupportedValueError, permanent_reason
-from cupid_airflow.core.partitions import id_partitions, merge_to_limit, time_kind, window_partitions
-from cupid_airflow.core.reconcile import ChunkSizer, MismatchTracker, SegmentWalk, key_range, settled
-from cupid_airflow.core.state import (
-    DeliveredBits,
-    Event,
-    EventDigest,
-    EventSpool,
-    Segment,
-    StateError,
-    decode_value,
-    encode_value,
-    event_chunk_key,
+from cupid_airflow.core.errors import PermanentError, TimeColumnError, UnsupportedValueError
+from cupid_airflow.core.events import Event, EventDigest, EventSpool, event_chunk_key, read_event_output
+from cupid_airflow.core.partitions import (
     id_partition,
-    new_progress,
-    read_event_output,
-    read_insert_cursor,
+    id_partitions,
+    merge_to_limit,
     read_partition,
-    read_progress,
+    time_kind,
+    window_partitions,
+)
+from cupid_airflow.core.positions import (
+    read_insert_cursor,
     read_update_mark,
     read_update_state,
     write_insert_cursor,
-    write_progress,
     write_update_state,
 )
+from cupid_airflow.core.reconcile import ChunkSizer, MismatchTracker, SegmentWalk, settled
+from cupid_airflow.core.reconcile_progress import Segment, new_progress, read_progress, write_progress
 from cupid_airflow.core.threads import prefetched
+from cupid_airflow.dialects import permanent_reason
+from cupid_airflow.hooks.table import key_range
 
 # ---------------------------------------------------------------------------- partitions
 
@@ -481,7 +479,7 @@ def test_take_over_settles_succeeded_runs_and_inherits_the_rest() -> None:
 
     open_runs = {"r1": [[0, 10]], "r2": [[10, 20]], "r3": [[20, 30]], "r4": [[30, 40]]}
     outcome = take_over(open_runs, "r5", {"r1": True, "r2": False, "r4": None})  # r3: gone, no answer
-    assert outcome.settled == ["r1"]
+    assert "r1" not in outcome.open and [0, 10] not in outcome.inherited  # r1 settled: its range dropped
     assert outcome.inherited == [[10, 20], [20, 30]]
     assert outcome.open == {"r4": [[30, 40]], "r5": [[10, 20], [20, 30]]}  # a running run keeps its own
 
@@ -532,7 +530,9 @@ def test_windows_across_a_clock_change_cover_the_repeated_hour() -> None:
 def test_labels_name_what_a_mapped_task_reads() -> None:
     from datetime import datetime
 
-    from cupid_airflow.core.state import carried_events, id_partition, partition_label, segment_label, window_partition
+    from cupid_airflow.core.events import carried_events
+    from cupid_airflow.core.labels import partition_label, segment_label
+    from cupid_airflow.core.partitions import id_partition, window_partition
 
     assert partition_label(id_partition(200_000, 400_000)) == "ids 200,001..400,000"
     window = window_partition("update_time", "datetime", datetime(2026, 11, 28, 10), datetime(2026, 11, 28, 11))

@@ -15,7 +15,8 @@ from airflow.sdk import Asset, AssetOrTimeSchedule, CronDataIntervalTimetable, D
 from airflow.serialization.serialized_objects import DagSerialization
 from airflow.timetables.simple import NullTimetable
 
-from cupid_airflow.dag_factory import CONFIG_ERROR_TAG, MIN_SCHEDULE_SECONDS, safety_schedule
+from cupid_airflow.dag_factory import MIN_SCHEDULE_SECONDS, safety_schedule
+from cupid_airflow.names import CONFIG_ERROR_TAG
 from tests.conftest import REPO, sample_config
 
 DAG_FILE = REPO / "dags" / "cupid_dags.py"
@@ -407,10 +408,11 @@ def test_a_deeply_nested_file_is_one_broken_config(write_config: WriteConfig) ->
 
 def test_dag_ids_over_airflows_limit_break_only_their_file(write_config: WriteConfig) -> None:
     from airflow.models.base import ID_LEN
+    from airflow.sdk.definitions.dag import TAG_MAX_LEN
 
-    from cupid_airflow.config import MAX_DAG_ID_LENGTH
+    from cupid_airflow import names
 
-    assert MAX_DAG_ID_LENGTH == ID_LEN
+    assert (names.MAX_DAG_ID_LENGTH, names.TAG_MAX_LEN) == (ID_LEN, TAG_MAX_LEN)  # Airflow's, spelled out
     long_stem = "f" * 243  # a 248-character file name: cupid_<stem>_1 has 251 characters
     write_config(f"{long_stem}.json", two_destinations())
     named = sample_config(reconcile={})

@@ -18,7 +18,8 @@ from sqlalchemy import delete, select
 from werkzeug import Response
 
 from cupid_airflow.core.drift import RunFigures, run_note
-from cupid_airflow.core.state import TALLY_KEY, insert_cursor_key, update_mark_key
+from cupid_airflow.core.tally import TALLY_KEY
+from cupid_airflow.names import insert_cursor_key, update_mark_key
 from cupid_airflow.plugins.drift_data import load_page
 from cupid_airflow.plugins.drift_view import render_page
 from cupid_airflow.plugins.run_notes import write_run_note

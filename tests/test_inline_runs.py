@@ -11,8 +11,7 @@ from typing import Any
 import pytest
 from werkzeug import Response
 
-from cupid_airflow.core.partitions import rows_at_most
-from cupid_airflow.core.state import id_partition, window_partition
+from cupid_airflow.core.partitions import id_partition, rows_at_most, window_partition
 from tests.pairs import Pair, pair
 from tests.test_callback import Script
 from tests.test_core import SortedColumn
@@ -144,9 +143,9 @@ def test_a_slow_receiver_does_not_hold_the_scan_task_past_its_sending_time(
     everything again, so the events never reached the callback task's resumable retries."""
     import time
 
-    from cupid_airflow.operators import callback
+    from cupid_airflow import callbacks
 
-    monkeypatch.setattr(callback, "INLINE_SEND_SECONDS", 0.8)
+    monkeypatch.setattr(callbacks, "INLINE_SEND_SECONDS", 0.8)
     pair.configure(inlineRows=1000, workerNumber=1)
     divergent(pair)
 

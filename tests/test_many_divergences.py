@@ -31,7 +31,7 @@ import json, sys
 from pathlib import Path
 from airflow.dag_processing.dagbag import DagBag
 from airflow.sdk.execution_time import task_runner
-from cupid_airflow.core.state import DeliveredBits
+from cupid_airflow.core.delivered import DeliveredBits
 
 writes = []
 write = DeliveredBits.write

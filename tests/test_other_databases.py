@@ -127,7 +127,9 @@ def test_checksums_agree_across_mysql_and_postgres_for_the_same_data(postgres_db
     reconcile reads only the chunks that really differ."""
     import psycopg2
 
-    from cupid_airflow.core.reconcile import checksum_sql, fold_checksum
+    from cupid_airflow.dialects import MySqlDialect, PostgresDialect
+
+    postgres, mysql = PostgresDialect(), MySqlDialect()
 
     rows = [
         ("a", "Ann", "10.50", "2026-05-01 10:00:00"),
@@ -139,15 +141,15 @@ def test_checksums_agree_across_mysql_and_postgres_for_the_same_data(postgres_db
     with psycopg2.connect(host="127.0.0.1", user="postgres", dbname=postgres_db) as pg, pg.cursor() as cur:
         cur.execute("CREATE TABLE t (number TEXT PRIMARY KEY, name TEXT, amount NUMERIC(12,2), born TIMESTAMP)")
         cur.executemany("INSERT INTO t VALUES (%s, %s, %s, %s)", rows)
-        cur.execute(checksum_sql("postgres", "t", [f'"{c}"' for c in columns], "1=1"))
-        pg_sum = fold_checksum(cur.fetchone())
+        cur.execute(postgres.checksum_sql("t", [f'"{c}"' for c in columns], "1=1"))
+        pg_sum = postgres.fold_checksum(cur.fetchone())
         cur.execute("UPDATE t SET name = 'ann' WHERE number = 'a'")
-        cur.execute(checksum_sql("postgres", "t", [f'"{c}"' for c in columns], "1=1"))
-        pg_changed = fold_checksum(cur.fetchone())
+        cur.execute(postgres.checksum_sql("t", [f'"{c}"' for c in columns], "1=1"))
+        pg_changed = postgres.fold_checksum(cur.fetchone())
     my = mysql_db("cks")  # type: ignore[operator]
     my.execute("CREATE TABLE t (number VARCHAR(8) PRIMARY KEY, name VARCHAR(32), amount DECIMAL(12,2), born DATETIME)")
     my.executemany("INSERT INTO t VALUES (%s, %s, %s, %s)", rows)
-    my_sum = fold_checksum(my.execute(checksum_sql("mysql", "t", [f"`{c}`" for c in columns], "1=1"))[0])
+    my_sum = mysql.fold_checksum(my.execute(mysql.checksum_sql("t", [f"`{c}`" for c in columns], "1=1"))[0])
     assert my_sum == pg_sum and my_sum[0] == 4
     assert pg_changed != pg_sum and pg_changed[0] == 4
 

@@ -14,7 +14,8 @@ import pytest
 from airflow.sdk.exceptions import TaskDeferred
 
 from cupid_airflow.core import reconcile as core
-from cupid_airflow.core.state import PROGRESS_KEY, decode_value, encode_value
+from cupid_airflow.core.codec import decode_value, encode_value
+from cupid_airflow.core.reconcile_progress import PROGRESS_KEY
 from tests.airflow_run import RunResult, run_dag
 from tests.conftest import MySqlDatabase
 from tests.pairs import Pair, pair

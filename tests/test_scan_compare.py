@@ -172,7 +172,7 @@ def test_an_idle_run_leaves_the_insert_cursor_as_it_was(pair: Pair) -> None:
 def test_a_runs_state_is_asked_for_only_when_its_compares_did_not_all_succeed() -> None:
     from types import SimpleNamespace
 
-    from cupid_airflow.operators.scan_insert import ScanInsertOperator
+    from cupid_airflow.operators.scan import ScanInsertOperator
 
     asked: list[str] = []
 
@@ -389,7 +389,7 @@ def test_a_failing_compare_stops_its_reader_threads_before_closing_their_connect
     import threading
 
     from cupid_airflow.core.compare import PairComparer
-    from cupid_airflow.core.state import id_partition
+    from cupid_airflow.core.partitions import id_partition
     from cupid_airflow.hooks.table import Table
     from cupid_airflow.operators.compare import CompareOperator
 
@@ -461,18 +461,14 @@ def test_continuous_schedule_keeps_its_own_high_water_mark(pair: Pair) -> None:
 def test_backfill_runs_check_exactly_their_interval() -> None:
     from types import SimpleNamespace
 
-    from cupid_airflow.operators.scan_update import ScanUpdateOperator
+    from cupid_airflow.planning import ScanRun
+    from cupid_airflow.planning.updates import UpdatePlanner
 
-    op = ScanUpdateOperator(task_id="scan_update", config_file="unused.json")
-    op.__dict__["pair"] = SimpleNamespace(config=SimpleNamespace(src=SimpleNamespace(update_scan_second=5)))
+    pair: Any = SimpleNamespace(config=SimpleNamespace(src=SimpleNamespace(update_scan_second=5)))
+    planner = UpdatePlanner(pair, variables={}, log=None)  # type: ignore[arg-type]
     start, end = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, 1, tzinfo=UTC)
-    context: Any = {
-        "params": {},
-        "data_interval_start": start,
-        "data_interval_end": end,
-        "dag_run": SimpleNamespace(run_type="backfill"),
-    }
-    assert op._window(context) == (start - timedelta(seconds=5), end, False)
+    run = ScanRun("backfill__1", {}, interval_start=start, interval_end=end, backfill=True)
+    assert planner._window(run) == (start - timedelta(seconds=5), end, False)
 
 
 def test_a_failed_run_loses_none_of_its_claimed_ids(pair: Pair) -> None:
@@ -602,7 +598,7 @@ def test_a_cursor_beyond_the_source_end_fails_with_what_to_do(pair: Pair) -> Non
 def test_a_source_without_an_integer_id_is_a_clear_error(pair: Pair, ddl: str, message: str) -> None:
     from airflow.sdk.exceptions import AirflowFailException
 
-    from cupid_airflow.operators.scan_insert import ScanInsertOperator
+    from cupid_airflow.operators.scan import ScanInsertOperator
 
     pair.src.execute(ddl)
     pair.src.execute("INSERT INTO nid (" + ("uid" if "uid" in ddl else "id") + ", number) VALUES ('7', 'a')")

@@ -14,8 +14,7 @@ from typing import Any
 import pytest
 
 from cupid_airflow.core import watch as core_watch
-from cupid_airflow.core.state import WATCH_MARKS_KEY
-from cupid_airflow.core.watch import Observation, Pacer, advance
+from cupid_airflow.core.watch import WATCH_MARKS_KEY, Observation, Pacer, advance
 from cupid_airflow.triggers.watch import SourceWatchTrigger
 from tests.pairs import SRC_TABLE, Pair, pair
 

@@ -31,8 +31,7 @@ class Takeover(Generic[_E]):
     """What a run must check besides its own new claim, and the open set it leaves."""
 
     inherited: list[_E]  # entries of earlier runs whose compares did not all succeed
-    settled: list[str]  # run ids whose compares all succeeded: their entries are dropped
-    open: dict[str, list[_E]]  # the open set after this run took over
+    open: dict[str, list[_E]]  # the open set after this run took over (settled runs' entries dropped)
 
 
 def take_over(open_runs: Mapping[str, Sequence[_E]], run_id: str, finished: Mapping[str, bool | None]) -> Takeover[_E]:
@@ -43,15 +42,14 @@ def take_over(open_runs: Mapping[str, Sequence[_E]], run_id: str, finished: Mapp
     entries stay its own). The run's own earlier entries (a retried scan) stay its own too.
     """
     inherited: list[_E] = []
-    settled: list[str] = []
     remaining: dict[str, list[_E]] = {}
     for other, entries in open_runs.items():
         if other == run_id:
             continue
         outcome = finished.get(other)
         if outcome is True:
-            settled.append(other)
-        elif outcome is None and other in finished:
+            continue  # settled: every compare of that run succeeded
+        if outcome is None and other in finished:
             remaining[other] = list(entries)
         else:
             inherited.extend(entries)
@@ -59,7 +57,7 @@ def take_over(open_runs: Mapping[str, Sequence[_E]], run_id: str, finished: Mapp
     mine = [*own, *[e for e in inherited if e not in own]]
     if mine:
         remaining[run_id] = mine
-    return Takeover(inherited=inherited, settled=settled, open=remaining)
+    return Takeover(inherited=inherited, open=remaining)
 
 
 def settle_gaps(

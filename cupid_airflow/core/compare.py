@@ -18,13 +18,11 @@ from datetime import date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any, cast
 
-from cupid_airflow.core.state import Event
+from cupid_airflow.core.divergence import Divergence
+from cupid_airflow.core.events import Event
 
 __all__ = [
     "BATCH_SIZE",
-    "EVENT_DIFFERENT",
-    "EVENT_GONE",
-    "EVENT_MISSING",
     "ID_COLUMN",
     "LOOKUP_THREADS",
     "PairComparer",
@@ -40,9 +38,6 @@ BATCH_SIZE = 5000
 #: one batch's keys, the client converts another's rows and compares a third.
 LOOKUP_THREADS = 3
 
-EVENT_MISSING = 1  # no destination row has the source row's key
-EVENT_DIFFERENT = 2  # a destination row exists, and a mapped column differs
-EVENT_GONE = 3  # a destination row whose key no source row has (reconcile only: a delete that did not replicate)
 
 _NUMBERS = (int, float, Decimal)
 
@@ -185,7 +180,7 @@ class PairComparer:
             values = tuple(row[2:])
             candidates = by_key.get(keyf(row[1])) if row[1] is not None else None
             if candidates is None:
-                events.append(self._event(EVENT_MISSING, row, None, []))
+                events.append(self._event(Divergence.MISSING, row, None, []))
                 continue
             if values in candidates:
                 continue
@@ -198,7 +193,7 @@ class PairComparer:
                     best = (candidate, differing)
             else:
                 assert best is not None
-                events.append(self._event(EVENT_DIFFERENT, row, best[0], best[1]))
+                events.append(self._event(Divergence.DIFFERENT, row, best[0], best[1]))
         return events
 
     def diff(self, src_rows: Sequence[Sequence[Any]], des_rows: Sequence[Sequence[Any]]) -> list[Event]:
@@ -218,12 +213,12 @@ class PairComparer:
         for row in src_rows:
             des_values = pop(row[1], None)  # the values are tuples, never None
             if des_values is None:
-                events.append(self._event(EVENT_MISSING, row, None, []))
+                events.append(self._event(Divergence.MISSING, row, None, []))
             elif des_values != tuple(row[2:]):
                 values = row[2:]
                 differing = [i for i, (a, b) in enumerate(zip(values, des_values)) if a != b and not values_equal(a, b)]
                 if differing:
-                    events.append(self._event(EVENT_DIFFERENT, row, des_values, differing))
+                    events.append(self._event(Divergence.DIFFERENT, row, des_values, differing))
         if des_map:
             events.extend(self.gone([], [(key, *values) for key, values in des_map.items()]))
         return events
@@ -240,9 +235,9 @@ class PairComparer:
             by_value = to_text(row[0])
             events.append(
                 {
-                    "type": EVENT_GONE,
+                    "type": int(Divergence.GONE),
                     "srcColumn": None,
-                    "eventId": _event_id(self.pair_id, EVENT_GONE, by_value, des_column),
+                    "eventId": _event_id(self.pair_id, int(Divergence.GONE), by_value, des_column),
                     "desTable": self.table,
                     "byValue": by_value,
                     "desColumn": des_column,
@@ -250,12 +245,14 @@ class PairComparer:
             )
         return events
 
-    def _event(self, kind: int, row: Sequence[Any], des_values: Sequence[Any] | None, differing: list[int]) -> Event:
+    def _event(
+        self, kind: Divergence, row: Sequence[Any], des_values: Sequence[Any] | None, differing: list[int]
+    ) -> Event:
         src_column = {"id": to_text(row[0]), self.src_by_column: to_text(row[1])}
         src_column.update(zip(self.src_columns, map(to_text, row[2:])))
-        event: dict[str, Any] = {"type": kind, "srcColumn": src_column}
+        event: dict[str, Any] = {"type": int(kind), "srcColumn": src_column}
         des_column = None if des_values is None else dict(zip(self.des_columns, map(to_text, des_values)))
-        event["eventId"] = _event_id(self.pair_id, kind, src_column, des_column)
+        event["eventId"] = _event_id(self.pair_id, int(kind), src_column, des_column)
         event["desTable"] = self.table
         event["byValue"] = to_text(row[1])
         if des_column is not None:

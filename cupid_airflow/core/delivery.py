@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Literal
 
-from cupid_airflow.core.state import Event
+from cupid_airflow.core.events import Event
 
 __all__ = [
     "Answer",
@@ -23,6 +23,7 @@ __all__ = [
     "DeliveryReport",
     "LatencySample",
     "SendFailed",
+    "Sender",
     "deliver_all",
     "retry_after_seconds",
 ]

@@ -1,5 +1,5 @@
 """What a run, and a pair over time, found and delivered: the sums behind the run note and the
-cupid view, from the tasks' :class:`~cupid_airflow.core.state.Tally` records alone (no log is
+cupid view, from the tasks' :class:`~cupid_airflow.core.tally.Tally` records alone (no log is
 read, no user database is queried)."""
 
 from __future__ import annotations
@@ -9,12 +9,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from cupid_airflow.core.state import StateError, Tally, read_tally
+from cupid_airflow.core.codec import StateError
+from cupid_airflow.core.divergence import Divergence
+from cupid_airflow.core.tally import Tally, read_tally
 
-__all__ = ["NOTE_PREFIX", "TYPE_NAMES", "RunFigures", "run_note"]
+__all__ = ["NOTE_PREFIX", "RunFigures", "run_note"]
 
-#: Divergence types as the callback contract numbers them.
-TYPE_NAMES = {"1": "missing", "2": "different", "3": "gone from the source"}
 #: How a note cupid wrote starts: such a note is cupid's to replace, any other is the user's.
 NOTE_PREFIX = "cupid: "
 #: Airflow keeps at most this many characters of a note.
@@ -47,7 +47,7 @@ class RunFigures:
     @classmethod
     def of_records(cls, records: Iterable[Any]) -> RunFigures:
         """The sums of a run's stored records (decoded XCom values): each is checked
-        (:func:`~cupid_airflow.core.state.read_tally`), and one that does not read is counted in
+        (:func:`~cupid_airflow.core.tally.read_tally`), and one that does not read is counted in
         :attr:`unreadable` instead of summed."""
         figures = cls()
         for record in records:
@@ -93,7 +93,7 @@ class RunFigures:
     def as_dict(self) -> dict[str, Any]:
         return {
             "rows": self.rows,
-            "found": {kind: self.found.get(kind, 0) for kind in TYPE_NAMES},
+            "found": {kind.key: self.found.get(kind.key, 0) for kind in Divergence},
             "events": self.events,
             "delivered": self.delivered,
             "undelivered": self.undelivered,
@@ -102,7 +102,7 @@ class RunFigures:
 
 
 def _found_text(found: Counter[str]) -> str:
-    parts = [f"{found[kind]:,} {name}" for kind, name in TYPE_NAMES.items() if found.get(kind)]
+    parts = [f"{found[kind.key]:,} {kind.label}" for kind in Divergence if found.get(kind.key)]
     return ", ".join(parts) if parts else "nothing"
 
 
@@ -112,7 +112,7 @@ def run_note(figures: RunFigures, state: str, reconcile: bool = False) -> str:
     what = "source rows walked" if reconcile else "source rows compared"
     text = f"{NOTE_PREFIX}{figures.rows:,} {what}; found {_found_text(figures.found)}"
     if figures.divergences:
-        text += f" (type 1/2/3: {figures.found.get('1', 0)}/{figures.found.get('2', 0)}/{figures.found.get('3', 0)})"
+        text += f" (type 1/2/3: {'/'.join(str(figures.found.get(kind.key, 0)) for kind in Divergence)})"
     if figures.events or figures.delivered:
         text += f". Callbacks: {figures.delivered:,} delivered"
         if figures.undelivered:

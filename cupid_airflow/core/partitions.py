@@ -1,7 +1,6 @@
 """Cutting id ranges and update windows into partitions: the unit of work of one mapped ``compare``.
 
-A partition (:class:`~cupid_airflow.core.state.IdPartition` or
-:class:`~cupid_airflow.core.state.WindowPartition`) is a small JSON-able dict that travels through
+A partition (:class:`IdPartition` or :class:`WindowPartition`) is a small JSON-able dict that travels through
 XCom: ids ``after < id <= upto``, or rows with ``since <= column < until`` where the bounds are
 written as the column stores time.
 
@@ -18,29 +17,87 @@ import math
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Protocol, TypeVar
+from typing import Any, Literal, NotRequired, Protocol, TypedDict, TypeVar
 from zoneinfo import ZoneInfo
 
+from cupid_airflow.core.codec import STATE_VERSION, StateError, check_version, decode_value, decoding, encode_value
 from cupid_airflow.core.errors import TimeColumnError
-from cupid_airflow.core.state import (
-    IdPartition,
-    Partition,
-    WindowPartition,
-    decode_value,
-    id_partition,
-    window_partition,
-)
 from cupid_airflow.timeformat import TimeFormat
 
 __all__ = [
     "MAX_PARTITIONS",
     "ColumnTime",
+    "IdPartition",
+    "Partition",
+    "WindowPartition",
+    "id_partition",
     "id_partitions",
     "merge_to_limit",
+    "read_partition",
     "rows_at_most",
     "time_kind",
+    "window_partition",
     "window_partitions",
 ]
+
+
+class IdPartition(TypedDict):
+    """Source rows with ``after < id <= upto``."""
+
+    version: int
+    kind: Literal["ids"]
+    after: int
+    upto: int
+
+
+class WindowPartition(TypedDict):
+    """Source rows with ``since <= column < until``, bounds written as the column stores time."""
+
+    version: int
+    kind: Literal["window"]
+    column: str
+    vtype: str  # datetime | text | epoch_s | epoch_ms (see partitions.time_kind)
+    since: Any  # encode_value of the bound
+    until: Any
+    exclude_ids: NotRequired[list[int]]  # [after, upto]: this run's insert claim, compared by its own partitions
+
+
+Partition = IdPartition | WindowPartition
+
+
+def id_partition(after: int, upto: int) -> IdPartition:
+    return IdPartition(version=STATE_VERSION, kind="ids", after=int(after), upto=int(upto))
+
+
+def window_partition(column: str, vtype: str, since: Any, until: Any) -> WindowPartition:
+    return WindowPartition(
+        version=STATE_VERSION,
+        kind="window",
+        column=column,
+        vtype=vtype,
+        since=encode_value(since),
+        until=encode_value(until),
+    )
+
+
+def read_partition(data: Any) -> Partition:
+    """A partition from XCom, checked: a wrong shape fails here with what it holds, not in SQL."""
+    if not isinstance(data, dict) or data.get("kind") not in ("ids", "window"):
+        raise StateError(f"{data!r} is not a partition; expected an object with kind 'ids' or 'window'")
+    check_version("partition", data)
+    with decoding("a partition", "expected ids after/upto or a window's column, vtype, since and until"):
+        if data["kind"] == "ids":
+            return id_partition(data["after"], data["upto"])
+        part = window_partition(str(data["column"]), str(data["vtype"]), None, None)
+        # Before versions, datetime bounds were bare ISO strings with vtype "datetime".
+        legacy = "version" not in data and data["vtype"] == "datetime"
+        part["since"], part["until"] = (
+            ({"datetime": data["since"]}, {"datetime": data["until"]}) if legacy else (data["since"], data["until"])
+        )
+        if data.get("exclude_ids"):
+            part["exclude_ids"] = [int(i) for i in data["exclude_ids"]]
+        return part
+
 
 #: Per scan task. Two scans feed one mapped compare, and Airflow refuses more than max_map_length
 #: (1024) mapped instances, so each scan stays at or below this many.

@@ -1,17 +1,14 @@
-"""Full reconciliation of a pair: the checksum formula, the adaptive chunk size, mismatch
-tracking, the segment walk and the minAgeSeconds filter. No Airflow import; the walk sees the
-databases only through :class:`KeyRangeSide` (``cupid_airflow.pair`` binds a table to it), as
-reladiff's differ sees a table segment.
+"""Full reconciliation of a pair: the adaptive chunk size, mismatch tracking, the segment walk
+and the minAgeSeconds filter. No Airflow import, no SQL; the walk sees the databases only through
+:class:`KeyRangeSide` (``cupid_airflow.pair`` binds a table to it), as reladiff's differ sees a
+table segment.
 
 A reconcile walks the whole key space in chunks cut by source row count. For each chunk both
-servers compute ``COUNT(*)`` and the sum, modulo 2**64, of the first 64 bits of each row's SHA-256
-over the key and the mapped columns rendered as text in a fixed way (NULL has its own marker,
-CHAR(30), and columns a separator, CHAR(31); neither is escaped, so only values that themselves
-hold those control characters could make two different rows render alike). The key is part of
-the text so values moved between keys are seen. Equal pairs mean equal chunks; a sum cannot be
-cancelled by a duplicate the way an XOR of CRC32s is. Only chunks whose checksums differ are read
-row by row, and when most chunks differ (scattered divergence) checksums are skipped and the
-chunks read straight away, because then they only add work.
+servers compute a checksum (``COUNT(*)`` and a sum of row hashes over the key and the mapped
+columns: :mod:`cupid_airflow.dialects.base` has the formula); equal pairs mean equal chunks. Only
+chunks whose checksums differ are read row by row, and when most chunks differ (scattered
+divergence) checksums are skipped and the chunks read straight away, because then they only add
+work.
 """
 
 from __future__ import annotations
@@ -22,8 +19,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from cupid_airflow.core.compare import EVENT_GONE, PairComparer
-from cupid_airflow.core.state import Event, ReconcileProgress, decode_value, encode_value
+from cupid_airflow.core.codec import decode_value, encode_value
+from cupid_airflow.core.compare import PairComparer
+from cupid_airflow.core.divergence import Divergence
+from cupid_airflow.core.events import Event
+from cupid_airflow.core.reconcile_progress import ReconcileProgress
 from cupid_airflow.core.threads import both_sides
 
 __all__ = [
@@ -31,71 +31,9 @@ __all__ = [
     "KeyRangeSide",
     "MismatchTracker",
     "SegmentWalk",
-    "checksum_sql",
-    "fold_checksum",
-    "key_range",
+    "needs_waiting",
     "settled",
 ]
-
-MOD = 2**64
-_SEP, _NULL = "CHAR(31)", "CHAR(30)"
-
-
-def _row_text(kind: str, columns: Sequence[str]) -> str | None:
-    """SQL for one row's text, the same on every dialect for the same values (as far as each
-    renders DECIMAL and DATETIME the same way; a difference only costs a row-by-row read)."""
-    if kind == "mysql":
-        # COALESCE with a string renders numbers and times as text itself; an explicit CAST costs
-        # a fifth of the checksum's time on 1,000,000 rows.
-        parts = [f"COALESCE({c}, {_NULL})" for c in columns]
-        return f"CONCAT_WS({_SEP}, {', '.join(parts)})"
-    if kind == "postgres":
-        parts = [f"COALESCE(CAST({c} AS TEXT), chr(30))" for c in columns]
-        return f"concat_ws(chr(31), {', '.join(parts)})"
-    return None
-
-
-def checksum_sql(kind: str, table: str, columns: Sequence[str], where: str) -> str | None:
-    """``SELECT count, sum`` over the rows of ``table`` matching ``where``, or None when the
-    database has no hash function (SQLite): then every chunk is read row by row.
-
-    SHA-256, not MD5 (reladiff's choice): MariaDB 10.11 computes MD5 through a slow path, 0.75 s
-    per 1,000,000 rows against 0.2 s for SHA2, and PostgreSQL has both built in at about the same
-    cost (sha256 7% slower there). ``python bench/reconcile.py`` measures the whole effect.
-
-    ``table`` and ``columns`` must be quoted already; ``where`` uses bound parameters.
-    """
-    text = _row_text(kind, columns)
-    if text is None:
-        return None
-    if kind == "mysql":
-        lane = f"CAST(CONV(LEFT(SHA2({text}, 256), 16), 16, 10) AS UNSIGNED)"
-    else:
-        lane = f"('x' || left(encode(sha256(convert_to({text}, 'UTF8')), 'hex'), 16))::bit(64)::bigint::numeric"
-    return f"SELECT COUNT(*), SUM({lane}) FROM {table} WHERE {where}"
-
-
-def fold_checksum(row: Sequence[Any] | None) -> tuple[int, int]:
-    """``(count, sum mod 2**64)``: MySQL sums unsigned lanes, PostgreSQL signed ones; modulo 2**64
-    they agree."""
-    if not row:
-        return (0, 0)
-    count, total = row[0], row[1]
-    return (int(count or 0), int(total or 0) % MOD)
-
-
-def key_range(quoted_key: str, placeholder: str, lower: Any, upper: Any) -> tuple[str, list[Any]]:
-    """``lower <= key < upper`` as SQL and parameters; None on either side means unbounded, so the
-    first and last chunks also catch destination keys outside the source's range. Rows whose key
-    is NULL are never in a range: they cannot be matched with anything."""
-    clauses, params = [], []
-    if lower is not None:
-        clauses.append(f"{quoted_key} >= {placeholder}")
-        params.append(lower)
-    if upper is not None:
-        clauses.append(f"{quoted_key} < {placeholder}")
-        params.append(upper)
-    return (" AND ".join(clauses) or f"{quoted_key} IS NOT NULL"), params
 
 
 @dataclass
@@ -252,7 +190,7 @@ class SegmentWalk:
 def needs_waiting(events: Sequence[Event], datable: bool) -> bool:
     """Whether minAgeSeconds must be waited out before a re-check: a delete (type 3) has no source
     row to date it, and without a readable update column no row can be dated."""
-    return bool(events) and (not datable or any(e["type"] == EVENT_GONE for e in events))
+    return bool(events) and (not datable or any(e["type"] == Divergence.GONE for e in events))
 
 
 def settled(before: Sequence[Event], still: Sequence[Event], recent: set[str]) -> list[Event]:
@@ -263,7 +201,8 @@ def settled(before: Sequence[Event], still: Sequence[Event], recent: set[str]) -
     source row did not change within minAgeSeconds (``recent``: their ``byValue``).
     """
     seen = {(e.get("byValue"), e["type"]) for e in before}
+    gone = Divergence.GONE
     return [
         e for e in still
-        if (e.get("byValue"), e["type"]) in seen and (e["type"] == EVENT_GONE or str(e.get("byValue")) not in recent)
+        if (e.get("byValue"), e["type"]) in seen and (e["type"] == gone or str(e.get("byValue")) not in recent)
     ]  # fmt: skip

@@ -2,7 +2,7 @@
 
 The trigger (:mod:`cupid_airflow.triggers.watch`) polls each source table with index-only
 queries and hands what it saw to :func:`advance`, which compares it with the pair's
-:class:`~cupid_airflow.core.state.WatchMarks` (what the pair's last event was fired for) and
+:class:`WatchMarks` (what the pair's last event was fired for) and
 says whether to fire. Firing happens only on an *advance*, never while a condition merely holds,
 so an idle table costs queries and nothing else, and a table that changed once costs one run.
 
@@ -32,11 +32,21 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
-from cupid_airflow.core.state import WATCH_MARKS_VERSION, WatchMarks, encode_value
+from cupid_airflow.core.codec import encode_value
 
-__all__ = ["MIN_EVENT_GAP_SECONDS", "STORE_DELAY_SECONDS", "Observation", "Pacer", "advance"]
+__all__ = [
+    "MIN_EVENT_GAP_SECONDS",
+    "STORE_DELAY_SECONDS",
+    "WATCH_MARKS_KEY",
+    "Observation",
+    "Pacer",
+    "WatchMarks",
+    "advance",
+    "read_watch_marks",
+    "watch_marks_value",
+]
 
 #: Shortest time between two events of one pair: about what one small (inline) run takes, so a
 #: change right after another is not held back much longer than the run it would queue behind.
@@ -46,6 +56,44 @@ STORE_DELAY_SECONDS = 10.0
 #: How long to wait before storing again after the state store refused.
 STORE_RETRY_SECONDS = 60.0
 _IDS, _UPDATES = "ids", "updates"
+
+
+class WatchMarks(TypedDict):
+    """What a pair's watch trigger last fired for, kept in the asset state store of the pair's
+    watch asset (key :data:`WATCH_MARKS_KEY`) so a triggerer restart neither loses a change nor
+    fires again for an old one. ``max_updated`` is stored as :func:`encode_value` writes it."""
+
+    version: int
+    max_id: int | None
+    max_updated: Any
+    rows_at_max: int
+    parts: list[str]  # what has been observed: "ids", "updates"
+
+
+WATCH_MARKS_KEY = "cupid_watch_marks"
+WATCH_MARKS_VERSION = 1
+
+
+def read_watch_marks(data: Any) -> WatchMarks | None:
+    """The marks as stored, or None when there are none or they cannot be read (then the trigger
+    fires once and stores fresh ones: a spare run, never a lost change)."""
+    if not isinstance(data, dict) or data.get("version") != WATCH_MARKS_VERSION:
+        return None
+    max_id, rows, parts = data.get("max_id"), data.get("rows_at_max", 0), data.get("parts")
+    if not (max_id is None or type(max_id) is int) or type(rows) is not int or not isinstance(parts, list):
+        return None
+    return WatchMarks(
+        version=WATCH_MARKS_VERSION,
+        max_id=max_id,
+        max_updated=data.get("max_updated"),
+        rows_at_max=rows,
+        parts=[str(p) for p in parts],
+    )
+
+
+def watch_marks_value(marks: WatchMarks) -> dict[str, Any]:
+    """The marks as the state store keeps them (JSON)."""
+    return {**marks, "version": WATCH_MARKS_VERSION}
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from yarl import URL
 from cupid_airflow.config import REDACTED, redact_url, url_secrets
 from cupid_airflow.core.delivery import Answer, Sender, SendFailed
 from cupid_airflow.core.errors import PermanentError
-from cupid_airflow.core.state import Event
+from cupid_airflow.core.events import Event
 from cupid_airflow.signing import signature_headers
 
 __all__ = ["CONTENT_TYPE", "CallbackConfigError", "CallbackHook", "event_body"]

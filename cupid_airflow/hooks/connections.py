@@ -11,6 +11,7 @@ import json
 from airflow.sdk import Connection
 from airflow.sdk.log import mask_secret
 
+from cupid_airflow.dialects import DSN_DIALECT
 from cupid_airflow.dsn import parse_go_dsn
 
 __all__ = ["connection_from_dsn"]
@@ -23,7 +24,7 @@ def connection_from_dsn(dsn: str, conn_id: str) -> Connection:
         mask_secret(parsed.password)
     return Connection(
         conn_id=conn_id,
-        conn_type="mysql",
+        conn_type=DSN_DIALECT.conn_type,
         host=parsed.host or "localhost",
         port=parsed.port,
         login=parsed.user or None,

@@ -1,4 +1,5 @@
-"""One table behind a common-sql ``DbApiHook``: the only place cupid writes SQL.
+"""One table behind a common-sql ``DbApiHook``: with :mod:`cupid_airflow.dialects` (the SQL and
+driver facts that differ by database), the only place cupid writes SQL.
 
 Identifiers are validated by the config loader and quoted here with the hook's own quoting; values
 are always bound parameters in the hook's placeholder style. Reads stream through server-side
@@ -16,8 +17,10 @@ from airflow.providers.mysql.hooks.mysql import MySqlHook
 from airflow.sdk import BaseHook
 
 from cupid_airflow.config import Destination, Source
+from cupid_airflow.core.codec import decode_value
 from cupid_airflow.core.compare import ID_COLUMN
-from cupid_airflow.core.reconcile import checksum_sql, fold_checksum, key_range
+from cupid_airflow.core.partitions import Partition
+from cupid_airflow.dialects import Dialect, MySqlDialect, dialect_for
 from cupid_airflow.hooks.connections import connection_from_dsn
 
 __all__ = [
@@ -28,6 +31,7 @@ __all__ = [
     "CupidMySqlHook",
     "Table",
     "db_hook",
+    "key_range",
 ]
 
 
@@ -70,6 +74,10 @@ class CupidMySqlHook(MySqlHook):
         return config
 
 
+#: cupid's own hook for a connection type, where it needs more than the provider's (timeouts).
+_OWN_HOOKS = {MySqlDialect.conn_type: CupidMySqlHook}
+
+
 def db_hook(endpoint: Source | Destination, conn_id: str, read_timeout: int | None = None) -> DbApiHook:
     """The hook for a config endpoint: its Airflow connection, or its DSN as an in-memory one.
     ``read_timeout`` caps the read timeout of MySQL hooks (default and extras alike)."""
@@ -79,7 +87,7 @@ def db_hook(endpoint: Source | Destination, conn_id: str, read_timeout: int | No
     else:
         assert endpoint.conn_id is not None
         connection = BaseHook.get_connection(endpoint.conn_id)
-        if connection.conn_type == "mysql":
+        if _OWN_HOOKS.get(connection.conn_type or "") is CupidMySqlHook:
             mysql = CupidMySqlHook(mysql_conn_id=endpoint.conn_id, log_sql=False)
     if mysql is not None:
         if read_timeout is not None:
@@ -100,7 +108,7 @@ class Table:
         self.hook = hook
         self.name = name
         self.side = side
-        self.kind: str = hook.conn_type
+        self.dialect: Dialect = dialect_for(hook.conn_type)
         self._quote_format = hook.escape_word_format
         self.placeholder = hook.placeholder
         self.quoted = ".".join(self.quote(part) for part in name.split("."))
@@ -110,7 +118,7 @@ class Table:
     @property
     def thread_safe(self) -> bool:
         """Whether the connection may be used from a thread other than its creator's (not SQLite's)."""
-        return self.kind != "sqlite"
+        return self.dialect.thread_safe
 
     def quote(self, identifier: str) -> str:
         return self._quote_format.format(identifier)
@@ -148,9 +156,7 @@ class Table:
             except Exception as e:
                 self._noted(e)
                 raise
-            if self.kind == "mysql":
-                # Each read sees the latest committed rows, and no snapshot is held open for hours.
-                self._conn.autocommit(True)
+            self.dialect.prepare(self._conn)
         return self._conn
 
     def close(self) -> None:
@@ -187,16 +193,7 @@ class Table:
 
     def stream(self, sql: str, params: Sequence[Any], batch_size: int) -> Iterator[list[tuple[Any, ...]]]:
         """Rows in batches, from a server-side cursor where the driver has one."""
-        if self.kind == "mysql":
-            import MySQLdb.cursors
-
-            cursor = self.conn.cursor(MySQLdb.cursors.SSCursor)
-        elif self.kind == "postgres":
-            cursor = self.conn.cursor(name="cupid_stream")
-            cursor.itersize = batch_size
-        else:
-            cursor = self.conn.cursor()
-        with closing(cursor):
+        with closing(self.dialect.stream_cursor(self.conn, batch_size)) as cursor:
             try:
                 cursor.execute(sql, tuple(params))
                 while rows := cursor.fetchmany(batch_size):
@@ -303,6 +300,29 @@ class Table:
         col = self.quote(column)
         return self.scalar(f"SELECT {col} FROM {self.quoted} WHERE {col} IS NOT NULL LIMIT 1")
 
+    def stream_partition(
+        self, columns: Sequence[str], part: Partition, batch_size: int
+    ) -> Iterator[list[tuple[Any, ...]]]:
+        """``columns`` of a partition's source rows, streamed in batches: ids ``after < id <= upto``,
+        or ``since <= column < until`` without this run's insert claim (``exclude_ids``)."""
+        ph, id_col = self.placeholder, self.quote(ID_COLUMN)
+        if part["kind"] == "ids":
+            where, params = f"{id_col} > {ph} AND {id_col} <= {ph}", [part["after"], part["upto"]]
+        else:
+            column = self.quote(part["column"])
+            where = f"{column} >= {ph} AND {column} < {ph}"
+            params = [decode_value(part["since"]), decode_value(part["until"])]
+            if part.get("exclude_ids"):
+                where += f" AND NOT ({id_col} > {ph} AND {id_col} <= {ph})"
+                params += part["exclude_ids"]
+        return self.stream(self.select_sql(columns, where), params, batch_size)
+
+    def min_max(self, column: str) -> tuple[Any, Any]:
+        """The lowest and highest value of ``column``."""
+        col = self.quote(column)
+        low, high = self.fetch_all(f"SELECT MIN({col}), MAX({col}) FROM {self.quoted}")[0]
+        return low, high
+
     def select_sql(self, columns: Sequence[str], where: str, order_by: str | None = None) -> str:
         cols = ", ".join(self.quote(c) for c in columns)
         order = f" ORDER BY {self.quote(order_by)}" if order_by else ""
@@ -312,8 +332,8 @@ class Table:
         """``(count, sum)`` over ``lower <= key < upper`` (reconcile's formula), or None when this
         database has no hash function."""
         where, params = key_range(self.quote(key_column), self.placeholder, lower, upper)
-        sql = checksum_sql(self.kind, self.quoted, [self.quote(c) for c in columns], where)
-        return None if sql is None else fold_checksum(self.fetch_all(sql, params)[0])
+        sql = self.dialect.checksum_sql(self.quoted, [self.quote(c) for c in columns], where)
+        return None if sql is None else self.dialect.fold_checksum(self.fetch_all(sql, params)[0])
 
     def rows_in_range(self, key_column: str, columns: Sequence[str], lower: Any, upper: Any) -> list[tuple[Any, ...]]:
         """``columns`` of the rows with ``lower <= key < upper`` (None: unbounded, NULL keys never)."""
@@ -326,3 +346,17 @@ class Table:
             return []
         sql = self.select_sql([key_column, *columns], f"{self.quote(key_column)} IN ({self.placeholders(len(keys))})")
         return self.fetch_all(sql, keys)
+
+
+def key_range(quoted_key: str, placeholder: str, lower: Any, upper: Any) -> tuple[str, list[Any]]:
+    """``lower <= key < upper`` as SQL and parameters; None on either side means unbounded, so the
+    first and last chunks also catch destination keys outside the source's range. Rows whose key
+    is NULL are never in a range: they cannot be matched with anything."""
+    clauses, params = [], []
+    if lower is not None:
+        clauses.append(f"{quoted_key} >= {placeholder}")
+        params.append(lower)
+    if upper is not None:
+        clauses.append(f"{quoted_key} < {placeholder}")
+        params.append(upper)
+    return (" AND ".join(clauses) or f"{quoted_key} IS NOT NULL"), params

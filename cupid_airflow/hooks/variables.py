@@ -1,4 +1,4 @@
-"""Airflow Variables as a :class:`cupid_airflow.core.state.Store`: where scan positions and alert
+"""Airflow Variables as a :class:`cupid_airflow.core.codec.Store`: where scan positions and alert
 marks live (JSON values; a bare string written before the state was versioned reads as itself)."""
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from airflow.sdk import BaseNotifier
 from airflow.sdk.exceptions import AirflowFailException
 
 from cupid_airflow.config import ConfigError, load_config
-from cupid_airflow.core.state import read_alert_mark, write_alert_mark
+from cupid_airflow.core.alerts import read_alert_mark, write_alert_mark
 from cupid_airflow.exceptions import CallbackDeliveryError, ReceiverGoneError
 from cupid_airflow.hooks.pushbear import PushBearHook
 from cupid_airflow.hooks.variables import VariableStore

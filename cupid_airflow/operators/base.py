@@ -11,8 +11,11 @@ from airflow.sdk import BaseOperator, Context
 
 from cupid_airflow import metrics
 from cupid_airflow.config import CupidConfig
-from cupid_airflow.core.errors import error_notes, permanent_reason
-from cupid_airflow.core.state import STATE_VERSION, TALLY_KEY, Event, EventSpool, StateError, Tally
+from cupid_airflow.core.codec import STATE_VERSION, StateError
+from cupid_airflow.core.errors import error_notes
+from cupid_airflow.core.events import Event, EventSpool
+from cupid_airflow.core.tally import TALLY_KEY, Tally
+from cupid_airflow.dialects import permanent_reason
 from cupid_airflow.exceptions import CupidFailure
 from cupid_airflow.hooks.variables import VariableStore
 from cupid_airflow.pair import SyncPair
@@ -37,7 +40,7 @@ class CupidOperator(BaseOperator):
     runs, which is also when the worker re-parses the DAG file.
 
     Subclasses implement :meth:`run`. An error that no retry can fix (see
-    :func:`cupid_airflow.core.errors.permanent_reason`) fails the task at once, with the alert,
+    :func:`cupid_airflow.dialects.permanent_reason`) fails the task at once, with the alert,
     instead of spending its retries.
 
     :param config_file: path of the cupid JSON config.
@@ -102,7 +105,7 @@ class CupidOperator(BaseOperator):
 
     def event_spool(self, context: Context) -> EventSpool:
         """Where this task puts its events: returned as they are, or in XCom chunks past
-        :data:`~cupid_airflow.core.state.EVENT_CHUNK` (its callback reads them a chunk at a time)."""
+        :data:`~cupid_airflow.core.events.EVENT_CHUNK` (its callback reads them a chunk at a time)."""
         ti: Any = context.get("ti")  # absent when a test or bench calls execute() directly
 
         def push(key: str, events: list[Event]) -> None:
@@ -124,7 +127,7 @@ class CupidOperator(BaseOperator):
         context[LABEL_KEY] = text  # type: ignore[literal-required]  # Airflow renders it after the task
 
     def record(self, context: Context, task: str, **figures: Any) -> Tally:
-        """Keep what this task did (:class:`~cupid_airflow.core.state.Tally`) as its XCom
+        """Keep what this task did (:class:`~cupid_airflow.core.tally.Tally`) as its XCom
         ``cupid_tally``, for the run note and the cupid view, in :attr:`tally` for lineage, and as
         metrics. A failing task records before it raises: what it did still counts."""
         tally = cast(Tally, {"version": STATE_VERSION, "task": task, **figures})

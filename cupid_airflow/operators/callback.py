@@ -2,48 +2,26 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator
+from typing import Any
 
 from airflow.sdk import Context
 
 from cupid_airflow import metrics
+from cupid_airflow.callbacks import CallbackService
 from cupid_airflow.config import redact_url
-from cupid_airflow.core.delivery import Delivery, DeliveryReport, deliver_all
-from cupid_airflow.core.state import (
-    DeliveredBits,
-    Event,
-    EventChunks,
-    EventDigest,
-    StateError,
-    Store,
-    clear_delivered,
-    event_chunk_key,
-    read_event_output,
-)
+from cupid_airflow.core.codec import StateError, Store
+from cupid_airflow.core.delivered import DeliveredBits, clear_delivered
+from cupid_airflow.core.events import Event, EventChunks, EventDigest, event_chunk_key, read_event_output
 from cupid_airflow.exceptions import CallbackDeliveryError, ReceiverGoneError
 from cupid_airflow.operators.base import CupidOperator
 
-if TYPE_CHECKING:
-    from cupid_airflow.pair import SyncPair
-
-__all__ = ["CallbackOperator", "deliver_once", "send_events"]
-
-#: Persist delivered ids at least this often (seconds) while delivering; a killed worker resends
-#: at most what it delivered since the last save.
-SAVE_EVERY_SECONDS = 1.0
-#: How long a scan task's inline pass (:func:`deliver_once`) starts deliveries; what it has not
-#: sent by then goes on to the callback task. A slow or throttling receiver must not keep the scan
-#: (and its database pool slot) sending until its time limit: a try stopped there records nothing,
-#: so its retries would compare and send everything again and never hand the events on. At most
-#: this, plus one event's own attempts (its request timeouts and short Retry-After waits).
-INLINE_SEND_SECONDS = 60.0
+__all__ = ["CallbackOperator"]
 
 
 class CallbackOperator(CupidOperator):
-    """Delivers one compare task's events to the destination's callback.
+    """Delivers one compare task's events to the destination's callback
+    (:class:`~cupid_airflow.callbacks.CallbackService`).
 
     * ``POST`` with cupid's JSON body, ``Content-Type: application/json;charset=UTF-8``; success is
       a 2xx answer to that POST. A redirect is not followed (the connection extra
@@ -93,7 +71,9 @@ class CallbackOperator(CupidOperator):
         # recorded before sending too: a try that dies mid-way (killed, timed out) leaves its
         # events counted as undelivered, not gone (Airflow clears a task's XComs at each new try)
         self.record(context, "callback", events=count, delivered=already, failed=count - already)
-        report, url = asyncio.run(self._deliver(self._events(context, output), bits, store, count - already))
+        save = (lambda: bits.write(store)) if store is not None else None
+        service = CallbackService(self.pair, self.log)
+        report, url = service.deliver_resuming(self._events(context, output), bits, count - already, save)
         shown = redact_url(url)
         pending = count - already
         retry = getattr(context.get("ti"), "try_number", 1) > 1  # it sends again what earlier tries did not deliver
@@ -101,7 +81,7 @@ class CallbackOperator(CupidOperator):
         if store is not None and report.delivered:
             bits.write(store)
         self.log.info("Delivered %d of %d pending events (%d in all)", report.delivered, pending, count)
-        log_problems(self.pair, report, self.log)
+        service.log_problems(report)
         self.show_as(context, f"{count:,} events, {already + report.delivered:,} delivered")
         self.record(context, "callback", events=count, delivered=already + report.delivered,
                     failed=count - already - report.delivered)  # fmt: skip
@@ -136,86 +116,3 @@ class CallbackOperator(CupidOperator):
                     "(it finds the events again) and this one"
                 )
             yield chunk
-
-    async def _deliver(
-        self, chunks: Iterator[list[Event]], bits: DeliveredBits, store: Store | None, pending: int
-    ) -> tuple[DeliveryReport, str]:
-        positions: dict[str, int] = {}  # events in flight -> their place in the list
-
-        def undelivered() -> Iterator[Event]:
-            offset = 0
-            for chunk in chunks:
-                for i, event in enumerate(chunk):
-                    if not bits.done(offset + i, event):
-                        positions[event["eventId"]] = offset + i
-                        yield event
-                offset += len(chunk)
-
-        def on_outcome(event: Event, result: Delivery) -> None:
-            position = positions.pop(event["eventId"])
-            if result.outcome == "delivered":
-                bits.mark(position)
-
-        def checkpoint() -> None:
-            if store is not None:
-                bits.write(store)
-
-        return await send_events(self.pair, undelivered(), pending, self.log, on_outcome, checkpoint)
-
-
-async def send_events(
-    pair: SyncPair,
-    events: Iterable[Event],
-    pending: int,
-    log: Any,
-    on_outcome: Callable[[Event, Delivery], None] | None = None,
-    checkpoint: Callable[[], None] | None = None,
-) -> tuple[DeliveryReport, str]:
-    """One delivery pass of ``events`` to the pair's callback (short Retry-Afters waited out, no
-    other retry: that is the caller's), and the URL they went to (with its secrets: redact it)."""
-    hook = pair.callback_hook()
-    async with hook.sender() as (send, url):
-        log.info(
-            "Delivering %d events to %s, %d at a time%s",
-            pending, redact_url(url), hook.concurrency, " (signed)" if hook.secret else "",
-        )  # fmt: skip
-        report = await deliver_all(events, send, hook.concurrency, on_outcome=on_outcome,
-                                   checkpoint=checkpoint, checkpoint_every=SAVE_EVERY_SECONDS)  # fmt: skip
-    if report.receiver_down:
-        log.error("Connection failures in a row: the rest was left for the next try")
-    return report, url
-
-
-def log_problems(pair: SyncPair, report: DeliveryReport, log: Any) -> None:
-    """The first few undelivered events, by id and key (never their columns' values)."""
-    for event, result in report.problems:
-        log.error("Event %s (%s = %s) not delivered: %s", event["eventId"], pair.src.by_column,
-                  event.get("byValue"), result.detail)  # fmt: skip
-
-
-def deliver_once(pair: SyncPair, events: list[Event], log: Any) -> list[Event]:
-    """Deliver ``events`` in one pass, starting deliveries for at most :data:`INLINE_SEND_SECONDS`
-    from the first; the ones not delivered (failed, refused or not sent in time), in order."""
-    outcomes: dict[str, bool] = {}
-    started = 0
-
-    def in_time() -> Iterator[Event]:
-        nonlocal started
-        deadline = time.monotonic() + INLINE_SEND_SECONDS  # from the first send: the first is always tried
-        for event in events:
-            if started and time.monotonic() >= deadline:
-                return
-            started += 1
-            yield event
-
-    def on_outcome(event: Event, result: Delivery) -> None:
-        outcomes[event["eventId"]] = result.outcome == "delivered"
-
-    report, url = asyncio.run(send_events(pair, in_time(), len(events), log, on_outcome))
-    metrics.delivery(pair.pair_id, "scan", report, final=False)  # the callback task retries the rest
-    log.info("Delivered %d of %d events to %s", report.delivered, len(events), redact_url(url))
-    if started < len(events):
-        log.warning("%d events not sent within %g s: left to the callback task", len(events) - started,
-                    INLINE_SEND_SECONDS)  # fmt: skip
-    log_problems(pair, report, log)
-    return [e for e in events if not outcomes.get(e["eventId"], False)]

@@ -6,8 +6,10 @@ from typing import Any
 
 from airflow.sdk import Context
 
-from cupid_airflow.core.compare import EVENT_MISSING
-from cupid_airflow.core.state import Event, EventChunks, partition_label, read_carried_events, read_partition
+from cupid_airflow.core.divergence import Divergence
+from cupid_airflow.core.events import Event, EventChunks, read_carried_events
+from cupid_airflow.core.labels import partition_label
+from cupid_airflow.core.partitions import read_partition
 from cupid_airflow.operators.base import CupidOperator
 
 __all__ = ["CompareOperator"]
@@ -19,7 +21,7 @@ class CompareOperator(CupidOperator):
     destination); the streaming compare itself is :meth:`cupid_airflow.pair.SyncPair.compare_partition`.
 
     A run small enough to compare in its scan task (``inlineRows``) hands over only the events
-    its scan did not deliver (:class:`~cupid_airflow.core.state.CarriedEvents`: it could not, or,
+    its scan did not deliver (:class:`~cupid_airflow.core.events.CarriedEvents`: it could not, or,
     with ``callbackQueue``, did not try): they pass through unchanged, so ``callback`` sends and
     retries them as it does any others.
 
@@ -42,7 +44,7 @@ class CompareOperator(CupidOperator):
         part = read_partition(self.partition)
         spool = self.event_spool(context)
         rows = self.pair.compare_partition(part, spool.add)
-        missing = spool.types.get(str(EVENT_MISSING), 0)
+        missing = spool.types.get(Divergence.MISSING.key, 0)
         self.show_as(context, f"{label}: {spool.count:,} found")
         self.record(context, "compare", rows=rows, found=dict(spool.types))
         self.log.info(

@@ -17,23 +17,24 @@ from typing import Any
 from airflow.sdk import Context
 
 from cupid_airflow.config import Reconcile
+from cupid_airflow.core.codec import Store, encode_value
+from cupid_airflow.core.divergence import Divergence
 from cupid_airflow.core.errors import TimeColumnError
+from cupid_airflow.core.events import Event
+from cupid_airflow.core.labels import segment_label
 from cupid_airflow.core.partitions import MAX_PARTITIONS
 from cupid_airflow.core.reconcile import SegmentWalk, needs_waiting, settled
-from cupid_airflow.core.state import (
-    Event,
+from cupid_airflow.core.reconcile_progress import (
     ReconcileProgress,
     Segment,
-    Store,
     clear_progress,
-    encode_value,
     new_progress,
     progress_size,
     read_progress,
-    segment_label,
     write_progress,
 )
 from cupid_airflow.exceptions import CupidFailure
+from cupid_airflow.names import pair_of
 from cupid_airflow.operators.base import CupidOperator
 
 __all__ = ["ReconcileOperator", "ReconcilePlanOperator"]
@@ -67,7 +68,7 @@ def _path_part(name: str) -> str:
 class _ReconcileBase(CupidOperator):
     def default_pair_id(self) -> str:
         """The scan DAG's id: a divergence found by either DAG has the same event id."""
-        return self.dag_id.removesuffix("_reconcile")
+        return pair_of(self.dag_id)
 
     @property
     def settings(self) -> Reconcile:
@@ -186,7 +187,7 @@ class ReconcileOperator(_ReconcileBase):
         events = progress["events"]
         if settings.min_age_seconds and events:
             events = self._old_enough(events, settings.min_age_seconds)
-        counts = {str(t): sum(1 for e in events if e["type"] == t) for t in (1, 2, 3)}
+        counts = {kind.key: sum(1 for e in events if e["type"] == kind) for kind in Divergence}
         self.log.info(
             "Segment %s: %d source rows in %d chunks (%d checksummed, %d read): %s missing (type 1), "
             "%s different (type 2), %s gone from the source (type 3)",

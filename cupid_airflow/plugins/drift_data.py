@@ -21,19 +21,33 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from cupid_airflow.core.codec import StateError, Store
 from cupid_airflow.core.drift import RunFigures
-from cupid_airflow.core.state import (
-    TALLY_KEY,
-    StateError,
-    Store,
+from cupid_airflow.core.positions import read_insert_cursor, read_update_mark
+from cupid_airflow.core.tally import TALLY_KEY
+from cupid_airflow.hooks.variables import VariableSnapshot
+from cupid_airflow.names import (
+    CONFIG_ERROR_TAG,
+    CONFIG_TAG_PREFIX,
+    CUPID_TAG,
+    DES_TAG_PREFIX,
+    RECONCILE_TAG,
+    SRC_TAG_PREFIX,
+    broken_problem,
     insert_cursor_key,
-    read_insert_cursor,
-    read_update_mark,
+    reconcile_dag_id,
     update_mark_key,
 )
-from cupid_airflow.hooks.variables import VariableSnapshot
 
-__all__ = ["BrokenConfig", "DriftPage", "PairDrift", "RunPoint", "load_page", "run_records"]
+__all__ = [
+    "WINDOW",
+    "BrokenConfig",
+    "DriftPage",
+    "PairDrift",
+    "RunPoint",
+    "load_page",
+    "run_records",
+]
 
 log = logging.getLogger(__name__)
 
@@ -304,11 +318,8 @@ def load_page(session: Any, allowed: set[str] | None = None, now: datetime | Non
     from airflow.models.variable import Variable
     from sqlalchemy import func, select
 
-    from cupid_airflow.config import reconcile_dag_id
-    from cupid_airflow.dag_factory import CONFIG_ERROR_TAG, CONFIG_TAG_PREFIX, RECONCILE_TAG
-
     now = now or datetime.now(UTC)
-    cupid = select(DagTag.dag_id).where(DagTag.name == "cupid")
+    cupid = select(DagTag.dag_id).where(DagTag.name == CUPID_TAG)
     dag_rows = session.execute(
         select(DagModel.dag_id, DagModel.is_paused, DagModel.description).where(
             DagModel.dag_id.in_(cupid), DagModel.is_stale.is_(False)
@@ -322,8 +333,7 @@ def load_page(session: Any, allowed: set[str] | None = None, now: datetime | Non
     broken = []
     for dag_id in sorted(d for d in dags if CONFIG_ERROR_TAG in tags[d]):
         config = _tag_value(tags[dag_id], CONFIG_TAG_PREFIX)
-        # the placeholder's description: "BROKEN cupid config <file>: <first problem>"
-        error = (dags[dag_id].description or "").removeprefix(f"BROKEN cupid config {config}: ")
+        error = broken_problem(dags[dag_id].description or "", config)
         broken.append(BrokenConfig(dag_id, config, error))
     reconcile_ids = {d for d in dags if RECONCILE_TAG in tags[d]}
     pair_ids = sorted(d for d in dags if d not in reconcile_ids and CONFIG_ERROR_TAG not in tags[d])
@@ -383,8 +393,8 @@ def load_page(session: Any, allowed: set[str] | None = None, now: datetime | Non
         pair = PairDrift(
             dag_id=dag_id,
             config=_tag_value(dag_tags, CONFIG_TAG_PREFIX),
-            src=_tag_value(dag_tags, "src:"),
-            des=_tag_value(dag_tags, "des:"),
+            src=_tag_value(dag_tags, SRC_TAG_PREFIX),
+            des=_tag_value(dag_tags, DES_TAG_PREFIX),
             paused=bool(dags[dag_id].is_paused),
             description=dags[dag_id].description or "",
             runs=runs.get(dag_id, []),

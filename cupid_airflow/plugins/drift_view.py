@@ -17,7 +17,7 @@ from html import escape
 from typing import Any
 from urllib.parse import quote
 
-from cupid_airflow.core.drift import TYPE_NAMES
+from cupid_airflow.core.divergence import Divergence
 from cupid_airflow.plugins.drift_data import WINDOW, DriftPage, PairDrift, RunPoint
 
 __all__ = ["URL_PREFIX", "create_app", "render_page"]
@@ -26,7 +26,7 @@ URL_PREFIX = "/cupid"
 #: Both answers are per user and change with every run: no browser or proxy may keep them.
 NO_STORE = {"Cache-Control": "no-store"}
 #: Bar colours per divergence type (colour-blind safe, Okabe-Ito).
-COLOURS = {"1": "#d55e00", "2": "#e69f00", "3": "#7a5195"}
+COLOURS = {Divergence.MISSING: "#d55e00", Divergence.DIFFERENT: "#e69f00", Divergence.GONE: "#7a5195"}
 CHART_WIDTH, CHART_HEIGHT = 360, 84
 
 log = logging.getLogger(__name__)
@@ -116,16 +116,16 @@ def chart(runs: list[RunPoint]) -> str:
     for i, run in enumerate(runs):
         x, y = i * slot, float(plot)
         title = f"{run.run_id} ({run.state}): " + ", ".join(
-            f"{run.figures.found.get(k, 0):,} {name}" for k, name in TYPE_NAMES.items()
+            f"{run.figures.found.get(kind.key, 0):,} {kind.label}" for kind in Divergence
         )
         parts = []
         for kind, colour in COLOURS.items():
-            count = run.figures.found.get(kind, 0)
+            count = run.figures.found.get(kind.key, 0)
             if not count:
                 continue
             h = max(3.0, plot * count / top)
             y = max(0.0, y - h)
-            parts.append(_rect(f"bar t{kind}", x, y, bar, h, colour))
+            parts.append(_rect(f"bar t{kind.key}", x, y, bar, h, colour))
         if not parts:  # a run that found nothing: a grey tick on the baseline
             parts.append(_rect("bar t0", x, plot - 2, bar, 2, "#bbb"))
         shapes.append(f"<g><title>{escape(title)}</title>{''.join(parts)}</g>")
@@ -146,9 +146,9 @@ def _rect(css: str, x: float, y: float, width: float, height: float, colour: str
 
 def _found(found: dict[str, int] | Any) -> str:
     cells = []
-    for kind, name in TYPE_NAMES.items():
-        count = found.get(kind, 0)
-        cells.append(f'<span class="t t{kind}" data-type="{kind}" title="type {kind}: {name}">{count:,} {name}</span>')
+    for kind in Divergence:
+        k, name, count = kind.key, kind.label, found.get(kind.key, 0)
+        cells.append(f'<span class="t t{k}" data-type="{k}" title="type {k}: {name}">{count:,} {name}</span>')
     return " · ".join(cells)
 
 
@@ -277,9 +277,7 @@ def render_page(page: DriftPage) -> str:
         )
         count = len(page.broken)
         broken = f'<div class="broken"><b>{count} broken config(s)</b>: their DAGs do not run.<ul>{items}</ul></div>'
-    legend = "".join(
-        f'<span><i style="background:{c}"></i>type {k}: {TYPE_NAMES[k]}</span>' for k, c in COLOURS.items()
-    )
+    legend = "".join(f'<span><i style="background:{c}"></i>type {k.key}: {k.label}</span>' for k, c in COLOURS.items())
     rows = "".join(_guarded_row(p, page.now) for p in page.pairs) or '<tr><td colspan="7">No cupid pairs yet.</td></tr>'
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>cupid drift</title><style>{STYLE}</style></head>

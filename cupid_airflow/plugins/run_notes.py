@@ -72,7 +72,7 @@ def _write(session: Any, run_pk: int, dag_id: str, state: str) -> str | None:
     from sqlalchemy.exc import IntegrityError
 
     from cupid_airflow.core.drift import NOTE_PREFIX, RunFigures, run_note
-    from cupid_airflow.dag_factory import CONFIG_TAG_PREFIX
+    from cupid_airflow.names import is_factory_dag
     from cupid_airflow.plugins.drift_data import run_records
 
     notes = DagRunNote.__table__
@@ -83,7 +83,7 @@ def _write(session: Any, run_pk: int, dag_id: str, state: str) -> str | None:
             records = run_records(session, [run_pk], [dag_id]).get(run_pk, [])
             tags = set(session.scalars(select(DagTag.name).where(DagTag.dag_id == dag_id))) if records else set()
             # the DAG factory's DAGs only: a task of any DAG can push an XCom of the tally's key
-            if "cupid" in tags and any(t.startswith(CONFIG_TAG_PREFIX) for t in tags):
+            if is_factory_dag(tags):
                 current = session.execute(
                     select(notes.c.content, notes.c.user_id).where(notes.c.dag_run_id == run_pk)
                 ).first()

@@ -27,8 +27,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
 from cupid_airflow.core.errors import error_notes
-from cupid_airflow.core.state import WATCH_MARKS_KEY, WatchMarks, read_watch_marks, watch_marks_value
-from cupid_airflow.core.watch import Observation, Pacer
+from cupid_airflow.core.watch import (
+    WATCH_MARKS_KEY,
+    Observation,
+    Pacer,
+    WatchMarks,
+    read_watch_marks,
+    watch_marks_value,
+)
 from cupid_airflow.pair import SyncPair
 
 if TYPE_CHECKING:

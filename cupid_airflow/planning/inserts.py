@@ -5,38 +5,47 @@ from __future__ import annotations
 import copy
 import re
 import time
+from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING
-
-from airflow.sdk import Context
+from typing import TYPE_CHECKING, Any
 
 from cupid_airflow.core.claims import GAP_LIMIT, cap_gaps, settle_gaps, start_id_limit, take_over
+from cupid_airflow.core.codec import Store
 from cupid_airflow.core.compare import ID_COLUMN
-from cupid_airflow.core.errors import permanent_reason
-from cupid_airflow.core.partitions import id_partitions, merge_to_limit
-from cupid_airflow.core.state import (
-    IdPartition,
-    InsertCursor,
-    insert_cursor_key,
-    read_insert_cursor,
-    write_insert_cursor,
-)
+from cupid_airflow.core.partitions import IdPartition, id_partitions, merge_to_limit
+from cupid_airflow.core.positions import InsertCursor, read_insert_cursor, write_insert_cursor
+from cupid_airflow.dialects import permanent_reason
 from cupid_airflow.exceptions import CupidFailure
-from cupid_airflow.operators.base import CupidOperator
+from cupid_airflow.names import insert_cursor_key
+from cupid_airflow.planning import ScanRun
 
 if TYPE_CHECKING:  # the SQL hooks load when a scan opens its table: a callback task never needs them
     from cupid_airflow.hooks.table import Table
+    from cupid_airflow.pair import SyncPair
 
-__all__ = ["InsertScan", "ScanInsertOperator"]
+__all__ = ["KEEP_CLAIMS", "InsertPlan", "InsertPlanner"]
 
 #: Claims remembered per DAG, so a retried scan of a recent run gets its range back.
 KEEP_CLAIMS = 50
 
 
-class InsertScan(CupidOperator):
+@dataclass
+class InsertPlan:
+    """This run's share of new ids: its partitions, and where the ids stand."""
+
+    partitions: list[IdPartition] = field(default_factory=list)
+    claim: list[int] | None = None  # [after, upto]: this run's own claim, when it has one
+    max_id: int | None = None  # the source's highest id, when it was read
+    cursor: int | None = None  # the insert cursor after the claim
+    #: Source ids above the claim (beyond ``maxRowsPerRun``) that the next run should follow
+    #: with; 0 when this run also checks ranges it took over from a failed run.
+    backlog_ids: int = 0
+
+
+class InsertPlanner:
     """Claims ``(cursor, upto]`` of the source's ids and returns it as partitions.
 
-    The cursor (:class:`~cupid_airflow.core.state.InsertCursor`: the last claimed id and the
+    The cursor (:class:`~cupid_airflow.core.positions.InsertCursor`: the last claimed id and the
     recent claims by run id) lives in the Airflow Variable ``cupid.<dag_id>.insert_cursor``: a
     retried scan of the same run gets the same range back, and runs never overlap because the scan
     tasks of a DAG run one at a time (``max_active_tis_per_dag=1``). A claim holds at most
@@ -51,21 +60,15 @@ class InsertScan(CupidOperator):
     (:func:`~cupid_airflow.core.claims.start_id_limit`) fails the run. Going back is always allowed.
     """
 
-    ui_color = "#d9f2e6"
-    #: This run's own claim ``[after, upto]`` once :meth:`scan_inserts` made or found it.
-    run_claim: list[int] | None = None
-    #: Source ids above the cursor once this run claimed (beyond ``maxRowsPerRun``): a backlog.
-    backlog_ids: int = 0
-    #: The source's highest id and the insert cursor once this run claimed, when it read them.
-    source_max_id: int | None = None
-    insert_cursor: int | None = None
+    def __init__(self, pair: SyncPair, variables: Store, log: Any) -> None:
+        self.pair = pair
+        self.config = pair.config
+        self.variables = variables
+        self.log = log
 
-    def scan_inserts(self, context: Context) -> list[IdPartition]:
-        self.run_claim = None
-        self.backlog_ids = 0
-        self.source_max_id = self.insert_cursor = None
-        params = context["params"]
-        start_id, end_id = params.get("start_id"), params.get("end_id")
+    def plan(self, run: ScanRun) -> InsertPlan:
+        plan = InsertPlan()
+        start_id, end_id = run.params.get("start_id"), run.params.get("end_id")
         with self.pair.source_table() as table:
             if end_id is not None and (start_id is None or end_id < start_id):
                 raise CupidFailure(f"end_id={end_id} needs a start_id <= end_id; got start_id={start_id}")
@@ -82,27 +85,29 @@ class InsertScan(CupidOperator):
                     upto = min(end_id, max_id or 0)
                     self.log.info("Re-checking ids %s..%s (the highest id is %s); the insert cursor is not moved",
                                   start_id, upto, max_id)  # fmt: skip
-                    return self._partitions(table, start_id - 1, upto)
-            ranges = self._claim_ids(table, context, start_id)
+                    plan.partitions = self._partitions(table, start_id - 1, upto)
+                    return plan
+            ranges = self._claim_ids(table, run, start_id, plan)
             parts = [p for after, upto in ranges for p in self._partitions(table, after, upto)]
-            return merge_to_limit(parts)
+            plan.partitions = merge_to_limit(parts)
+            return plan
 
-    def _claim_ids(self, table: Table, context: Context, start_id: int | None) -> list[list[int]]:
+    def _claim_ids(self, table: Table, run: ScanRun, start_id: int | None, plan: InsertPlan) -> list[list[int]]:
         """This run's ranges: the open ranges it took over from failed runs, then its new claim."""
-        dag_id, run_id = self.pair.pair_id, context["run_id"]
+        dag_id, run_id = self.pair.pair_id, run.run_id
         state = read_insert_cursor(self.variables, dag_id)
         unchanged = copy.deepcopy(state)
         if run_id in state["claims"]:
-            after, upto = self.run_claim = state["claims"][run_id]
+            after, upto = plan.claim = state["claims"][run_id]
             self.log.info("Run %s already claimed ids (%s, %s]: reusing that claim", run_id, after, upto)
             ranges = state["open"].get(run_id) or [[after, upto]]
             # Only a run that checks nothing but its own claim asks for the next (see below).
-            self.insert_cursor = state["cursor"]
-            self.source_max_id = self._max_id(table)  # for the tally: the backlog as of this try
-            if getattr(self, "outlets", None) and ranges == [[after, upto]] and state["cursor"] is not None:
-                self.backlog_ids = max(0, (self.source_max_id or 0) - state["cursor"])
+            plan.cursor = state["cursor"]
+            plan.max_id = self._max_id(table)  # for the tally: the backlog as of this try
+            if ranges == [[after, upto]] and state["cursor"] is not None:
+                plan.backlog_ids = max(0, (plan.max_id or 0) - state["cursor"])
             return ranges
-        takeover = take_over(state["open"], run_id, self.compare_outcomes(context, list(state["open"])))
+        takeover = take_over(state["open"], run_id, run.compare_outcomes(list(state["open"])))
         for entry in takeover.inherited:
             self.log.warning("Ids (%s, %s] were claimed by a run whose compares did not all succeed: "
                              "checking them again", *entry)  # fmt: skip
@@ -128,10 +133,10 @@ class InsertScan(CupidOperator):
             bound = table.nth_after(ID_COLUMN, after, None, self.config.max_rows_per_run - 1)
             upto = int(max_id) if bound is None else min(int(bound), int(max_id))
         if after < upto:  # an empty claim is not kept: a retry may as well claim what came since
-            state["claims"][run_id] = self.run_claim = [after, upto]
+            state["claims"][run_id] = plan.claim = [after, upto]
             state["claims"] = dict(list(state["claims"].items())[-KEEP_CLAIMS:])
-        state["cursor"] = self.insert_cursor = upto
-        self.source_max_id = max_id
+        state["cursor"] = plan.cursor = upto
+        plan.max_id = max_id
         late = self._watch_gaps(table, state, after, upto)
         for entry in [*late, [after, upto]] if after < upto else late:
             state["open"].setdefault(run_id, []).append(entry)
@@ -139,7 +144,7 @@ class InsertScan(CupidOperator):
             write_insert_cursor(self.variables, dag_id, state)
         # A run that took over a failed run's ranges does not queue the next itself: were the
         # failure to last, each run would take over more and fail again, back to back.
-        self.backlog_ids = 0 if takeover.inherited else max(0, (max_id or 0) - upto)
+        plan.backlog_ids = 0 if takeover.inherited else max(0, (max_id or 0) - upto)
         self.log.info("Claimed ids (%s, %s] (source max id %s); cursor now %s", after, upto, max_id, upto)
         return state["open"].get(run_id, [])
 
@@ -206,11 +211,3 @@ class InsertScan(CupidOperator):
         parts = id_partitions(table, after, upto, chunk, ID_COLUMN)
         self.log.info("%d partition(s) of about %d rows for ids (%s, %s]", len(parts), chunk, after, upto)
         return parts
-
-
-class ScanInsertOperator(InsertScan):
-    """The scan of new ids alone as a task (for a DAG built by hand); the factory's DAGs run both
-    scans in one :class:`~cupid_airflow.operators.scan.ScanOperator`."""
-
-    def run(self, context: Context) -> list[IdPartition]:
-        return self.scan_inserts(context)

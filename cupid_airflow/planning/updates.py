@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
-
-from airflow.sdk import Context
+from typing import TYPE_CHECKING, Any
 
 from cupid_airflow.core.claims import take_over
-from cupid_airflow.core.partitions import merge_to_limit, window_partitions
-from cupid_airflow.core.state import (
-    UpdateMark,
-    WindowPartition,
-    read_insert_cursor,
-    read_update_state,
-    write_update_state,
-)
+from cupid_airflow.core.codec import Store
+from cupid_airflow.core.partitions import WindowPartition, merge_to_limit, window_partitions
+from cupid_airflow.core.positions import UpdateMark, read_insert_cursor, read_update_state, write_update_state
 from cupid_airflow.exceptions import CupidFailure
-from cupid_airflow.operators.base import CupidOperator
+from cupid_airflow.planning import ScanRun
 
-__all__ = ["ScanUpdateOperator", "UpdateScan"]
+if TYPE_CHECKING:
+    from cupid_airflow.pair import SyncPair
+
+__all__ = ["UpdatePlan", "UpdatePlanner"]
+
+
+@dataclass
+class UpdatePlan:
+    """This run's update windows as partitions, and where the high-water mark moved."""
+
+    partitions: list[WindowPartition] = field(default_factory=list)
+    until: str | None = None  # where the window ended (ISO 8601, UTC), when this run moved the mark
 
 
 def _instant(value: Any, name: str) -> datetime:
@@ -32,12 +38,12 @@ def _instant(value: Any, name: str) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-class UpdateScan(CupidOperator):
+class UpdatePlanner:
     """Partitions of the rows whose ``updateColumn`` lies in the run's window.
 
     The window is the run's data interval, reaching back ``updateScanSecond`` before its start so
     a row committed late is still seen. Scheduled and manual runs also reach back to where the
-    previous one ended (the :class:`~cupid_airflow.core.state.UpdateMark` in the Variable
+    previous one ended (the :class:`~cupid_airflow.core.positions.UpdateMark` in the Variable
     ``cupid.<dag_id>.update_hwm``), so a scheduler outage loses nothing even without catchup;
     ``@continuous`` runs, which have no interval, use the mark alone. Backfill runs check exactly
     their interval. Run parameters ``since``/``until`` (ISO date-times) re-check any window. A
@@ -48,19 +54,23 @@ class UpdateScan(CupidOperator):
     (:meth:`cupid_airflow.pair.SyncPair.column_time`).
     """
 
-    ui_color = "#d9ecf2"
+    def __init__(self, pair: SyncPair, variables: Store, log: Any) -> None:
+        self.pair = pair
+        self.config = pair.config
+        self.variables = variables
+        self.log = log
 
-    #: Where this run's update window ended, when the run moves the high-water mark.
-    update_until: str | None = None
-
-    def scan_updates(self, context: Context) -> list[WindowPartition]:
+    def plan(self, run: ScanRun, insert_claim: Callable[[], list[int] | None] | None = None) -> UpdatePlan:
+        """The run's windows as partitions. Rows of this run's insert claim are left out of them
+        (its id partitions compare those): ``insert_claim`` gives it, asked only when there are
+        partitions (default: the claim the insert cursor keeps for the run)."""
         pair = self.pair
         assert pair.src.update_column is not None
         state = read_update_state(self.variables, pair.pair_id)
         mark = None if state["until"] is None else datetime.fromisoformat(state["until"])
-        since, until, moves_mark = self._window(context, mark)
-        windows = self._claim_windows(context, state, since, until) if moves_mark else [(since, until)]
-        self.update_until = until.isoformat() if moves_mark else None
+        since, until, moves_mark = self._window(run, mark)
+        windows = self._claim_windows(run, state, since, until) if moves_mark else [(since, until)]
+        plan = UpdatePlan(until=until.isoformat() if moves_mark else None)
         parts: list[WindowPartition] = []
         with pair.source_table() as table:
             writer = pair.column_time(table)
@@ -76,20 +86,28 @@ class UpdateScan(CupidOperator):
                 )  # fmt: skip
                 column, chunk = pair.src.update_column, self.config.chunk_size
                 parts += window_partitions(table, column, writer.vtype, low, high, chunk)
-        claim = self._insert_claim(context["run_id"]) if parts else None  # a Variable read: only when needed
+        claim = (insert_claim or (lambda: self.stored_claim(run.run_id)))() if parts else None  # a read: if needed
         if claim is not None:
-            for part in parts:  # scan_insert's partitions of this run already compare these rows
+            for part in parts:  # the insert scan's partitions of this run already compare these rows
                 part["exclude_ids"] = claim
         self.log.info("%d partition(s)", len(parts))
-        return merge_to_limit(parts)
+        plan.partitions = merge_to_limit(parts)
+        return plan
+
+    def stored_claim(self, run_id: str) -> list[int] | None:
+        """The insert claim of ``run_id`` as the insert cursor keeps it."""
+        if not self.config.src.insert:
+            return None
+        claim = read_insert_cursor(self.variables, self.pair.pair_id)["claims"].get(run_id)
+        return claim if claim and claim[0] < claim[1] else None
 
     def _claim_windows(
-        self, context: Context, state: UpdateMark, since: datetime, until: datetime
+        self, run: ScanRun, state: UpdateMark, since: datetime, until: datetime
     ) -> list[tuple[datetime, datetime]]:
         """This run's windows: those it took over from runs whose compares did not all succeed,
         then its own; the high-water mark moves to ``until``."""
-        dag_id, run_id = self.pair.pair_id, context["run_id"]
-        takeover = take_over(state["open"], run_id, self.compare_outcomes(context, list(state["open"])))
+        dag_id, run_id = self.pair.pair_id, run.run_id
+        takeover = take_over(state["open"], run_id, run.compare_outcomes(list(state["open"])))
         for entry in takeover.inherited:
             self.log.warning("The window %s .. %s was scanned by a run whose compares did not all succeed: "
                              "checking it again", *entry)  # fmt: skip
@@ -103,9 +121,9 @@ class UpdateScan(CupidOperator):
         write_update_state(self.variables, dag_id, state)
         return [(datetime.fromisoformat(a), datetime.fromisoformat(b)) for a, b in mine]
 
-    def _window(self, context: Context, mark: datetime | None = None) -> tuple[datetime, datetime, bool]:
+    def _window(self, run: ScanRun, mark: datetime | None = None) -> tuple[datetime, datetime, bool]:
         """(since, until, whether this run moves the high-water mark), given where the last one ended."""
-        params = context["params"]
+        params = run.params
         back = timedelta(seconds=self.config.src.update_scan_second)
         if params.get("since") is not None or params.get("until") is not None:
             if params.get("since") is None or params.get("until") is None:
@@ -114,10 +132,8 @@ class UpdateScan(CupidOperator):
             if until <= since:
                 raise CupidFailure(f"until ({until}) must be after since ({since})")
             return since, until, False
-        start: datetime | None = context.get("data_interval_start")
-        end: datetime | None = context.get("data_interval_end")
-        dag_run = context["dag_run"]
-        if str(dag_run.run_type).lower().endswith("backfill") and start is not None and end is not None:
+        start, end = run.interval_start, run.interval_end
+        if run.backfill and start is not None and end is not None:
             return start - back, end, False
         if start is None or end is None or end <= start:  # @continuous, or a run without an interval
             end = datetime.now(UTC)
@@ -126,17 +142,3 @@ class UpdateScan(CupidOperator):
             self.log.info("The previous window ended at %s: reaching back to it", mark.isoformat())
             start = mark
         return start - back, end, True
-
-    def _insert_claim(self, run_id: str) -> list[int] | None:
-        if not self.config.src.insert:
-            return None
-        claim = read_insert_cursor(self.variables, self.pair.pair_id)["claims"].get(run_id)
-        return claim if claim and claim[0] < claim[1] else None
-
-
-class ScanUpdateOperator(UpdateScan):
-    """The scan of updated rows alone as a task (for a DAG built by hand); the factory's DAGs run both
-    scans in one :class:`~cupid_airflow.operators.scan.ScanOperator`."""
-
-    def run(self, context: Context) -> list[WindowPartition]:
-        return self.scan_updates(context)

@@ -1,0 +1,73 @@
+"""What one task instance did, in numbers: the record the run note, the cupid view, metrics and
+lineage read (:mod:`cupid_airflow.core.drift` sums them), so none of them parses a log."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, TypedDict, cast
+
+from cupid_airflow.core.codec import StateError, check_version, decoding
+from cupid_airflow.core.divergence import Divergence
+
+__all__ = ["TALLY_KEY", "TALLY_TASKS", "TALLY_TYPES", "Tally", "read_tally"]
+
+TALLY_KEY = "cupid_tally"
+
+
+class Tally(TypedDict, total=False):
+    """What one task instance did, in numbers, kept as its XCom :data:`TALLY_KEY`: the run note,
+    the cupid view, metrics and lineage all read this, so none of them parses a log. A key is
+    present only when the task has that figure."""
+
+    version: int
+    task: str  # scan | compare | callback | reconcile
+    rows: int  # source rows compared (compare; scan when it compared inline; reconcile)
+    found: dict[str, int]  # divergences by Divergence.key: "1" missing, "2" different, "3" gone
+    events: int  # callback: the events it had to deliver
+    delivered: int  # callback: delivered, by this try or an earlier one
+    failed: int  # callback: still undelivered when this try ended
+    max_id: int  # scan: the source's highest id when it claimed (the backlog's top)
+    cursor: int  # scan: the insert cursor after its claim
+    until: str  # scan: where its update window ended (ISO 8601, UTC): the update high-water mark
+    chunks: int  # reconcile: key chunks walked
+    checksummed: int  # reconcile: chunks settled by checksum alone
+    read: int  # reconcile: chunks whose rows were read
+
+
+#: What each figure of a :class:`Tally` must be: a whole number (never a bool), a count that is
+#: never negative, divergences by type, an ISO 8601 time.
+TALLY_TASKS = frozenset({"scan", "compare", "callback", "reconcile"})
+_TALLY_COUNTS = frozenset({"rows", "events", "delivered", "failed", "chunks", "checksummed", "read"})
+_TALLY_IDS = frozenset({"max_id", "cursor"})
+TALLY_TYPES = frozenset(kind.key for kind in Divergence)
+
+
+def _whole(value: Any, smallest: int | None = None) -> int:
+    if type(value) is not int or (smallest is not None and value < smallest):
+        raise TypeError(f"{value!r} is not a whole number" + (f" >= {smallest}" if smallest is not None else ""))
+    return value
+
+
+def read_tally(data: Any) -> Tally:
+    """A task's tally from its XCom, checked figure by figure: anyone allowed to edit a DAG's XComs
+    can write this key, and one record of the wrong shape must cost its own figures, not the run
+    note or the cupid view of every pair. Keys a newer release added are kept unread."""
+    if not isinstance(data, dict):
+        raise StateError(f"a task tally holds {type(data).__name__}, not an object")
+    check_version("task tally", data)
+    with decoding("a task tally", "expected the figures cupid writes (whole numbers, divergences by type)"):
+        if data.get("task") not in TALLY_TASKS:
+            raise ValueError(f"task is not one of {sorted(TALLY_TASKS)}")
+        for key in _TALLY_COUNTS & data.keys():
+            _whole(data[key], 0)
+        for key in _TALLY_IDS & data.keys():
+            _whole(data[key])
+        if "found" in data:
+            found = data["found"]
+            if not isinstance(found, dict) or not set(found) <= TALLY_TYPES:
+                raise ValueError(f"found is not divergences by type {sorted(TALLY_TYPES)}")
+            for count in found.values():
+                _whole(count, 0)
+        if "until" in data:
+            datetime.fromisoformat(data["until"])
+    return cast(Tally, data)

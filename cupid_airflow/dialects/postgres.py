@@ -1,0 +1,47 @@
+"""PostgreSQL, through common-sql's PostgresHook (psycopg2)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from cupid_airflow.dialects.base import Dialect
+
+__all__ = ["PostgresDialect"]
+
+#: SQLSTATEs that describe the schema, the grants or the credentials: undefined column, table or
+#: database, insufficient privilege, undefined function (a feature the server lacks), datatype
+#: mismatch in a comparison, invalid password or authorization.
+PERMANENT_STATES = frozenset({"42703", "42P01", "3D000", "42501", "42883", "42804", "28P01", "28000"})
+
+
+class PostgresDialect(Dialect):
+    conn_type: ClassVar[str] = "postgres"
+    sqlalchemy_url: ClassVar[str | None] = "postgresql+psycopg2"
+    default_port: ClassVar[int | None] = 5432
+
+    def stream_cursor(self, conn: Any, batch_size: int) -> Any:
+        cursor = conn.cursor(name="cupid_stream")  # a named cursor is a server-side one
+        cursor.itersize = batch_size
+        return cursor
+
+    def row_text(self, columns: Sequence[str]) -> str:
+        parts = [f"COALESCE(CAST({c} AS TEXT), chr(30))" for c in columns]
+        return f"concat_ws(chr(31), {', '.join(parts)})"
+
+    def row_hash(self, text: str) -> str:
+        return f"('x' || left(encode(sha256(convert_to({text}, 'UTF8')), 'hex'), 16))::bit(64)::bigint::numeric"
+
+    @classmethod
+    def permanent_reason(cls, error: BaseException) -> str | None:
+        state = getattr(error, "pgcode", None) or getattr(error, "sqlstate", None)
+        if isinstance(state, str) and state in PERMANENT_STATES:
+            return f"PostgreSQL error {state}: {str(error).strip()}"
+        return None
+
+    def lineage_id(self, host: str | None, port: int | None, database: str | None, table: str) -> tuple[str, str]:
+        """``database.schema.table``; a bare table is in the search path's ``public``."""
+        namespace, _ = super().lineage_id(host, port, None, table)
+        parts = table.split(".")
+        qualified = [*([database] if database else []), *(["public"] if len(parts) == 1 else []), *parts]
+        return namespace, ".".join(qualified)
