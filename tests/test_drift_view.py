@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import pytest
-from airflow.models.dagrun import DagRun
+from airflow.models.dagrun import DagRun, DagRunNote
 from airflow.utils.session import create_session
 from sqlalchemy import delete, select
 from werkzeug import Response
@@ -144,6 +145,31 @@ def test_a_record_without_the_tally_shape_costs_its_own_figures_only(pair: Pair,
     view = _pairs(api, pair.dag_id)
     assert view["window"]["unreadable_records"] == 1 and view["window"]["rows"] == 5  # the edit is seen
 
+    # Numbers too large for any database or metrics backend: two such sums would exceed what
+    # Python prints (4,300 digits) and fail the JSON answer.
+    huge = {"version": 1, "task": "compare", "rows": 10**4299, "found": {"1": 2, "2": 1}}
+    assert api.patch(f"{xcoms}/compare/xcomEntries/{TALLY_KEY}", json={"value": huge, "map_index": 0}).is_success
+    assert _pairs(api, pair.dag_id)["window"]["unreadable_records"] == 2
+
+
+def test_an_edit_is_seen_whoever_loaded_a_page_in_between(
+    pair: Pair, api: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The view drops a finished run's cached sums when the audit log shows an XCom write to it,
+    also when the page that reads the log is one for a user who may not see that DAG."""
+    from cupid_airflow.plugins import drift_data
+
+    monkeypatch.setattr(drift_data, "_AUDIT_MARGIN", timedelta(0))  # as if the next page came much later
+    divergent(pair)
+    result = pair.run()
+    assert _pairs(api, pair.dag_id)["window"]["rows"] == 5  # cached
+    xcoms = f"/api/v2/dags/{pair.dag_id}/dagRuns/{quote(result.run_id)}/taskInstances"
+    edited = {"version": 1, "task": "compare", "rows": "5"}
+    assert api.patch(f"{xcoms}/compare/xcomEntries/{TALLY_KEY}", json={"value": edited, "map_index": 0}).is_success
+    with create_session() as session:
+        assert load_page(session, allowed={"another_dag"}).pairs == []  # someone else's page
+    assert _pairs(api, pair.dag_id)["window"]["unreadable_records"] == 1
+
 
 def test_a_scan_position_that_does_not_parse_shows_as_unknown(pair: Pair, api: Any) -> None:
     divergent(pair)
@@ -175,6 +201,33 @@ def test_a_note_the_user_edited_is_theirs_though_it_starts_with_cupids_words(pai
         assert write_run_note(run) is None  # the run ends again (a cleared task): the note is kept
         session.commit()
     assert api.get(run_url).json()["note"] == edited
+
+
+def test_a_note_saved_while_cupid_writes_its_own_is_kept(pair: Pair, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Between cupid reading the note and writing its own, a user saves one: cupid's write,
+    conditional on the note it read, changes nothing."""
+    from sqlalchemy import update
+
+    from cupid_airflow.core import drift
+
+    divergent(pair)
+    result = pair.run()
+    note_of = drift.run_note
+
+    def meanwhile(*args: Any, **kwargs: Any) -> str:
+        # the user's save, as cupid's statements see it (SQLite serialises two sessions' writes)
+        session.execute(
+            update(DagRunNote).where(DagRunNote.dag_run_id == run.id).values(content="ops: mine", user_id="ops")
+        )
+        return note_of(*args, **kwargs)
+
+    with create_session() as session:
+        run = session.scalars(select(DagRun).where(DagRun.run_id == result.run_id)).one()
+        monkeypatch.setattr(drift, "run_note", meanwhile)
+        assert write_run_note(run) is None
+        session.commit()
+        session.refresh(run)
+        assert run.note == "ops: mine"
 
 
 def test_notes_go_on_the_factorys_dags_only(pair: Pair) -> None:

@@ -287,13 +287,15 @@ def test_tables_on_one_server_share_its_connections(watched: Pair, monkeypatch: 
             watch.stop()
 
 
+@pytest.mark.parametrize("dag_gone", [True, False], ids=["its-dag-gone", "its-dag-not-yet-gone"])
 def test_a_shared_poll_follows_the_configs_still_watched(
-    watched: Pair, mysql_db: Any, caplog: pytest.LogCaptureFixture
+    watched: Pair, mysql_db: Any, caplog: pytest.LogCaptureFixture, dag_gone: bool
 ) -> None:
     """Two config files watch one table through one shared poll, opened (as Airflow's triggerer
-    does) with the arguments of the first to subscribe. That file is deleted and its DAG goes;
-    the password is rotated in the other file and on the server, whose sessions are dropped: the
-    poll logs in with the remaining file's new password, and its pair fires again."""
+    does) with the arguments of the first to subscribe. That file is deleted, and its DAG goes
+    (or has not gone yet: its trigger lives on until the next parse); the password is rotated in
+    the other file and on the server, whose sessions are dropped: the poll logs in with the
+    remaining file's new password, and its pair fires again."""
     from airflow.triggers.shared_stream import SharedStreamManager
 
     user, old, new = f"cw_{watched.src.name[-12:]}", "old-Pw-1x9", "new-Pw-7q2"
@@ -337,8 +339,9 @@ def test_a_shared_poll_follows_the_configs_still_watched(
             await _until(lambda: all(WATCH_MARKS_KEY in s.data for s in stores.values()), "both pairs' first poll")
 
             first.unlink()  # the file that opened the poll is deleted, and its DAG's trigger ends
-            consumers["cupid_first"].cancel()
-            await asyncio.gather(consumers["cupid_first"], return_exceptions=True)
+            if dag_gone:
+                consumers["cupid_first"].cancel()
+                await asyncio.gather(consumers["cupid_first"], return_exceptions=True)
             caplog.clear()
             admin.execute(f"ALTER USER '{user}'@'%' IDENTIFIED BY '{new}'")
             write(second, new)
@@ -358,7 +361,8 @@ def test_a_shared_poll_follows_the_configs_still_watched(
         with caplog.at_level("INFO", logger="cupid_airflow.triggers.watch"):
             asyncio.run(scenario())
         lines = [r.getMessage() for r in caplog.records if r.name == "cupid_airflow.triggers.watch"]
-        assert not [line for line in lines if "cupid_first" in line and "failed" in line], lines
+        first_failed = [line for line in lines if "cupid_first" in line and "failed" in line]
+        assert len(first_failed) <= (0 if dag_gone else 1), lines  # the stale password fails once, at most
         assert old not in caplog.text and new not in caplog.text
     finally:
         admin.execute(f"DROP USER IF EXISTS '{user}'@'%'")

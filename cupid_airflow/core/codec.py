@@ -51,6 +51,7 @@ __all__ = [
     "decode_value",
     "decoding",
     "encode_value",
+    "shortened",
 ]
 
 STATE_VERSION = 1
@@ -120,22 +121,32 @@ def decode_value(value: Any) -> Any:
 
 
 #: What reading a hand-edited or foreign value can raise: a wrong type, an unparsable text, a
-#: number too large for its type (``1e999`` as an id is infinity), a missing key.
-DECODING_ERRORS = (TypeError, ValueError, ArithmeticError, LookupError, AttributeError)
+#: number too large for its type (``1e999`` as an id is infinity), a missing key, nesting too deep.
+DECODING_ERRORS = (TypeError, ValueError, ArithmeticError, LookupError, AttributeError, RecursionError)
+#: How much of a decoding error's own words a StateError keeps: they may quote the value read,
+#: which can be megabytes long.
+ERROR_TEXT_LIMIT = 200
 
 
 @contextmanager
 def decoding(what: str, expected: str = "") -> Iterator[None]:
     """Turns any error of reading a stored value into the :class:`StateError` callers handle, with
-    what was being read and what was expected (never the value itself: it may be anything)."""
+    what was being read and what was expected; the error's own words, which may quote the value,
+    are cut to :data:`ERROR_TEXT_LIMIT` characters."""
     try:
         yield
     except StateError:
         raise
     except DECODING_ERRORS as e:
+        said = shortened(str(e))
         raise StateError(
-            f"{what} cannot be read ({type(e).__name__}: {e}){'; ' + expected if expected else ''}"
+            f"{what} cannot be read ({type(e).__name__}: {said}){'; ' + expected if expected else ''}"
         ) from None
+
+
+def shortened(text: str, limit: int = ERROR_TEXT_LIMIT) -> str:
+    """``text`` cut to ``limit`` characters, saying so."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
 
 
 def check_version(kind: str, data: Mapping[str, Any]) -> None:

@@ -42,9 +42,14 @@ _TALLY_IDS = frozenset({"max_id", "cursor"})
 TALLY_TYPES = frozenset(kind.key for kind in Divergence)
 
 
-def _whole(value: Any, smallest: int | None = None) -> int:
-    if type(value) is not int or (smallest is not None and value < smallest):
-        raise TypeError(f"{value!r} is not a whole number" + (f" >= {smallest}" if smallest is not None else ""))
+#: Figures are 64-bit, as every database and metrics backend keeps them: a sum of 100,000 of them
+#: stays a number JSON and Python print (Python refuses to print an int of over 4,300 digits).
+_LARGEST = 2**63 - 1
+
+
+def _whole(value: Any, smallest: int = -_LARGEST - 1) -> int:
+    if type(value) is not int or not smallest <= value <= _LARGEST:  # (the value is not quoted: it may be huge)
+        raise TypeError(f"a {type(value).__name__} where a whole number from {smallest} to {_LARGEST} belongs")
     return value
 
 

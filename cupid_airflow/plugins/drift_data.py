@@ -4,7 +4,7 @@ state Variables. Nothing here opens a user's database: the source's highest id i
 last scan recorded.
 
 A few queries per page (ids go in chunks of 2,000: 9 statements at 50 pairs, 17 at 200), at most
-:data:`MAX_RUNS` runs per pair; finished runs' sums are kept in the process (:data:`_FINISHED`),
+:data:`MAX_RUNS` runs per pair; finished runs' sums are kept in the process (:class:`_FinishedRuns`),
 so a page reads the tallies of new and running runs only (bench/drift_view.py).
 These are the only reads of Airflow's ORM models in cupid, kept in this one module so a change of
 Airflow's schema touches one place (the view's tests run against the real api-server).
@@ -246,8 +246,9 @@ def run_records(session: Any, run_ids: Sequence[int], dag_ids: Iterable[str]) ->
 #: The REST API's XCom writes, as Airflow's audit log names them (``action_logging``: the
 #: endpoint's name, written in the request's own transaction).
 XCOM_WRITE_EVENTS = ("create_xcom_entry", "update_xcom_entry", "delete_xcom_entry")
-#: How far before the last page an XCom write is looked for: a write stamped before that page
-#: may have committed after it.
+#: How far back before the last look the audit log is read again. Airflow commits the audit row
+#: (stamped then) before the endpoint writes the XCom: a page between the two drops the run and
+#: reads its old records; the next pages, looking back this far, drop it again and read the new.
 _AUDIT_MARGIN = timedelta(minutes=5)
 
 
@@ -264,45 +265,75 @@ def _edited_runs(session: Any, since: datetime) -> set[tuple[str, str]]:
     return {(dag_id, run_id) for dag_id, run_id in rows if dag_id and run_id}
 
 
-#: The sums of finished runs, by (run pk, the run row's ``updated_at``): a finished run's records
-#: change when it is cleared, which writes its row, or when one is written through the REST API,
-#: which the audit log shows (:func:`_edited_runs`: such runs are read again). A page then reads
-#: the records of new, running and edited runs only (a page of 200 pairs x 100 runs reads 100,000
-#: tallies when nothing is cached). Checking each run's records for a change instead (their count
-#: and newest timestamp) cost more than the rest of the page: 300 ms at 200 pairs x 100 runs.
-_FINISHED: OrderedDict[tuple[int, Any], RunFigures] = OrderedDict()
-_FINISHED_MAX = 100_000
-_FINISHED_LOCK = threading.Lock()
-_audit_seen: datetime | None = None  # when the last page looked for edits
+class _FinishedRuns:
+    """The sums of finished runs in this api-server process, by (run pk, the run row's
+    ``updated_at``): a finished run's records change when it is cleared, which writes its row, or
+    when one is written through the REST API, which the audit log shows (:func:`_edited_runs`:
+    those runs are dropped, whoever's page looks, so a page that cannot see a run never hides its
+    edit from one that can). A page then reads the records of new, running and edited runs only
+    (200 pairs x 100 runs are 100,000 tallies when nothing is cached). Checking each run's records
+    for a change instead (their count and newest timestamp) cost more than the rest of the page:
+    300 ms at 200 pairs x 100 runs."""
+
+    def __init__(self, limit: int = 100_000) -> None:
+        self.limit = limit
+        self.sums: OrderedDict[tuple[int, Any], tuple[RunFigures, tuple[str, str]]] = OrderedDict()
+        self.keys: dict[tuple[str, str], tuple[int, Any]] = {}  # (dag_id, run_id) -> its key in sums
+        self.looked: datetime | None = None  # when the audit log was last read
+        self.lock = threading.Lock()
+
+    def forget_edited(self, session: Any) -> None:
+        """Drop the runs written through the REST API since the last look (less the margin)."""
+        now = datetime.now(UTC)
+        with self.lock:
+            since, cached = self.looked, bool(self.sums)
+        edited = _edited_runs(session, since - _AUDIT_MARGIN) if since is not None and cached else set()
+        with self.lock:
+            for run in edited:
+                key = self.keys.pop(run, None)
+                if key is not None:
+                    self.sums.pop(key, None)
+            self.looked = now  # only once they are dropped: a look that failed is made again
+
+    def get(self, key: tuple[int, Any]) -> RunFigures | None:
+        with self.lock:
+            entry = self.sums.get(key)
+            if entry is None:
+                return None
+            self.sums.move_to_end(key)
+            return entry[0]
+
+    def put(self, key: tuple[int, Any], run: tuple[str, str], figures: RunFigures) -> None:
+        with self.lock:
+            self.sums[key] = (figures, run)
+            self.keys[run] = key
+            while len(self.sums) > self.limit:
+                old, (_, old_run) = self.sums.popitem(last=False)
+                if self.keys.get(old_run) == old:
+                    del self.keys[old_run]
+
+
+_FINISHED = _FinishedRuns()
 
 
 def _sum_tallies(
     session: Any, points: dict[int, RunPoint], versions: dict[int, tuple[int, Any]], dag_ids: list[str]
 ) -> None:
     """Each run's figures, from the cache for finished runs, from their records otherwise."""
-    global _audit_seen
-    now = datetime.now(UTC)
-    with _FINISHED_LOCK:
-        since, _audit_seen = _audit_seen, now
-    edited = _edited_runs(session, since - _AUDIT_MARGIN) if since is not None and _FINISHED else set()
+    _FINISHED.forget_edited(session)
     missing = []
-    with _FINISHED_LOCK:
-        for pk, point in points.items():
-            cached = _FINISHED.get(versions[pk])
-            if cached is None or (point.dag_id, point.run_id) in edited:
-                missing.append(pk)
-            else:
-                _FINISHED.move_to_end(versions[pk])
-                point.figures = cached
+    for pk, point in points.items():
+        cached = _FINISHED.get(versions[pk])
+        if cached is None:
+            missing.append(pk)
+        else:
+            point.figures = cached
     stored = run_records(session, missing, dag_ids) if missing else {}
-    with _FINISHED_LOCK:
-        for pk in missing:
-            point = points[pk]
-            point.figures = RunFigures.of_records(stored.get(pk, []))
-            if point.state in ("success", "failed") and versions[pk][1] is not None:
-                _FINISHED[versions[pk]] = point.figures
-        while len(_FINISHED) > _FINISHED_MAX:
-            _FINISHED.popitem(last=False)
+    for pk in missing:
+        point = points[pk]
+        point.figures = RunFigures.of_records(stored.get(pk, []))
+        if point.state in ("success", "failed") and versions[pk][1] is not None:
+            _FINISHED.put(versions[pk], (point.dag_id, point.run_id), point.figures)
 
 
 def _tag_value(tags: list[str], prefix: str) -> str:

@@ -92,6 +92,16 @@ def _version(config_file: str) -> tuple[int, int] | None:
     return stat.st_mtime_ns, stat.st_size
 
 
+async def _try_load(config_file: str, destination: int, pair_id: str) -> SyncPair | None:
+    """The pair, loaded on the config threads; None when its config does not load now."""
+    try:
+        return await asyncio.get_running_loop().run_in_executor(
+            _pool(), SyncPair.load, config_file, destination, pair_id
+        )
+    except Exception:
+        return None
+
+
 async def _load(config_file: str, destination: int, pair_id: str) -> SyncPair:
     """The pair, waiting out a config that does not load (a deploy rewriting it, say): the DAG was
     valid when parsed, and the next parse replaces or removes this watcher if it no longer is."""
@@ -194,7 +204,22 @@ def _leave_lane(lane: _Lane) -> None:
 #: subscriber and keeps them for the stream's life; the poll reads this instead, so it always
 #: polls with the config of a pair that is still watched (its file may since be deleted, its
 #: password rotated in the others).
-_subscribers: dict[Hashable, dict[str, tuple[str, int]]] = {}
+_subscribers: dict[Hashable, dict[int, tuple[str, str, int]]] = {}  # key -> {id(trigger): (pair id, file, index)}
+#: How often each shared poll's set of pairs changed: a poll whose pair left looks for another
+#: config only when the set changed since it last looked, not at every poll.
+_generations: dict[Hashable, int] = {}
+
+
+def _served(key: Hashable, trigger: object, entry: tuple[str, str, int] | None) -> None:
+    """Add (``entry``) or remove (None) a trigger among the pairs a shared poll serves."""
+    served = _subscribers.setdefault(key, {})
+    if entry is None:
+        served.pop(id(trigger), None)
+    else:
+        served[id(trigger)] = entry
+    _generations[key] = _generations.get(key, 0) + 1
+    if not served:
+        del _subscribers[key]
 
 
 def stream_key(pair: SyncPair) -> tuple[str, ...]:
@@ -211,6 +236,7 @@ class _Source:
     replaces the trigger. When the pair whose config the poll uses is no longer watched (its file
     deleted, its DAG gone), the poll takes the config of another pair it serves; while polls
     fail, it tries the configs of the others in turn (one of them may hold a rotated password).
+    Configs load on the watcher's config threads, never on the triggerer's event loop.
     """
 
     def __init__(self, pair: SyncPair) -> None:
@@ -220,47 +246,51 @@ class _Source:
         self.version = _version(pair.config_file or "")
         self.lane: _Lane | None = None
         self.masked = False
+        self.followed = -1  # the generation of _subscribers last followed
 
     async def _call(self, func: Callable[..., _T], *args: Any) -> _T:
         assert self.lane is not None
         running = self.lane.executor.submit(func, *args)
         return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(running)), POLL_TIMEOUT_SECONDS)
 
-    def refresh(self) -> None:
+    def _live(self) -> list[tuple[str, str, int]]:
+        return list(dict.fromkeys((_subscribers.get(self.stream) or {}).values()))
+
+    async def refresh(self) -> None:
         """Take up an edit of the config in use, or another pair's config if this one's pair is
         no longer served by the poll."""
-        live = _subscribers.get(self.stream)
-        if live and self.pair.pair_id not in live:
-            self.follow(list(live.items()))
+        live = self._live()
+        if live and self.pair.pair_id not in {pair_id for pair_id, _, _ in live}:
+            generation = _generations.get(self.stream, 0)
+            if generation != self.followed:
+                self.followed = generation
+                await self.follow(live)
             return
         config_file = self.pair.config_file or ""
         version = _version(config_file)
         if version is None or version == self.version:
             return
         self.version = version
-        try:
-            pair = SyncPair.load(config_file, self.pair.index, self.pair.pair_id)
-        except Exception:
-            return  # being rewritten, or broken: keep polling as configured; the next parse decides
-        self._use(pair)
+        pair = await _try_load(config_file, self.pair.index, self.pair.pair_id)
+        if pair is not None:  # else being rewritten, or broken: keep polling as configured
+            self._use(pair)
 
-    def rotate(self) -> None:
+    async def rotate(self) -> None:
         """After a failed poll: the next served pair's config, when there is another."""
-        live = list((_subscribers.get(self.stream) or {}).items())
-        ids = [pair_id for pair_id, _ in live]
+        live = self._live()
+        ids = [pair_id for pair_id, _, _ in live]
         if len(live) > 1 or (live and self.pair.pair_id not in ids):
             start = ids.index(self.pair.pair_id) + 1 if self.pair.pair_id in ids else 0
-            self.follow(live[start:] + live[:start])
+            await self.follow(live[start:] + live[:start])
 
-    def follow(self, candidates: list[tuple[str, tuple[str, int]]]) -> None:
+    async def follow(self, candidates: list[tuple[str, str, int]]) -> None:
         """Use the first of these pairs whose config loads and still names this source."""
-        for pair_id, (config_file, destination) in candidates:
-            try:
-                pair = SyncPair.load(config_file, destination, pair_id)
-            except Exception:
-                continue
-            if self._use(pair):
-                log.info("cupid watch %s: polling %s with the config of %s", pair_id, pair.src.table, config_file)
+        for pair_id, config_file, destination in candidates:
+            pair = await _try_load(config_file, destination, pair_id)
+            before = self.pair.pair_id
+            if pair is not None and self._use(pair):
+                if pair_id != before:
+                    log.info("cupid watch %s: polling %s with the config of %s", pair_id, pair.src.table, config_file)
                 return
 
     def _use(self, pair: SyncPair) -> bool:
@@ -306,7 +336,7 @@ async def observe_source(pair: SyncPair) -> AsyncIterator[Observation]:
         while True:
             now = loop.time()
             ids_due, updates_due = now >= next_ids, now >= next_updates
-            source.refresh()
+            await source.refresh()
             try:
                 seen = await source.observe(ids_due, updates_due)
             except Exception as e:
@@ -314,7 +344,7 @@ async def observe_source(pair: SyncPair) -> AsyncIterator[Observation]:
                 delay = _backoff(failures, min(ids_every, updates_every))
                 log.warning("cupid watch %s: polling %s failed, trying again in %.0f s: %s",
                             source.pair.pair_id, src.table, delay, _problem(e))  # fmt: skip
-                source.rotate()
+                await source.rotate()
                 await asyncio.sleep(delay)
                 continue
             if failures:
@@ -382,16 +412,13 @@ class SourceWatchTrigger(BaseEventTrigger):
     async def filter_shared_stream(self, shared_stream: AsyncIterator[Any]) -> AsyncIterator[TriggerEvent]:
         key = self.shared_stream_key()
         if key is not None:  # served by the poll from now until this trigger ends (its DAG gone, say)
-            _subscribers.setdefault(key, {})[self.pair_id] = (self.config_file, self.destination)
+            _served(key, self, (self.pair_id, self.config_file, self.destination))
         try:
             async for event in self._events(shared_stream):
                 yield event
         finally:
             if key is not None:
-                served = _subscribers.get(key, {})
-                served.pop(self.pair_id, None)
-                if not served:
-                    _subscribers.pop(key, None)
+                _served(key, self, None)
 
     async def _events(self, shared_stream: AsyncIterator[Any]) -> AsyncIterator[TriggerEvent]:
         loop = asyncio.get_running_loop()
