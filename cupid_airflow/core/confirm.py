@@ -147,8 +147,8 @@ def read_confirm_state(data: Any, where: str = "confirmation state") -> ConfirmS
         for key, c in (data.get("candidates") or {}).items():
             state["candidates"][str(key)] = Candidate(
                 type=int(c["type"]), stamp=_number(c.get("stamp")), id=_whole(c.get("id")), seen=float(c["seen"]),
-                looked=float(c["looked"]), first=float(c["first"]), src=str(c["src"]), des=str(c["des"]), des_since=float(c["des_since"]),
-                changes=int(c["changes"]), hot=bool(c["hot"]),
+                looked=float(c["looked"]), first=float(c["first"]), src=str(c["src"]), des=str(c["des"]),
+                des_since=float(c["des_since"]), changes=int(c["changes"]), hot=bool(c["hot"]),
             )  # fmt: skip
         state["watermark"] = _number(data.get("watermark"))
         state["watermark_id"] = _whole(data.get("watermark_id"))
