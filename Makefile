@@ -8,7 +8,7 @@ UV     := $(VENV)/bin/uv
 UV_VERSION := 0.13.9
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint lock bench-parse bench-scan bench-callback bench-latency bench-reconcile bench-fleet bench-dag-processor bench-celery bench-view screenshot clean
+.PHONY: install demo test lint lock bench-parse bench-scan bench-callback bench-latency bench-reconcile bench-fleet bench-dag-processor bench-celery bench-view bench-lag screenshot clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt scripts/build_deps.py
 	$(PYTHON) scripts/build_deps.py
@@ -59,6 +59,9 @@ bench-celery: install
 
 bench-view: install
 	$(PY) bench/drift_view.py
+
+bench-lag: install
+	$(PY) bench/lag.py
 
 # The README's UI screenshots (docs/img/); needs Debian's chromium.
 screenshot: install

@@ -158,6 +158,8 @@ Dsn = Annotated[str, AfterValidator(_dsn)]
 
 #: The most ``inlineRows`` allows: an inline run holds its events in memory and sends them in one pass.
 INLINE_ROWS_LIMIT = 10_000
+#: The most ``confirmSeconds`` allows: a replica an hour behind is broken, not lagging.
+CONFIRM_SECONDS_LIMIT = 3600
 
 
 class _Model(BaseModel):
@@ -286,6 +288,9 @@ class CupidConfig(_Model):
     # A run with at most this many rows to compare compares them and sends their callbacks in its
     # scan task (one task process instead of three); 0: always through the mapped tasks.
     inline_rows: Annotated[int, Field(ge=0, le=INLINE_ROWS_LIMIT)] = 1000
+    # The longest a divergence waits for the destination to apply a change in flight before it
+    # is called back (core/confirm.py); 0: called back at once, as cupid-go does.
+    confirm_seconds: Annotated[int, Field(ge=0, le=CONFIRM_SECONDS_LIMIT)] = 60
 
     def redacted(self, index: int | None = None) -> dict[str, Any]:
         """The config as JSON data with passwords and keys replaced by ``***``: safe for DAG docs and logs.

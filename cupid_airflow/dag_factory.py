@@ -231,8 +231,11 @@ def _build_pair(entry: ConfigEntry, config: CupidConfig, index: int, dag_id: str
         retried = {**database, **_database_retries(config)}
         # One scan task for new ids and updated rows: every task in a run's path costs a process start.
         # A watched pair's scan queues the next run itself when it leaves a backlog.
-        outlets = [backlog_alias(dag_id)] if isinstance(schedule, AssetOrTimeSchedule) and config.src.insert else []
-        scan = ScanOperator(task_id="scan", max_active_tis_per_dag=1, outlets=outlets, **retried)
+        watched = isinstance(schedule, AssetOrTimeSchedule)
+        outlets = [backlog_alias(dag_id)] if watched and config.src.insert else []
+        # the watch asset's state store: the scan tells the watcher when to look at candidates again
+        inlets = [Asset.ref(name=watch_asset_identity(dag_id)[0])] if watched and config.confirm_seconds else []
+        scan = ScanOperator(task_id="scan", max_active_tis_per_dag=1, outlets=outlets, inlets=inlets, **retried)
         compare = CompareOperator.partial(task_id="compare", map_index_template=MAP_INDEX_TEMPLATE, **retried).expand(
             partition=scan.output
         )

@@ -60,6 +60,15 @@ def _tally(dag_id: str, tally: Tally) -> None:
         until = datetime.fromisoformat(tally["until"])
         lag = datetime.now(UTC) - (until if until.tzinfo else until.replace(tzinfo=UTC))
         send(stats.gauge, "update_lag", max(0.0, lag.total_seconds()))
+    if "candidates" in tally:
+        send(stats.incr, "candidates", tally["candidates"], task=task)
+    if "cleared" in tally:
+        send(stats.incr, "candidates.cleared", tally["cleared"], task=task)
+    if "waiting" in tally:
+        send(stats.gauge, "candidates.waiting", tally["waiting"])
+        send(stats.gauge, "candidates.hot", tally.get("hot", 0))
+    if "lag" in tally:
+        send(stats.gauge, "lag", tally["lag"])
     if "checksummed" in tally:
         send(stats.incr, "reconcile.checksummed", tally["checksummed"])
     if "read" in tally:

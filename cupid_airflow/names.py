@@ -31,6 +31,7 @@ __all__ = [
     "broken_description",
     "broken_problem",
     "config_tag",
+    "confirm_state_key",
     "connection_id",
     "insert_cursor_key",
     "is_factory_dag",
@@ -144,6 +145,10 @@ def update_mark_key(dag_id: str) -> str:
 
 def alert_mark_key(dag_id: str) -> str:
     return f"cupid.{dag_id}.last_alert"
+
+
+def confirm_state_key(dag_id: str) -> str:
+    return f"cupid.{dag_id}.confirm"
 
 
 # ---------------------------------------------------------------------------- assets, watchers, connections

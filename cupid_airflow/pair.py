@@ -211,31 +211,51 @@ class SyncPair:
 
     # ------------------------------------------------------------------ compare
 
-    def partition_batches(self, source: Table, part: Partition) -> Iterator[list[tuple[Any, ...]]]:
-        """The partition's source rows ``(id, key, *columns)``, streamed in batches."""
-        return source.stream_partition(self.src_select, part, BATCH_SIZE)
+    def partition_batches(
+        self, source: Table, part: Partition, stamped: bool = False
+    ) -> Iterator[list[tuple[Any, ...]]]:
+        """The partition's source rows ``(id, key, *columns)``, streamed in batches; ``stamped``
+        adds the update column's value last (the comparer ignores it; confirmation dates by it)."""
+        columns = (*self.src_select, self.src.update_column) if stamped and self.src.update_column else self.src_select
+        return source.stream_partition(columns, part, BATCH_SIZE)
 
     def lookup(self, table: Table, batch: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:
         """The destination rows ``(key, *columns)`` whose keys a batch of source rows has."""
         keys = list(dict.fromkeys(row[1] for row in batch if row[1] is not None))
         return table.rows_with_keys(self.des.by_column, self.des_columns, keys)
 
-    def compare_partition(self, part: Partition, emit: Callable[[list[Event]], None]) -> int:
+    def compare_partition(
+        self,
+        part: Partition,
+        emit: Callable[[list[Any]], None],
+        seen: Callable[[Sequence[tuple[Any, ...]], list[Event]], list[Any]] | None = None,
+    ) -> int:
         """Stream the partition's source rows, look their keys up in the destination in batches,
         compare, and ``emit`` each batch's events as it is done (nothing holds them all); returns
-        the rows compared. Source reads, destination lookups (on :data:`LOOKUP_THREADS`
-        connections) and the comparison overlap; every thread stops before its connection closes."""
+        the rows compared. With ``seen``, rows are read with their update column's value and each
+        batch goes through ``seen(rows, events)`` first, which returns the events to emit
+        (confirmation: :mod:`cupid_airflow.confirming`). Source reads, destination lookups (on
+        :data:`LOOKUP_THREADS` connections) and the comparison overlap; every thread stops before
+        its connection closes."""
         rows = 0
         with ExitStack() as stack:
             source = stack.enter_context(self.source_table())
             pool = stack.enter_context(LookupPool(self.destination_table, LOOKUP_THREADS, _close))
-            batches = self.partition_batches(source, part)
+            batches = self.partition_batches(source, part, stamped=seen is not None)
             if source.thread_safe:
                 batches = stack.enter_context(prefetched(batches))  # exits first: before the source closes
             for batch, matches in pool.map(self.lookup, batches):
-                emit(self.comparer.compare(batch, matches))
+                events = self.comparer.compare(batch, matches)
+                emit(events if seen is None else seen(batch, events))
                 rows += len(batch)
         return rows
+
+    @property
+    def version_mapped(self) -> bool:
+        """Whether the destination keeps the source's update column: then a row compared equal
+        proves its version arrived (an update of unmapped columns alone would compare equal
+        before it did)."""
+        return self.src.update_column is not None and self.src.update_column in self.des.columns
 
     # ------------------------------------------------------------------ reconcile re-check
 

@@ -64,6 +64,7 @@ class Run:
     confirmer: Confirmer = field(init=False)
     called_back: list[tuple[float, Event]] = field(default_factory=list)
     scanned_until: float = -1.0
+    look: float | None = None  # when the scan asked to be run again (the watcher starts a run then)
 
     def __post_init__(self) -> None:
         self.confirmer = Confirmer(new_state(), self.cap)
@@ -97,6 +98,7 @@ class Run:
             rechecks.append(Recheck(key, event, change.at, _id(key)))
         verdict = confirmer.recheck(rechecks, now)
         self.called_back += [(now, e) for e in verdict.confirmed]
+        self.look = confirmer.next_look(now)
 
     def play(self, until: float, detect: float = 2.5, gap: float = 3.0) -> None:
         """Scans as the watcher starts them: ``detect`` s after a change (at most one per ``gap``
@@ -105,8 +107,7 @@ class Run:
         last = -gap
         while now <= until:
             changed = any(self.scanned_until < c.at <= now - detect for c in self.replica.changes)
-            look = self.confirmer.next_look(now)
-            if (changed and now - last >= gap) or (look is not None and now >= look):
+            if (changed and now - last >= gap) or (self.look is not None and now >= self.look):
                 self.scan(now)
                 last = now
             now = round(now + 0.25, 2)

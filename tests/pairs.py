@@ -110,6 +110,9 @@ def pair(
         # The mapped compare and callback tasks, whatever the size: the tests of the inline path
         # (a small run finishing in its scan task) set inlineRows themselves.
         "inlineRows": 0,
+        # Divergences called back at once: these tests are about what counts as different; the
+        # confirmation before callback is tests/test_confirmation.py's (and test_confirm.py's).
+        "confirmSeconds": 0,
         "src": {"dsn": src.dsn, "table": "user", "byColumn": "number", "update": False},
         "des": [
             {

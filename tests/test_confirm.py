@@ -151,3 +151,17 @@ def test_the_state_round_trips_and_a_bad_one_says_so() -> None:
         read_confirm_state({"version": 1, "candidates": {"k": {"type": "x"}}})
     with pytest.raises(StateError, match="newer release"):
         read_confirm_state({"version": 2})
+
+
+def test_the_next_look_is_never_in_the_past() -> None:
+    """A key found again by a later run's compare (a new version) counts as looked at then: the
+    time stored for the watcher is always ahead of the scan that stores it."""
+    confirmer = Confirmer(new_state(), cap=60)
+
+    def event(v: int) -> dict:  # type: ignore[type-arg]
+        return {"type": 1, "srcColumn": {"number": "k", "v": str(v)}, "eventId": f"e{v}", "byValue": "k"}
+
+    confirmer.add([Found(event(1), 100.0, 1)], now=101.0)  # type: ignore[arg-type]
+    confirmer.add([Found(event(2), 110.0, 1)], now=117.0)  # type: ignore[arg-type]
+    next_look = confirmer.next_look(117.0)
+    assert next_look is not None and next_look > 117.0

@@ -75,6 +75,9 @@ def _config(src: MySqlDatabase, des: MySqlDatabase, receiver: Recorder) -> dict[
         "schedule": "@daily",
         "watch": False,  # runs only when this test says so (tests/test_e2e_watch.py watches)
         "pool": "mysql_primary",
+        # rows stamped long ago are confirmed at once; a reconcile waits this long to report a
+        # delete (the destination's lag is unknown here): tests/test_e2e_lag.py is about lag
+        "confirmSeconds": 10,
         "reconcile": {"schedule": None},  # full passes only when triggered
         "src": {
             "dsn": src.dsn,

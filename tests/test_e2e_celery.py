@@ -95,6 +95,7 @@ def _config(src: MySqlDatabase, des: MySqlDatabase, receiver: Recorder, dag_id: 
         "watch": False,  # no runs but the first scheduled one and those this test triggers
         "chunkSize": CHUNK,
         "inlineRows": 0,  # always the mapped compare and callback tasks
+        "confirmSeconds": 0,  # every divergence called back at once: this is about the workers
         **extra,
         "src": {"dsn": src.dsn, "table": "user", "byColumn": "number", "updateColumn": "update_time"},
         "des": [

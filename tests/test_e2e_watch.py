@@ -46,6 +46,7 @@ def _config(src: MySqlDatabase, table: str, des: MySqlDatabase, receiver: Record
         "failureJobRetrySecond": 2,
         "schedule": "@yearly",  # the safety schedule stays out of the way: every run here is the watcher's
         "maxRowsPerRun": 8,  # the first pass takes three runs
+        "confirmSeconds": 0,  # called back at once: this is about the watcher (tests/test_e2e_lag.py confirms)
         "src": {
             "dsn": src.dsn,
             "table": table,

@@ -33,7 +33,8 @@ __all__ = ["pair"]  # the fixture
 NAMES = {
     "cupid.rows", "cupid.divergences", "cupid.callbacks.delivered", "cupid.callbacks.failed",
     "cupid.callbacks.retried", "cupid.callbacks.latency", "cupid.backlog", "cupid.update_lag",
-    "cupid.reconcile.checksummed", "cupid.reconcile.read",
+    "cupid.reconcile.checksummed", "cupid.reconcile.read", "cupid.candidates", "cupid.candidates.cleared",
+    "cupid.candidates.waiting", "cupid.candidates.hot", "cupid.lag",
 }  # fmt: skip
 
 
@@ -217,3 +218,20 @@ def test_the_readme_and_the_dashboard_name_what_is_sent() -> None:
         for name in re.findall(r"airflow_(cupid_[a-z_]+)", target["expr"])
     }
     assert queried == {n.replace(".", "_") for n in NAMES}
+
+
+@pytest.mark.usefixtures("airflow_db")
+def test_confirmation_sends_its_candidates(pair: Pair, statsd: StatsdListener) -> None:
+    from datetime import UTC, datetime
+
+    pair.configure(inlineRows=100, confirmSeconds=60, src={"update": True, "updateColumn": "update_time"})
+    now = datetime.now(UTC).replace(tzinfo=None)
+    pair.add_source(("fresh", "x", None, None, None, now), ("old", "y", None, None, None, "2020-01-01 00:00:00"))
+    pair.run()
+    statsd.settle()
+    dag = f"airflow.cupid.dag.{pair.dag_id}"
+    counters, gauges = statsd.counters(), statsd.of("g")
+    assert counters[f"{dag}.candidates"] == 1  # the fresh row waits; the old one is called back
+    assert counters[f"{dag}.divergences.1"] == 1 and counters[f"{dag}.callbacks.delivered"] == 1
+    assert gauges[f"{dag}.candidates.waiting"] == [1] and gauges[f"{dag}.candidates.hot"] == [0]
+    assert f"{dag}.lag" not in gauges  # nothing learnt yet

@@ -21,6 +21,7 @@ pytestmark = pytest.mark.usefixtures("airflow_db")
 
 def config(src_conn: str, des_conn: str, url: str, **src: object) -> dict[str, object]:
     return {
+        "confirmSeconds": 0,  # called back at once: these tests are about the databases
         "src": {"connId": src_conn, "table": "user", "byColumn": "number", "updateColumn": "update_time",
                 "updateTimeFormate": "Y-m-d H:i:s", **src},
         "des": [{"connId": des_conn, "table": "user", "columns": {"number": "number", "name": "name"},

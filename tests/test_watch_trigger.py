@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from cupid_airflow.core import watch as core_watch
-from cupid_airflow.core.watch import WATCH_MARKS_KEY, Observation, Pacer, advance
+from cupid_airflow.core.watch import RECHECK_AT_KEY, WATCH_MARKS_KEY, Observation, Pacer, Rechecks, advance
 from cupid_airflow.triggers.watch import SourceWatchTrigger
 from tests.pairs import SRC_TABLE, Pair, pair
 
@@ -412,3 +412,35 @@ def test_tables_in_many_databases_of_one_server_share_its_connections(
     finally:
         for watch in watches:
             watch.stop()
+
+
+def test_the_watcher_starts_a_run_when_candidates_are_due(watched: Pair) -> None:
+    """A run the watcher started leaves candidates: its scan stores when to look at them again,
+    and the watcher, which reads that after each run it starts, starts a run then."""
+    store = MemoryStateStore()
+    with watching(watched, store) as watch:
+        watch.stored(store)  # adopted the source: no event
+        watched.add_source(("n2", "b", None, None, None, "2024-05-01 10:00:00"))
+        watch.wait(1)  # a run for the change; its scan found candidates and says when to look again
+        store.data[RECHECK_AT_KEY] = time.time() + 5
+        (_, event) = watch.wait(2, timeout=15)
+        assert event["changes"] == ["candidates due to be looked at again"]
+        store.data.pop(RECHECK_AT_KEY)  # the run it started looked; nothing waits any more
+        watch.quiet_for(4)
+
+
+def test_rechecks_read_after_each_run_and_fire_once() -> None:
+    rechecks = Rechecks()
+    assert rechecks.should_read(0.0)  # at start
+    rechecks.read(None, 0.0)
+    assert not rechecks.should_read(100.0) and rechecks.should_read(300.0)  # idle: now and then
+    rechecks.run_started(10.0)  # a run for changes: its scan may leave candidates
+    assert rechecks.should_read(13.0)
+    rechecks.read(40.0, 13.0)
+    assert not rechecks.due(39.0) and rechecks.due(40.0)
+    rechecks.run_started(40.0)
+    assert not rechecks.due(41.0)  # until the run's scan stores the next time
+    rechecks.read(40.0, 43.0)  # read before that scan stored it: the old time is not due again
+    assert not rechecks.due(43.0) and rechecks.should_read(46.0)
+    rechecks.read("garbled", 46.0)
+    assert rechecks.at is None

@@ -13,6 +13,8 @@ Comparing and finding:
 
 Reporting:
 
+* :mod:`.confirm`: what replication lost, not what it has in flight: candidates, the destination's
+  lag and progress, when a divergence is confirmed;
 * :mod:`.events`: the event contract (the callback body) and how events travel between tasks;
 * :mod:`.delivery`: the callback delivery loop (concurrency, Retry-After, circuit breaker);
 * :mod:`.delivered`: which events earlier tries delivered (a retry sends the rest);

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -26,6 +27,7 @@ __all__ = [
     "ID_COLUMN",
     "LOOKUP_THREADS",
     "PairComparer",
+    "lookup_keys",
     "to_text",
     "values_equal",
 ]
@@ -80,6 +82,17 @@ def to_text(value: Any) -> str | None:
         except UnicodeDecodeError:
             return "0x" + raw.hex()
     return str(value)
+
+
+def lookup_keys(by_value: str | None) -> list[Any]:
+    """An event's ``byValue`` (:func:`to_text` of the key) as key parameters to look it up by:
+    binary keys that are not UTF-8 are written ``0x<hex>``, so those are looked up as the bytes
+    too."""
+    if by_value is None:
+        return []
+    if re.fullmatch(r"0x(?:[0-9a-f]{2})+", by_value):
+        return [by_value, bytes.fromhex(by_value[2:])]
+    return [by_value]
 
 
 def _as_decimal(value: Any) -> Decimal | None:
@@ -159,7 +172,8 @@ def _event_id(*parts: Any) -> str:
 class PairComparer:
     """Compares batches of source rows with the destination rows that share their keys.
 
-    Source rows are ``(id, key, *mapped source columns)``; destination rows are
+    Source rows are ``(id, key, *mapped source columns)``, possibly followed by columns the
+    comparer ignores (the update column's value, for confirmation); destination rows are
     ``(key, *mapped destination columns)`` in the same column order.
     """
 
@@ -176,8 +190,9 @@ class PairComparer:
         for row in des_rows:
             by_key.setdefault(keyf(row[0]), []).append(tuple(row[1:]))
         events: list[Event] = []
+        width = 2 + len(self.src_columns)
         for row in src_rows:
-            values = tuple(row[2:])
+            values = tuple(row[2:width])
             candidates = by_key.get(keyf(row[1])) if row[1] is not None else None
             if candidates is None:
                 events.append(self._event(Divergence.MISSING, row, None, []))
@@ -249,7 +264,7 @@ class PairComparer:
         self, kind: Divergence, row: Sequence[Any], des_values: Sequence[Any] | None, differing: list[int]
     ) -> Event:
         src_column = {"id": to_text(row[0]), self.src_by_column: to_text(row[1])}
-        src_column.update(zip(self.src_columns, map(to_text, row[2:])))
+        src_column.update(zip(self.src_columns, map(to_text, row[2 : 2 + len(self.src_columns)])))
         event: dict[str, Any] = {"type": int(kind), "srcColumn": src_column}
         des_column = None if des_values is None else dict(zip(self.des_columns, map(to_text, des_values)))
         event["eventId"] = _event_id(self.pair_id, int(kind), src_column, des_column)

@@ -292,12 +292,15 @@ class Confirmer:
 
     # ------------------------------------------------------------------ candidates
 
-    def add(self, found: Iterable[Found], now: float) -> Verdict:
-        """New divergences: confirmed at once when a rule already holds, else kept waiting. A key
-        already waiting keeps its history (a row found again by another window or run)."""
+    def add(self, found: Iterable[Found], now: float, decide: bool = True) -> Verdict:
+        """New divergences, found at ``now``: confirmed at once when a rule already holds (unless
+        not ``decide``: found a while ago, they are to be looked at again first), else kept
+        waiting. A key already waiting keeps its history (a row found again by another window or
+        run)."""
         verdict = Verdict()
         candidates = self.state["candidates"]
         events: dict[str, Event] = {}
+        new: set[str] = set()
         for item in found:
             event = item.event
             key = event.get("byValue")
@@ -314,13 +317,14 @@ class Confirmer:
                 type=int(event["type"]), stamp=item.stamp, id=item.id, seen=now, looked=now, first=now, src=src,
                 des=des, des_since=now, changes=0, hot=False,
             )  # fmt: skip
-            verdict.added += 1
-        for key in self._latest_first(events):
+            new.add(key)
+        for key in self._latest_first(events) if decide else []:
             if self._decided(key, now):
                 del candidates[key]
-                verdict.added -= 1
+                new.discard(key)
                 verdict.confirmed.append(events[key])
-        self._shed(verdict, events)
+        self._shed(verdict, events, new)
+        verdict.added = len(new)
         return verdict
 
     def due(self, now: float) -> list[str]:
@@ -385,7 +389,7 @@ class Confirmer:
             by_time = min(start + window, start + self.cap, c["seen"] + self.cap)
             # a look at or after its window found it waiting on later changes: their looks decide
             times.append(min(again, by_time) if by_time > c["looked"] else again)
-        return min(times) if times else None
+        return max(min(times), now + MIN_AGE) if times else None
 
     @property
     def waiting(self) -> int:
@@ -398,8 +402,9 @@ class Confirmer:
     # ------------------------------------------------------------------ rules
 
     def _update(self, candidate: Candidate, event: Event, item: Found, src: str, des: str, now: float) -> None:
-        """The candidate as found again: a new source version restarts its wait."""
+        """The candidate as found again (looked at now): a new source version restarts its wait."""
         candidate["type"] = int(event["type"])
+        candidate["looked"] = now
         if des != candidate["des"]:
             candidate["des"], candidate["des_since"] = des, now
         if src != candidate["src"]:
@@ -438,7 +443,7 @@ class Confirmer:
                 return True
         return False
 
-    def _shed(self, verdict: Verdict, events: Mapping[str, Event]) -> None:
+    def _shed(self, verdict: Verdict, events: Mapping[str, Event], new: set[str]) -> None:
         """Past :data:`MAX_CANDIDATES`, confirm the oldest of what was just added."""
         candidates = self.state["candidates"]
         excess = len(candidates) - MAX_CANDIDATES
@@ -446,7 +451,7 @@ class Confirmer:
             return
         for key in list(reversed(self._latest_first(k for k in events if k in candidates)))[:excess]:
             del candidates[key]
-            verdict.added -= 1
+            new.discard(key)
             verdict.confirmed.append(events[key])
 
 

@@ -36,6 +36,11 @@ class RunFigures:
     tasks: int = 0  # tallies summed: 0 means the run recorded nothing (yet)
     unreadable: int = 0  # records under the tally's key that do not have its shape: skipped
     max_id: int | None = None  # the source's highest id, as the run's scan read it
+    candidates: int = 0  # divergences held for confirmation
+    cleared: int = 0  # candidates found equal when looked at again: in flight, not lost
+    waiting: int | None = None  # candidates waiting after the run's scan (None: it did not say)
+    hot: int | None = None
+    lag: float | None = None  # the destination's lag the scan had learnt
 
     @classmethod
     def of(cls, tallies: Iterable[Tally]) -> RunFigures:
@@ -72,6 +77,10 @@ class RunFigures:
         self.read += tally.get("read", 0)
         if tally.get("max_id") is not None:
             self.max_id = tally["max_id"]
+        self.candidates += tally.get("candidates", 0)
+        self.cleared += tally.get("cleared", 0)
+        if "waiting" in tally:
+            self.waiting, self.hot, self.lag = tally["waiting"], tally.get("hot", 0), tally.get("lag")
 
     def merge(self, other: RunFigures) -> None:
         """Add another run's sums to these (a pair's totals over its runs)."""
@@ -85,6 +94,8 @@ class RunFigures:
         self.read += other.read
         self.tasks += other.tasks
         self.unreadable += other.unreadable
+        self.candidates += other.candidates
+        self.cleared += other.cleared
 
     @property
     def divergences(self) -> int:
@@ -98,6 +109,8 @@ class RunFigures:
             "delivered": self.delivered,
             "undelivered": self.undelivered,
             "unreadable_records": self.unreadable,
+            "candidates": self.candidates,
+            "cleared_in_flight": self.cleared,
         }
 
 
@@ -107,12 +120,17 @@ def _found_text(found: Counter[str]) -> str:
 
 
 def run_note(figures: RunFigures, state: str, reconcile: bool = False) -> str:
-    """The run's note in the UI: what it found by type and what its callbacks did, in one line a
-    reader can act on (``state`` is the run's final state)."""
+    """The run's note in the UI: what it found (confirmed) by type, what it held to confirm and
+    saw cleared in flight, and what its callbacks did, in one line a reader can act on
+    (``state`` is the run's final state)."""
     what = "source rows walked" if reconcile else "source rows compared"
     text = f"{NOTE_PREFIX}{figures.rows:,} {what}; found {_found_text(figures.found)}"
     if figures.divergences:
         text += f" (type 1/2/3: {'/'.join(str(figures.found.get(kind.key, 0)) for kind in Divergence)})"
+    if figures.candidates or figures.cleared or figures.waiting is not None:
+        text += f"; {figures.candidates:,} held to confirm, {figures.cleared:,} cleared in flight"
+        if figures.waiting is not None:
+            text += f", {figures.waiting:,} waiting" + (f" ({figures.hot:,} hot)" if figures.hot else "")
     if figures.events or figures.delivered:
         text += f". Callbacks: {figures.delivered:,} delivered"
         if figures.undelivered:

@@ -243,6 +243,19 @@ class ColumnTime:
     def upper(self, instant: datetime) -> Any:
         return self._write(instant, math.ceil)
 
+    def epoch(self, value: Any) -> float | None:
+        """When a value of the column was written, as epoch seconds (the inverse of :meth:`lower`);
+        None for a NULL or a value that does not read as a time."""
+        if value is None:
+            return None
+        try:
+            if self.vtype in ("epoch_s", "epoch_ms"):
+                return float(value) / (1000 if self.vtype == "epoch_ms" else 1)
+            moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value).strip())
+        except (TypeError, ValueError, ArithmeticError):
+            return None
+        return (moment if moment.tzinfo else moment.replace(tzinfo=self.zone)).timestamp()
+
     def _write(self, instant: datetime, rounding: Any) -> Any:
         instant = instant if instant.tzinfo else instant.replace(tzinfo=UTC)
         if self.vtype == "datetime":

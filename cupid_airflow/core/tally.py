@@ -22,7 +22,7 @@ class Tally(TypedDict, total=False):
     version: int
     task: str  # scan | compare | callback | reconcile
     rows: int  # source rows compared (compare; scan when it compared inline; reconcile)
-    found: dict[str, int]  # divergences by Divergence.key: "1" missing, "2" different, "3" gone
+    found: dict[str, int]  # divergences reported (confirmed), by Divergence.key: "1" missing, "2" different, "3" gone
     events: int  # callback: the events it had to deliver
     delivered: int  # callback: delivered, by this try or an earlier one
     failed: int  # callback: still undelivered when this try ended
@@ -32,12 +32,31 @@ class Tally(TypedDict, total=False):
     chunks: int  # reconcile: key chunks walked
     checksummed: int  # reconcile: chunks settled by checksum alone
     read: int  # reconcile: chunks whose rows were read
+    candidates: int  # divergences held for confirmation (confirmSeconds), not reported yet
+    cleared: int  # candidates found equal when looked at again: in flight, not lost
+    waiting: int  # scan: candidates still waiting after it
+    hot: int  # scan: of those, the ones whose source keeps changing
+    lag: float  # scan: the destination's lag lately, in seconds (absent: unknown)
 
 
 #: What each figure of a :class:`Tally` must be: a whole number (never a bool), a count that is
 #: never negative, divergences by type, an ISO 8601 time.
 TALLY_TASKS = frozenset({"scan", "compare", "callback", "reconcile"})
-_TALLY_COUNTS = frozenset({"rows", "events", "delivered", "failed", "chunks", "checksummed", "read"})
+_TALLY_COUNTS = frozenset(
+    {
+        "rows",
+        "events",
+        "delivered",
+        "failed",
+        "chunks",
+        "checksummed",
+        "read",
+        "candidates",
+        "cleared",
+        "waiting",
+        "hot",
+    }
+)
 _TALLY_IDS = frozenset({"max_id", "cursor"})
 TALLY_TYPES = frozenset(kind.key for kind in Divergence)
 
@@ -75,4 +94,6 @@ def read_tally(data: Any) -> Tally:
                 _whole(count, 0)
         if "until" in data:
             datetime.fromisoformat(data["until"])
+        if "lag" in data and (type(data["lag"]) not in (int, float) or not 0 <= data["lag"] <= _LARGEST):
+            raise ValueError("lag is not a number of seconds")
     return cast(Tally, data)

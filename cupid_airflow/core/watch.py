@@ -38,10 +38,12 @@ from cupid_airflow.core.codec import encode_value
 
 __all__ = [
     "MIN_EVENT_GAP_SECONDS",
+    "RECHECK_AT_KEY",
     "STORE_DELAY_SECONDS",
     "WATCH_MARKS_KEY",
     "Observation",
     "Pacer",
+    "Rechecks",
     "WatchMarks",
     "advance",
     "read_watch_marks",
@@ -71,6 +73,9 @@ class WatchMarks(TypedDict):
 
 
 WATCH_MARKS_KEY = "cupid_watch_marks"
+#: Where the scan tells the watcher (in the same asset state store) when to start the next look at
+#: the pair's waiting candidates: epoch seconds (:mod:`cupid_airflow.core.confirm`).
+RECHECK_AT_KEY = "cupid_recheck_at"
 WATCH_MARKS_VERSION = 1
 
 
@@ -201,3 +206,46 @@ class Pacer:
 def _shown(encoded: Any) -> Any:
     """An encoded value as a person reads it: ``{"datetime": "..."}`` -> the date-time."""
     return next(iter(encoded.values())) if isinstance(encoded, dict) and len(encoded) == 1 else encoded
+
+
+class Rechecks:
+    """When a watcher starts a run to look at its pair's waiting candidates again.
+
+    The scan stores the time of the next look (:data:`RECHECK_AT_KEY`, epoch seconds) in the
+    watch asset's state store; a run comes when that time is reached. The watcher reads the key
+    soon after each run it starts (:data:`READS_AFTER_RUN`: the run's scan writes it), and
+    otherwise every :data:`WAITING_READ` s while a look is due and every :data:`QUIET_READ` s
+    while none is (a run the watcher did not start, a safety or manual run, may have left
+    candidates); times are epoch seconds.
+    """
+
+    READS_AFTER_RUN = (3.0, 6.0, 12.0, 30.0, 90.0)
+    WAITING_READ = 60.0
+    QUIET_READ = 300.0
+
+    def __init__(self) -> None:
+        self.at: float | None = None  # when the next look is due, as last read
+        self.reads: list[float] = [-math.inf]  # when to read the key: at once, at start
+        self.started = -math.inf  # when the watcher last started a run
+
+    def should_read(self, now: float) -> bool:
+        return bool(self.reads) and now >= self.reads[0]
+
+    def read(self, value: Any, now: float) -> None:
+        """The key as read (None: no candidate waits). A time before the last run the watcher
+        started is that run's to replace: its scan has not stored the next one yet."""
+        self.at = float(value) if isinstance(value, int | float) and math.isfinite(value) else None
+        if self.at is not None and self.at <= self.started:
+            self.at = None
+        self.reads = [t for t in self.reads if t > now] or [now + (self.WAITING_READ if self.at else self.QUIET_READ)]
+
+    def read_failed(self, now: float) -> None:
+        self.reads = [t for t in self.reads if t > now] or [now + self.WAITING_READ]
+
+    def due(self, now: float) -> bool:
+        return self.at is not None and now >= self.at
+
+    def run_started(self, now: float) -> None:
+        """A run was started (for a look, or for changes): it looks, and writes the next time."""
+        self.at, self.started = None, now
+        self.reads = sorted({*[t for t in self.reads if t > now], *(now + d for d in self.READS_AFTER_RUN)})

@@ -7,17 +7,21 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import os
 import re
 import time
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from airflow.sdk import Context
 
 from cupid_airflow.config import Reconcile
-from cupid_airflow.core.codec import Store, encode_value
+from cupid_airflow.core.codec import StateError, Store, encode_value
+from cupid_airflow.core.compare import lookup_keys
+from cupid_airflow.core.confirm import Confirmer, read_confirm_state
 from cupid_airflow.core.divergence import Divergence
 from cupid_airflow.core.errors import TimeColumnError
 from cupid_airflow.core.events import Event
@@ -34,7 +38,7 @@ from cupid_airflow.core.reconcile_progress import (
     write_progress,
 )
 from cupid_airflow.exceptions import CupidFailure
-from cupid_airflow.names import pair_of
+from cupid_airflow.names import confirm_state_key, pair_of
 from cupid_airflow.operators.base import CupidOperator
 
 __all__ = ["ReconcileOperator", "ReconcilePlanOperator"]
@@ -42,16 +46,6 @@ __all__ = ["ReconcileOperator", "ReconcilePlanOperator"]
 #: Progress bigger than this (a segment where most rows differ) is no longer saved: the last saved
 #: position stays valid and a retry redoes more work, instead of every save failing or crawling.
 MAX_PROGRESS_BYTES = 8 * 1024 * 1024
-
-
-def _lookup_keys(by_value: str | None) -> list[Any]:
-    """An event's ``byValue`` as key parameters: binary keys that are not UTF-8 are written
-    ``0x<hex>`` in events, so those are looked up as the bytes too."""
-    if by_value is None:
-        return []
-    if re.fullmatch(r"0x(?:[0-9a-f]{2})+", by_value):
-        return [by_value, bytes.fromhex(by_value[2:])]
-    return [by_value]
 
 
 def _path_part(name: str) -> str:
@@ -119,7 +113,6 @@ class ReconcileOperator(_ReconcileBase):
 
     def run(self, context: Context) -> Any:
         self.show_as(context, segment_label(self.pair.src.by_column, self.segment))
-        settings = self.settings
         store: Store | None = context.get("task_state_store")
         progress = read_progress(store, self.segment)
         if progress is not None:
@@ -129,8 +122,8 @@ class ReconcileOperator(_ReconcileBase):
             progress = new_progress(self.segment)
         if not progress["done"]:
             progress = self.walk(store, progress)
-        if settings.min_age_seconds and progress["events"]:
-            moment = datetime.fromtimestamp(progress["found_at"] + settings.min_age_seconds, UTC)
+        if self.min_age and progress["events"]:
+            moment = datetime.fromtimestamp(progress["found_at"] + self.min_age, UTC)
             if moment > datetime.now(UTC) and self._needs_waiting(progress["events"]):
                 # Deletes (type 3) and rows without a usable update time can only be told from
                 # replication lag by looking again later: wait in the triggerer, not in a worker slot.
@@ -185,8 +178,10 @@ class ReconcileOperator(_ReconcileBase):
     def _finish(self, context: Context, progress: ReconcileProgress) -> Any:
         settings, stats = self.settings, progress["stats"]
         events = progress["events"]
-        if settings.min_age_seconds and events:
-            events = self._old_enough(events, settings.min_age_seconds)
+        cleared = 0
+        if self.min_age and events:
+            kept = self._old_enough(events, self.min_age)
+            cleared, events = len(events) - len(kept), kept
         counts = {kind.key: sum(1 for e in events if e["type"] == kind) for kind in Divergence}
         self.log.info(
             "Segment %s: %d source rows in %d chunks (%d checksummed, %d read): %s missing (type 1), "
@@ -196,6 +191,7 @@ class ReconcileOperator(_ReconcileBase):
         )  # fmt: skip
         found = {kind: n for kind, n in counts.items() if n}
         self.record(context, "reconcile", rows=stats["rows"], found=found, chunks=stats["chunks"],
+                    **({"cleared": cleared} if cleared else {}),
                     checksummed=stats["checksummed"], read=stats["read"])  # fmt: skip
         result: Any
         if not settings.report_only:
@@ -209,6 +205,23 @@ class ReconcileOperator(_ReconcileBase):
         if store is not None:
             clear_progress(store)
         return result
+
+    @cached_property
+    def min_age(self) -> int:
+        """How long a difference must have lasted before it is reported: ``minAgeSeconds``, and
+        with ``confirmSeconds`` at least the confirmation window the pair's scans have learnt
+        (the destination's lag: a delete or an edit still in flight is not reported)."""
+        configured = self.settings.min_age_seconds
+        if not self.config.confirm_seconds:
+            return configured
+        key = confirm_state_key(self.pair.pair_id)
+        try:
+            state = read_confirm_state(self.variables.get(key, None), where=f"Variable {key}")
+        except StateError as e:
+            self.log.warning("%s: waiting confirmSeconds", e)
+            return max(configured, self.config.confirm_seconds)
+        window = Confirmer(state, self.config.confirm_seconds).window(time.time())
+        return max(configured, math.ceil(window))
 
     def _needs_waiting(self, events: list[Event]) -> bool:
         with self.pair.source_table() as source:
@@ -226,7 +239,7 @@ class ReconcileOperator(_ReconcileBase):
         """Drop what replication lag explains: divergences that are gone when looked at again, and
         those whose source row changed in the last ``min_age`` seconds."""
         pair = self.pair
-        keys = [k for e in events for k in _lookup_keys(e.get("byValue"))]
+        keys = [k for e in events for k in lookup_keys(e.get("byValue"))]
         with pair.source_table() as source, pair.destination_table() as target:
             writer = self._row_time(source)
             src_rows, des_rows, stamps = pair.recheck_rows(source, target, keys, stamp=writer is not None)

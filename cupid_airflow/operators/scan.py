@@ -3,14 +3,20 @@
 
 from __future__ import annotations
 
+import copy
+import time
 from typing import Any
 
 from airflow.sdk import Asset, AssetAlias, Context
+from airflow.sdk.definitions.asset import AssetNameRef
 
+from cupid_airflow.confirming import CONFIRM_KEY, Confirmation
 from cupid_airflow.core.compare import ID_COLUMN
+from cupid_airflow.core.confirm import Found
 from cupid_airflow.core.divergence import Divergence
 from cupid_airflow.core.events import CarriedEvents, Event, carried_events, event_types
 from cupid_airflow.core.partitions import IdPartition, WindowPartition, read_partition, rows_at_most
+from cupid_airflow.core.watch import RECHECK_AT_KEY
 from cupid_airflow.names import CUPID_TAG, backlog_alias_name, watch_asset_identity
 from cupid_airflow.operators.base import CupidOperator
 from cupid_airflow.planning import ScanRun
@@ -19,7 +25,9 @@ from cupid_airflow.planning.updates import UpdatePlanner
 
 __all__ = ["ScanInsertOperator", "ScanOperator", "ScanUpdateOperator", "backlog_alias"]
 
-ScanOutput = list[IdPartition | WindowPartition] | list[CarriedEvents]
+ScanOutput = (
+    list[IdPartition | WindowPartition] | list[CarriedEvents] | list[IdPartition | WindowPartition | CarriedEvents]
+)
 
 
 def backlog_alias(pair_id: str) -> AssetAlias:
@@ -94,6 +102,8 @@ class ScanOperator(_ScanBase):
                 small = rows_at_most(table, parts, limit, ID_COLUMN)
             if not small:
                 self.log.info("More than inlineRows=%d rows to compare: %d mapped compare task(s)", limit, len(parts))
+        if self.config.confirm_seconds:
+            return self._confirming(context, parts, position, inline=small or not parts)
         if not small:
             self.record(context, "scan", **position)
             return parts
@@ -126,6 +136,121 @@ class ScanOperator(_ScanBase):
         delivered = {"events": sent, "delivered": sent} if sent else {}
         self.record(context, "scan", **position, rows=rows, found=found, **delivered)
         return [carried_events(left)] if left else []
+
+    def _confirming(
+        self, context: Context, parts: list[IdPartition | WindowPartition], position: dict[str, Any], inline: bool
+    ) -> ScanOutput:
+        """The run with confirmation (``confirmSeconds``): what is found is a candidate until
+        confirmed (:mod:`cupid_airflow.core.confirm`); this scan also takes in what earlier runs'
+        mapped compares found, looks at the waiting candidates again, hands what is confirmed to
+        delivery, and tells the watcher when to start the next look."""
+        run_id = context["run_id"]
+        confirm = Confirmation(self.pair, self.variables, self.log)
+        before = copy.deepcopy(confirm.state)
+        now = time.time()
+        merged = confirm.merge(self._handed_over(context, confirm), now)
+        confirmed = self._outbox(context, confirm) + merged.confirmed
+        rows, added, just_found = 0, merged.added, frozenset[str]()
+        if inline:
+            found: list[Found] = []
+            for part in parts:
+                seen = confirm.seen(insert=part["kind"] == "ids")
+                rows += self.pair.compare_partition(read_partition(part), found.extend, seen=seen)
+            verdict = confirm.add(found, time.time())
+            confirmed += verdict.confirmed
+            added += verdict.added
+            just_found = frozenset(str(f.event.get("byValue")) for f in found)
+        elif parts:
+            confirm.state["pending"].append([run_id, len(parts)])
+        rechecked = confirm.recheck(time.time(), skip=just_found)
+        confirmed += rechecked.confirmed
+        if confirmed:  # kept until this run holds them: a scan killed now sends them again, never loses them
+            confirm.state["outbox"][run_id] = confirmed
+            confirm.save()
+        output: ScanOutput = parts
+        sent = 0
+        if inline:
+            left = self._deliver_inline(confirmed)
+            sent = len(confirmed) - len(left)
+            output = [carried_events(left)] if left else []
+            if left:
+                confirm.state["outbox"][run_id] = left
+            else:
+                confirm.state["outbox"].pop(run_id, None)
+        elif confirmed:
+            output = [*parts, carried_events(confirmed)]
+        if confirm.state != before:
+            confirm.save()
+        self._wake_watcher(context, confirm.confirmer.next_look(time.time()))
+        found_types = event_types(confirmed)
+        waiting, hot, lag = confirm.confirmer.waiting, confirm.confirmer.hot, confirm.lag
+        self.log.info(
+            "Confirmation: %d found here, %d new candidates, %d cleared in flight, %d confirmed, %d waiting "
+            "(%d hot); the destination's lag %s, window %.0f s (confirmSeconds=%d)",
+            confirm.found, added, rechecked.cleared, len(confirmed), waiting, hot,
+            "unknown" if lag is None else f"{lag:.1f} s", confirm.confirmer.window(time.time()),
+            self.config.confirm_seconds,
+        )  # fmt: skip
+        figures: dict[str, Any] = {"found": found_types} if found_types else {}
+        if inline:
+            figures["rows"] = rows
+        if sent:
+            figures.update(events=sent, delivered=sent)
+        self.record(
+            context, "scan", **position, **figures, candidates=added, cleared=rechecked.cleared, waiting=waiting,
+            hot=hot, **({"lag": round(lag, 3)} if lag is not None else {}),
+        )  # fmt: skip
+        return output
+
+    def _handed_over(self, context: Context, confirm: Confirmation) -> dict[str, list[Any]]:
+        """What mapped compares of earlier runs handed over (a run still going keeps its own)."""
+        ti: Any = context.get("ti")
+        runs: dict[str, list[Any]] = {}
+        for run_id, compares in confirm.state["pending"]:
+            if run_id == context["run_id"] or ti is None:
+                continue
+            outputs = ti.xcom_pull(
+                task_ids="compare", key=CONFIRM_KEY, run_id=run_id, map_indexes=list(range(compares))
+            )
+            runs[run_id] = list(outputs) if isinstance(outputs, list | tuple) else [outputs]
+        return runs
+
+    def _outbox(self, context: Context, confirm: Confirmation) -> list[Event]:
+        """Confirmed events handed to a run that never held them (its scan was killed or failed
+        after deciding): sent again now. Those a run's scan returned are its callback's."""
+        outbox = confirm.state["outbox"]
+        if not outbox:
+            return []
+        others = [r for r in outbox if r != context["run_id"]]
+        held: dict[str, Any] = {}
+        ti: Any = context.get("ti")
+        if others and ti is not None:
+            held = ti.get_task_states(dag_id=self.dag_id, task_ids=["scan"], run_ids=others)
+        again: list[Event] = []
+        for run_id in list(outbox):
+            states = [str(s).lower() for s in (held.get(run_id) or {}).values()]
+            if run_id != context["run_id"] and any(s.endswith("success") for s in states):
+                del outbox[run_id]  # that run's callback holds them
+                continue
+            again += outbox.pop(run_id)
+        if again:
+            self.log.warning("%d confirmed events a run did not take over are sent again", len(again))
+        return again
+
+    def _wake_watcher(self, context: Context, at: float | None) -> None:
+        """Tell the pair's watcher when to start the next look at the candidates (epoch s)."""
+        name, _ = watch_asset_identity(self.pair.pair_id)
+        try:
+            store = context["asset_state_store"][AssetNameRef(name=name)]
+        except (KeyError, TypeError):
+            return  # not watched: the pair's scheduled runs look at them
+        try:
+            if at is None:
+                store.delete(RECHECK_AT_KEY)
+            else:
+                store.set(RECHECK_AT_KEY, round(at, 3))
+        except Exception as e:  # the look comes with the next run the watcher starts anyway
+            self.log.warning("Could not tell the watcher when to look again (%s)", type(e).__name__)
 
     def _deliver_inline(self, events: list[Event]) -> list[Event]:
         """The events this scan could not deliver itself (all of them with ``callbackQueue``)."""

@@ -93,6 +93,11 @@ class PairDrift:
             return None
         return max(0, self.max_id - self.cursor)
 
+    @property
+    def confirming(self) -> RunFigures | None:
+        """The figures of the newest run whose scan said how many candidates wait."""
+        return next((r.figures for r in reversed(self.runs) if r.figures.waiting is not None), None)
+
     def lag_seconds(self, now: datetime) -> float | None:
         return None if self.until is None else max(0.0, (now - self.until).total_seconds())
 
@@ -145,6 +150,7 @@ class PairDrift:
             "lag_seconds": self.lag_seconds(now),
             "drifting": self.drift_reasons(),
             "window": totals.as_dict(),
+            "confirmation": self._confirmation(totals),
             "callbacks": {
                 "delivered": totals.delivered,
                 "waiting": self.undelivered(waiting=True),
@@ -154,6 +160,17 @@ class PairDrift:
             "last_run": None if last is None else _run_dict(last),
             "reconcile_dag_id": self.reconcile_dag_id,
             "last_reconcile": None if self.reconcile is None else _run_dict(self.reconcile),
+        }
+
+    def _confirmation(self, totals: RunFigures) -> dict[str, Any]:
+        last = self.confirming
+        return {
+            "waiting": None if last is None else last.waiting,
+            "hot": None if last is None else last.hot,
+            "lag_seconds": None if last is None else last.lag,
+            "confirmed": totals.divergences,
+            "held": totals.candidates,
+            "cleared_in_flight": totals.cleared,
         }
 
 

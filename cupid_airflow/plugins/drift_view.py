@@ -152,6 +152,23 @@ def _found(found: dict[str, int] | Any) -> str:
     return " · ".join(cells)
 
 
+def _confirming(pair: PairDrift, totals: Any) -> str:
+    """Candidates waiting (hot ones apart), what the window confirmed and cleared in flight, and
+    the destination's lag the pair has learnt."""
+    last = pair.confirming
+    if last is None and not totals.candidates:
+        return "–"
+    waiting = "–" if last is None or last.waiting is None else f"{last.waiting:,}"
+    hot = f' <span class="hot bad">({last.hot:,} hot)</span>' if last is not None and last.hot else ""
+    lag = "unknown" if last is None or last.lag is None else _ago(last.lag)
+    return (
+        f'<span class="waiting-candidates">{waiting}</span> waiting{hot}<br>'
+        f'<span class="confirmed">{totals.divergences:,}</span> confirmed · '
+        f'<span class="cleared">{totals.cleared:,}</span> cleared in flight<br>'
+        f'<small>replica lag <span class="learnt-lag">{lag}</span></small>'
+    )
+
+
 def _unreadable(count: int) -> str:
     if not count:
         return ""
@@ -207,6 +224,7 @@ def _pair_row(pair: PairDrift, now: datetime) -> str:
   <td>{lag}</td>
   <td>{chart(pair.runs)}<div class="found">{_found(totals.found)}</div>
       <small>{len(pair.runs):,} runs, {totals.rows:,} rows compared</small>{_unreadable(totals.unreadable)}</td>
+  <td>{_confirming(pair, totals)}</td>
   <td>{callbacks}</td>
   <td>{reconcile}</td>
   <td>{last_html}</td>
@@ -221,7 +239,7 @@ def _guarded_row(pair: PairDrift, now: datetime) -> str:
         log.exception("cupid view: cannot show pair %s", pair.dag_id)
         link = _a(_dag_link(pair.dag_id), pair.dag_id)
         return (
-            f'<tr class="pair drifting" data-dag-id="{escape(pair.dag_id)}"><td>{link}</td><td colspan="6" '
+            f'<tr class="pair drifting" data-dag-id="{escape(pair.dag_id)}"><td>{link}</td><td colspan="7" '
             'class="bad">this pair\'s figures cannot be shown: see the api-server log</td></tr>'
         )
 
@@ -278,7 +296,7 @@ def render_page(page: DriftPage) -> str:
         count = len(page.broken)
         broken = f'<div class="broken"><b>{count} broken config(s)</b>: their DAGs do not run.<ul>{items}</ul></div>'
     legend = "".join(f'<span><i style="background:{c}"></i>type {k.key}: {k.label}</span>' for k, c in COLOURS.items())
-    rows = "".join(_guarded_row(p, page.now) for p in page.pairs) or '<tr><td colspan="7">No cupid pairs yet.</td></tr>'
+    rows = "".join(_guarded_row(p, page.now) for p in page.pairs) or '<tr><td colspan="8">No cupid pairs yet.</td></tr>'
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>cupid drift</title><style>{STYLE}</style></head>
 <body>
@@ -289,7 +307,7 @@ def render_page(page: DriftPage) -> str:
 {broken}
 <table id="pairs">
 <thead><tr><th>Pair</th><th>Backlog (new ids)</th><th>Update lag</th><th>Divergences per run</th>
-<th>Callbacks</th><th>Last reconcile</th><th>Last run</th></tr></thead>
+<th>Confirming</th><th>Callbacks</th><th>Last reconcile</th><th>Last run</th></tr></thead>
 <tbody>{rows}</tbody></table>
 <script>{LEAVE_FRAME}</script>
 </body></html>"""

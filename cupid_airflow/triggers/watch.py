@@ -18,6 +18,7 @@ import asyncio
 import logging
 import math
 import os
+import time
 import zlib
 from collections.abc import AsyncIterator, Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
@@ -26,11 +27,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
+from cupid_airflow.core import watch as core_watch
 from cupid_airflow.core.errors import error_notes
 from cupid_airflow.core.watch import (
+    RECHECK_AT_KEY,
     WATCH_MARKS_KEY,
     Observation,
     Pacer,
+    Rechecks,
     WatchMarks,
     read_watch_marks,
     watch_marks_value,
@@ -423,19 +427,38 @@ class SourceWatchTrigger(BaseEventTrigger):
     async def _events(self, shared_stream: AsyncIterator[Any]) -> AsyncIterator[TriggerEvent]:
         loop = asyncio.get_running_loop()
         pacer = Pacer(await self._read_marks())
+        rechecks = Rechecks()
         async for seen in shared_stream:
             changes = pacer.observe(seen, loop.time())
+            if not changes:
+                await self._read_recheck(rechecks)
+                if rechecks.due(time.time()) and loop.time() - pacer.last_fire >= core_watch.MIN_EVENT_GAP_SECONDS:
+                    changes = ["candidates due to be looked at again"]
+                    pacer.last_fire = loop.time()
             if changes:
                 marks = pacer.fired
-                assert marks is not None
                 self.log.info("cupid watch %s: %s: starting a run", self.pair_id, "; ".join(changes))
+                rechecks.run_started(time.time())
                 yield TriggerEvent(  # type: ignore[no-untyped-call]
-                    {"pair_id": self.pair_id, "changes": changes, "max_id": marks["max_id"],
-                     "max_updated": marks["max_updated"], "rows_at_max": marks["rows_at_max"]}
+                    {"pair_id": self.pair_id, "changes": changes, "max_id": marks["max_id"] if marks else None,
+                     "max_updated": marks["max_updated"] if marks else None,
+                     "rows_at_max": marks["rows_at_max"] if marks else 0}
                 )  # fmt: skip
             marks = pacer.to_store(loop.time())
             if marks is not None:
                 await self._write_marks(pacer, marks, loop.time())
+
+    async def _read_recheck(self, rechecks: Rechecks) -> None:
+        """Read when the pair's scan wants its candidates looked at again, when it is time to."""
+        now = time.time()
+        store = self.asset_state_store
+        if store is None or not rechecks.should_read(now):
+            return
+        try:
+            rechecks.read(await store.aget(RECHECK_AT_KEY), now)
+        except Exception as e:
+            self.log.warning("cupid watch %s: cannot read when to look at candidates again (%s)", self.pair_id, e)
+            rechecks.read_failed(now)
 
     async def _read_marks(self) -> WatchMarks | None:
         store = self.asset_state_store

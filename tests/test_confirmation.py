@@ -1,0 +1,169 @@
+"""Divergences are confirmed before they are called back (``confirmSeconds``), on real MariaDB, a
+loopback receiver and ``dag.test()`` runs: what the replica still had in flight is cleared, what it
+lost is called back, through the inline and the mapped paths, and a scan killed after deciding
+sends what it confirmed again. The decisions themselves: tests/test_confirm.py; a real
+deployment with a lagging replica: tests/test_e2e_lag.py."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from airflow.models.variable import Variable
+from airflow.utils.session import create_session
+
+from cupid_airflow.names import confirm_state_key
+from cupid_airflow.plugins.drift_data import load_page
+from cupid_airflow.plugins.drift_view import render_page
+from tests.pairs import Pair, pair
+
+__all__ = ["pair"]  # the fixture
+
+pytestmark = pytest.mark.usefixtures("airflow_db")
+
+CAP = 15  # confirmSeconds: long enough for a dag.test() run to start (seconds), short enough to wait out
+
+
+@pytest.fixture
+def confirming(pair: Pair) -> Pair:
+    pair.configure(
+        inlineRows=1000,
+        confirmSeconds=CAP,
+        failureJobRetrySecond=1,
+        schedule="@continuous",  # each run's update window ends at its start
+        src={"update": True, "updateColumn": "update_time", "updateScanSecond": 0},
+    )
+    return pair
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _add_source(pair: Pair, number: str, name: str, stamp: datetime | None = None) -> None:
+    pair.add_source((number, name, None, None, None, stamp or _now()))
+
+
+def _state(pair: Pair) -> dict[str, Any]:
+    return dict(json.loads(Variable.get(confirm_state_key(pair.dag_id))))
+
+
+def _tally(result: Any, task: str = "scan", map_index: int = -1) -> dict[str, Any]:
+    return dict(result.other_xcoms[(task, map_index, "cupid_tally")])
+
+
+def test_a_change_in_flight_is_cleared_and_a_lost_one_called_back(confirming: Pair) -> None:
+    pair = confirming
+    _add_source(pair, "n1", "in flight")
+    _add_source(pair, "n2", "lost")
+
+    first = pair.run()
+    assert pair.callbacks() == []  # both just committed: candidates, not callbacks
+    assert set(_state(pair)["candidates"]) == {"n1", "n2"}
+    assert {k: _tally(first)[k] for k in ("candidates", "waiting", "cleared")} == {
+        "candidates": 2,
+        "waiting": 2,
+        "cleared": 0,
+    }
+
+    pair.add_destination(("n1", "in flight", None, None, None))  # the replica catches up on n1
+    time.sleep(1.2)
+    second = pair.run()
+    assert pair.callbacks() == []
+    assert set(_state(pair)["candidates"]) == {"n2"}
+    assert _tally(second)["cleared"] == 1 and _tally(second)["waiting"] == 1
+
+    time.sleep(CAP)  # n2's wait is over: the replica showed no sign of it
+    third = pair.run()
+    assert {n: b["type"] for n, b in pair.by_number().items()} == {"n2": 1}
+    assert _state(pair)["candidates"] == {} and _state(pair)["outbox"] == {}
+    assert _tally(third)["found"] == {"1": 1} and _tally(third)["delivered"] == 1
+    assert third.note is not None and "1 missing" in third.note and "0 waiting" in third.note
+
+    # the cupid view, from the runs' records: held, cleared in flight, confirmed, waiting now
+    with create_session() as session:
+        view = next(p for p in load_page(session).as_dict()["pairs"] if p["dag_id"] == pair.dag_id)
+    assert view["confirmation"] == {
+        "waiting": 0, "hot": 0, "lag_seconds": view["confirmation"]["lag_seconds"], "confirmed": 1, "held": 2,
+        "cleared_in_flight": 1,
+    }  # fmt: skip
+    assert view["confirmation"]["lag_seconds"] is not None  # n1 cleared: the replica's lag, learnt
+    with create_session() as session:
+        html = render_page(load_page(session))
+    assert "cleared in flight" in html and "replica lag" in html
+
+
+def test_a_row_stamped_long_ago_is_called_back_at_once(confirming: Pair) -> None:
+    pair = confirming
+    _add_source(pair, "old", "long ago", datetime(2020, 1, 1))
+    pair.run()
+    assert {n: b["type"] for n, b in pair.by_number().items()} == {"old": 1}
+
+
+def test_a_later_change_applied_confirms_an_earlier_one_at_once(confirming: Pair) -> None:
+    """With the update column mapped, a row seen equal proves its version arrived: the replica
+    applied a change committed after the missing one, which it would have applied first."""
+    pair = confirming
+    pair.des.execute("ALTER TABLE `user` ADD COLUMN update_time DATETIME NULL")
+    config = json.loads(pair.config_path.read_text())
+    config["des"][0]["columns"]["update_time"] = "update_time"
+    pair.config_path.write_text(json.dumps(config))
+    lost_at = _now()
+    _add_source(pair, "lost", "lost", lost_at)
+    later = lost_at.replace(microsecond=0) + (datetime(2000, 1, 1, 0, 0, 3) - datetime(2000, 1, 1))
+    _add_source(pair, "later", "arrived", later)
+    pair.des.execute(
+        "INSERT INTO `user` (number, name, update_time) VALUES ('later', 'arrived', %s)", (later.replace(tzinfo=None),)
+    )
+    pair.run()
+    assert {n: b["type"] for n, b in pair.by_number().items()} == {"lost": 1}
+
+
+def test_candidates_of_mapped_compares_wait_in_the_next_scan(confirming: Pair) -> None:
+    pair = confirming
+    pair.configure(inlineRows=0)
+    _add_source(pair, "m1", "in flight")
+    _add_source(pair, "m2", "lost")
+
+    first = pair.run()
+    assert pair.callbacks() == []
+    assert _tally(first, "compare", 0)["candidates"] == 2
+    assert [run for run, _ in _state(pair)["pending"]] == [first.run_id]
+
+    pair.add_destination(("m1", "in flight", None, None, None))
+    time.sleep(CAP + 0.5)
+    second = pair.run()  # takes the candidates in, looks again: m1 arrived, m2 did not
+    assert {n: b["type"] for n, b in pair.by_number().items()} == {"m2": 1}
+    assert _state(pair)["pending"] == [] and _state(pair)["candidates"] == {}
+    assert _tally(second)["delivered"] == 1  # nothing new to compare: the scan sent it
+
+
+def test_a_scan_killed_after_confirming_sends_again(confirming: Pair, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cupid_airflow.operators.scan import ScanOperator
+
+    pair = confirming
+    _add_source(pair, "k1", "lost")
+    pair.run()
+    time.sleep(CAP + 0.5)
+
+    deliver = ScanOperator._deliver_inline
+    tries: list[int] = []
+
+    def dies_once(self: ScanOperator, events: list[Any]) -> list[Any]:
+        tries.append(len(events))
+        if len(tries) == 1:
+            raise SystemExit("killed")  # after the decision was kept, before anything was sent
+        return deliver(self, events)
+
+    monkeypatch.setattr(ScanOperator, "_deliver_inline", dies_once)
+    pair.receiver.clear_log()
+    from tests.airflow_run import run_dag
+
+    result = run_dag(pair.dag_id)
+    assert result.state == "success" and result.tries[("scan", -1)] == 2
+    assert tries == [1, 1]  # the retry found the confirmed event kept, and sent it
+    assert {n: b["type"] for n, b in pair.by_number().items()} == {"k1": 1}
+    assert _state(pair)["outbox"] == {}
