@@ -141,7 +141,10 @@ def read_confirm_state(data: Any, where: str = "confirmation state") -> ConfirmS
     if not isinstance(data, dict):
         raise StateError(f"{where} holds {type(data).__name__}, not an object")
     check_version(where, data)
-    fix = "delete it: candidates found again are re-checked, nothing is called back early"
+    fix = (
+        "fix it in Admin -> Variables, or delete it: the candidates waiting in it are forgotten until the pair's "
+        "next safety run or a reconcile finds them again"
+    )
     with decoding(where, fix):
         state = new_state()
         for key, c in (data.get("candidates") or {}).items():
