@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
+from datetime import UTC, datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -18,23 +20,31 @@ from cupid_airflow.core.codec import Store
 from cupid_airflow.core.compare import lookup_keys, to_text
 from cupid_airflow.core.confirm import (
     CONFIRM_KEY,
+    FUTURE_TOLERANCE,
+    MAX_CANDIDATES,
+    Candidate,
     Confirmer,
     ConfirmState,
     Found,
     Observed,
     Recheck,
     Verdict,
+    read_candidate,
     read_confirm_state,
 )
 from cupid_airflow.core.errors import PermanentError
 from cupid_airflow.core.events import Event
-from cupid_airflow.names import confirm_state_key
+from cupid_airflow.names import confirm_spill_key, confirm_state_key
 
 if TYPE_CHECKING:
     from cupid_airflow.core.partitions import ColumnTime
+    from cupid_airflow.hooks.table import Table
     from cupid_airflow.pair import SyncPair
 
 __all__ = ["CONFIRM_KEY", "Confirmation", "handed_over"]
+
+#: Recent versions per batch sampled for the lag (how old they were when first seen applied).
+FAST_SAMPLES = 64
 
 
 class Confirmation:
@@ -43,22 +53,24 @@ class Confirmation:
     :param pair: the pair.
     :param variables: where the state lives (the scan writes it; other tasks only read it).
     :param log: the task's logger.
+    :param run_id: the task's run.
+    :param cap: ``confirmSeconds`` (the pair's, unless a scan flushes what a pair that no longer
+        confirms left waiting: 0).
     """
 
-    def __init__(self, pair: SyncPair, variables: Store, log: Any) -> None:
+    def __init__(self, pair: SyncPair, variables: Store, log: Any, run_id: str, cap: float | None = None) -> None:
         self.pair = pair
+        self.run_id = run_id
         self.variables = variables
         self.log = log
         self.key = confirm_state_key(pair.pair_id)
         self.state: ConfirmState = read_confirm_state(variables.get(self.key, None), where=f"Variable {self.key}")
-        self.confirmer = Confirmer(self.state, pair.config.confirm_seconds)
+        cap = pair.config.confirm_seconds if cap is None else cap
+        self.confirmer = Confirmer(self.state, cap, version=pair.version_mapped)
         self.observed = Observed()  # what this task saw applied, not yet taken into the state
         self.observed_total = Observed()  # all it saw applied (a mapped compare hands it on)
         self.found = 0  # divergences this task found, before confirmation
-
-    @property
-    def enabled(self) -> bool:
-        return self.pair.config.confirm_seconds > 0
+        self.future = 0  # source stamps ahead of this worker's clock (not believed)
 
     @cached_property
     def column_time(self) -> ColumnTime | None:
@@ -70,20 +82,31 @@ class Confirmation:
             with self.pair.source_table() as table:
                 return self.pair.column_time(table)
         except PermanentError as e:
-            self.log.warning("Confirmation cannot date rows by %s (%s): it waits as for undated rows",
-                             self.pair.src.update_column, e)  # fmt: skip
+            self.log.warning("Confirmation cannot date rows by %s (%s): they wait as undated rows do, "
+                             "confirmSeconds at most", self.pair.src.update_column, e)  # fmt: skip
             return None
+
+    def frontier(self, table: Table | None = None) -> int | None:
+        """The source's highest id now: a row above it, once present in the destination, was
+        inserted after everything this task saw missing."""
+        if table is not None:
+            return _as_int(table.max_id())
+        with self.pair.source_table() as source:
+            return _as_int(source.max_id())
 
     # ------------------------------------------------------------------ what a compare saw
 
-    def seen(self, insert: bool) -> Callable[[Sequence[tuple[Any, ...]], list[Event]], list[Found]]:
+    def seen(self, ids: bool) -> Callable[[Sequence[tuple[Any, ...]], list[Event]], list[Found]]:
         """For :meth:`SyncPair.compare_partition`: each batch's rows (with the update column's
-        value last) and events in, the events with their rows' stamps out; what compared equal is
-        noted as applied (``insert``: the partition holds new ids)."""
+        value last) and events in, the events with their rows' stamps out (``ids``: the
+        partition holds claimed ids; those above the last run's probe are new rows). Rows compared equal are
+        present in the destination (their ids count); on pairs whose destination keeps the update
+        column, their version is applied too (their stamps count)."""
         stamped = self.pair.src.update_column is not None
         timing = self.column_time if stamped else None
-        version = self.pair.version_mapped
-        cap = float(self.pair.config.confirm_seconds)
+        version = self.pair.version_mapped and timing is not None
+        cap = float(self.confirmer.cap)
+        probe = self.confirmer.probe(self.run_id)
 
         def batch(rows: Sequence[tuple[Any, ...]], events: list[Event]) -> list[Found]:
             now = time.time()
@@ -93,32 +116,55 @@ class Confirmation:
             newest: Any = None
             newest_id: int | None = None
             recent: list[Any] = []
-            cutoff = timing.lower(_instant(now - cap)) if timing is not None else None
+            cutoff = timing.lower(_instant(now - cap)) if version and timing is not None else None
             for row in rows:
                 event = by_id.get(str(to_text(row[0]))) if by_id else None
                 value = row[-1] if stamped else None
                 if event is not None:
-                    stamp = timing.epoch(value) if timing is not None else None
-                    found.append(Found(event, stamp, _as_int(row[0])))
+                    row_id = _as_int(row[0])
+                    new = ids and probe is not None and row_id is not None and row_id > probe[0]
+                    found.append(Found(event, self._stamp(timing, value, now), row_id, new))
                     continue
-                if value is not None and (newest is None or value > newest):
+                row_id = _as_int(row[0])
+                if row_id is not None and (newest_id is None or row_id > newest_id):
+                    newest_id = row_id
+                if not version or value is None:
+                    continue
+                if newest is None or value > newest:
                     newest = value
-                if insert and (newest_id is None or row[0] > newest_id):
-                    newest_id = row[0]
-                if cutoff is not None and value is not None and value >= cutoff and len(recent) < 64:
+                if cutoff is not None and value >= cutoff and len(recent) < FAST_SAMPLES:
                     recent.append(value)
-            if timing is not None and newest is not None:  # new ids are seen for the first time
-                self.observed.applied(timing.epoch(newest), None, now, cap, version=version, insert=insert,
-                                      first_sight=insert)  # fmt: skip
-            for value in recent:
-                self.observed.applied(timing.epoch(value) if timing else None, None, now, cap, version=version,
-                                      insert=insert, first_sight=True)  # fmt: skip
+            applied = self.observed.applied
+            if newest is not None:
+                applied(self._stamp(timing, newest, now), None, now, cap, version=True, present=False,
+                        first_sight=False)  # fmt: skip
+            for value in recent:  # versions seen for the first time: how old they were when applied
+                applied(self._stamp(timing, value, now), None, now, cap, version=True, present=False,
+                        first_sight=True)  # fmt: skip
             if newest_id is not None:
-                self.observed.applied(None, _as_int(newest_id), now, cap, version=False, insert=True,
-                                      first_sight=False)  # fmt: skip
+                applied(None, newest_id, now, cap, version=False, present=True, first_sight=False)
+                self.observed.arrived_since(probe, newest_id, now, cap)
             return found
 
         return batch
+
+    def _stamp(self, timing: ColumnTime | None, value: Any, now: float) -> float | None:
+        """A source value of the update column as epoch seconds; one ahead of this clock is noted
+        (and not believed by the rules)."""
+        if timing is None or value is None:
+            return None
+        stamp = timing.epoch(value)
+        if stamp is not None and stamp > now + FUTURE_TOLERANCE:
+            self.future += 1
+        return stamp
+
+    def warn_clock(self) -> None:
+        if self.future:
+            self.log.warning(
+                "%d source rows were stamped by %s ahead of this worker's clock (by more than %.0f s): their stamps "
+                "prove nothing, and they wait confirmSeconds at most. Check src.timezone and the clocks.",
+                self.future, self.pair.src.update_column, FUTURE_TOLERANCE,
+            )  # fmt: skip
 
     # ------------------------------------------------------------------ decisions
 
@@ -130,69 +176,147 @@ class Confirmation:
         if observed is not None:
             self.confirmer.observe(observed, now)
 
-    def add(self, found: Sequence[Found], now: float) -> Verdict:
+    def add(self, found: Sequence[Found], now: float, frontier: int | None = None) -> Verdict:
         self.take_in(now)
-        return self.confirmer.add(found, now)
+        return self.confirmer.add(found, now, frontier)
 
     def recheck(self, now: float, skip: frozenset[str] = frozenset()) -> Verdict:
-        """Look at the waiting candidates again (one lookup by key on each side, in batches)."""
+        """Look at the waiting candidates again: each source row by its id (a candidate follows
+        its row: if the row is gone, or now has another key, the key's fate is reconcile's), the
+        destination by key; in batches."""
         keys = [k for k in self.confirmer.due(now) if k not in skip]
         if not keys:
             return Verdict()
         pair = self.pair
         timing = self.column_time
-        params = [p for k in keys for p in lookup_keys(k)]
-        with pair.source_table() as source, pair.destination_table() as target:
-            src_rows, des_rows, stamps = pair.recheck_rows(source, target, params, stamp=timing is not None)
-        events = {e.get("byValue"): e for e in pair.comparer.compare(src_rows, des_rows)}
-        by_key: dict[str, tuple[tuple[Any, ...], Any]] = {}
-        for i, row in enumerate(src_rows):
-            by_key[str(to_text(row[1]))] = (row, stamps[i] if stamps else None)
+        candidates = self.state["candidates"]
+        by_id = [k for k in keys if candidates[k]["id"] is not None]
+        by_key = [k for k in keys if candidates[k]["id"] is None]
+        hits: dict[str, tuple[tuple[Any, ...], Any]] = {}  # key -> (its source row, the row's stamp)
+        des_rows: list[tuple[Any, ...]] = []
+        with ExitStack() as stack:
+            source = stack.enter_context(pair.source_table())
+            target = stack.enter_context(pair.destination_table())
+            ids_of: list[int] = [i for k in by_id if (i := candidates[k]["id"]) is not None]
+            for group, ids in ((by_id, ids_of), (by_key, None)):
+                if not group:
+                    continue
+                params = [p for k in group for p in lookup_keys(k)]
+                rows, des, values = pair.recheck_rows(source, target, params, stamp=timing is not None, ids=ids)
+                des_rows += des
+                found = {
+                    (_as_int(row[0]) if ids is not None else str(to_text(row[1]))): (row, values[i] if values else None)
+                    for i, row in enumerate(rows)
+                }
+                for key in group:
+                    hit = found.get(candidates[key]["id"] if ids is not None else key)
+                    if hit is not None and str(to_text(hit[0][1])) == key:  # a row re-keyed is not this key's
+                        hits[key] = hit
+            # read after the look: ids above it were inserted after the versions it saw
+            frontier = self.frontier(source)
+        events = {e.get("byValue"): e for e in pair.comparer.compare([row for row, _ in hits.values()], des_rows)}
+        now = time.time()
         results = []
         for key in keys:
-            if key not in by_key:
+            if key not in hits:
                 results.append(Recheck(key, None, None, None, gone=True))
                 continue
-            row, value = by_key[key]
-            stamp = timing.epoch(value) if timing is not None else None
-            results.append(Recheck(key, events.get(key), stamp, _as_int(row[0])))
-        return self.confirmer.recheck(results, time.time())
+            row, value = hits[key]
+            results.append(Recheck(key, events.get(key), self._stamp(timing, value, now), _as_int(row[0])))
+        verdict = self.confirmer.recheck(results, now, frontier)
+        if verdict.gone:
+            self.log.info("%d candidates' source rows were deleted or re-keyed meanwhile: a reconcile reports "
+                          "their destination rows", verdict.gone)  # fmt: skip
+        return verdict
 
-    # ------------------------------------------------------------------ the state
+    # ------------------------------------------------------------------ handovers and what did not fit
 
-    def merge(self, runs: Mapping[str, Sequence[Any]], now: float) -> Verdict:
+    def merge(self, runs: Mapping[str, Sequence[Any]], now: float) -> int:
         """Take in what mapped compares of earlier runs handed over (their ``cupid_candidates``
-        XComs, by run id): as candidates found when the compare ran, to be looked at again."""
-        verdict = Verdict()
+        XComs by run id, one per compare; None: not there): candidates, to be looked at again by
+        this scan, and what they saw applied. Returns the candidates taken in; what does not fit
+        is kept aside (:meth:`spill`)."""
+        taken = 0
         for outputs in runs.values():
             for output in outputs:
                 if not isinstance(output, dict):
                     continue
                 at = min(now, float(output.get("at") or now))
                 self.confirmer.observe(Observed.from_dict(output.get("observed") or {}), at)
-                found = [Found(f["event"], f.get("stamp"), f.get("id")) for f in output.get("found") or []]
-                part = self.confirmer.add(found, at, decide=False)  # this scan looks at them again first
-                verdict.confirmed += part.confirmed
-                verdict.added += part.added
-        done = set(runs)
-        self.state["pending"] = [p for p in self.state["pending"] if p[0] not in done]
-        return verdict
+                handed: dict[str, Any] = output.get("candidates") or {}
+                left = self.confirmer.take(handed)
+                taken += len(handed) - len(left)
+                self.spill(left)
+        return taken
+
+    def spill(self, candidates: Mapping[str, Candidate]) -> None:
+        """Keep candidates that do not fit (:data:`~cupid_airflow.core.confirm.MAX_CANDIDATES`)
+        aside, in their own Variable, written before the state that counts them: never confirmed
+        unlooked at, never lost; taken back as room frees."""
+        if not candidates:
+            return
+        key = confirm_spill_key(self.pair.pair_id)
+        kept = self._spilled()
+        kept.update({k: c for k, c in candidates.items() if k not in kept})
+        self.variables.set(key, kept)
+        self.state["spilled"] = len(kept)
+        self.log.warning("%d candidates wait beyond the %d a pair keeps (the destination is far behind, or lost "
+                         "much): %d kept aside in Variable %s, looked at as room frees", self.confirmer.waiting,
+                         MAX_CANDIDATES, len(kept), key)  # fmt: skip
+
+    def unspill(self) -> Mapping[str, Candidate] | None:
+        """Take candidates kept aside back in, as room allows; returns what is still aside (to be
+        written after the state is saved: a scan killed between the two looks at some twice),
+        None when none was taken."""
+        if not self.state["spilled"] or self.confirmer.waiting >= MAX_CANDIDATES:
+            return None
+        left = self.confirmer.take(self._spilled())
+        self.state["spilled"] = len(left)
+        return left
+
+    def save_spilled(self, left: Mapping[str, Candidate]) -> None:
+        key = confirm_spill_key(self.pair.pair_id)
+        if left:
+            self.variables.set(key, dict(left))
+        else:
+            self.variables.delete(key)
+
+    def _spilled(self) -> dict[str, Candidate]:
+        key = confirm_spill_key(self.pair.pair_id)
+        data = self.variables.get(key, None)
+        if not isinstance(data, dict):
+            return {}
+        try:
+            return {str(k): read_candidate(c) for k, c in data.items()}
+        except (KeyError, TypeError, ValueError) as e:
+            self.log.warning(
+                "Variable %s is not readable (%s): the candidates kept aside in it are forgotten "
+                "until the pair's next safety run or a reconcile finds them",
+                key,
+                type(e).__name__,
+            )
+            return {}
+
+    # ------------------------------------------------------------------ the state
 
     def save(self) -> None:
         self.variables.set(self.key, self.state)
+
+    @property
+    def idle(self) -> bool:
+        """Nothing waits, nothing is handed over or owed: the state can go (a pair that stopped confirming)."""
+        s = self.state
+        return not (s["candidates"] or s["pending"] or s["spilled"] or s["outbox"])
 
     @property
     def lag(self) -> float | None:
         return self.confirmer.lag(time.time())
 
 
-def handed_over(found: Sequence[Found], observed: Observed) -> dict[str, Any]:
-    """What a mapped compare hands the next scan (its XCom ``cupid_candidates``)."""
-    return {
-        "at": time.time(),
-        "found": [{"event": f.event, "stamp": f.stamp, "id": f.id} for f in found],
-        "observed": observed.as_dict(),
-    }
+def handed_over(candidates: Mapping[str, Candidate], observed: Observed) -> dict[str, Any]:
+    """What a mapped compare hands the next scan (its XCom ``cupid_candidates``): the candidates it
+    kept waiting, compact (a look again makes their events), and what it saw applied."""
+    return {"at": time.time(), "candidates": dict(candidates), "observed": observed.as_dict()}
 
 
 def _as_int(value: Any) -> int | None:
@@ -202,7 +326,5 @@ def _as_int(value: Any) -> int | None:
         return None
 
 
-def _instant(epoch: float) -> Any:
-    from datetime import UTC, datetime
-
+def _instant(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, UTC)

@@ -31,6 +31,7 @@ __all__ = [
     "broken_description",
     "broken_problem",
     "config_tag",
+    "confirm_spill_key",
     "confirm_state_key",
     "connection_id",
     "insert_cursor_key",
@@ -149,6 +150,11 @@ def alert_mark_key(dag_id: str) -> str:
 
 def confirm_state_key(dag_id: str) -> str:
     return f"cupid.{dag_id}.confirm"
+
+
+def confirm_spill_key(dag_id: str) -> str:
+    """Where candidates beyond what a pair keeps waiting are kept aside (rarely written)."""
+    return f"cupid.{dag_id}.confirm.spill"
 
 
 # ---------------------------------------------------------------------------- assets, watchers, connections

@@ -260,19 +260,26 @@ class SyncPair:
     # ------------------------------------------------------------------ reconcile re-check
 
     def recheck_rows(
-        self, source: Table, target: Table, by_values: Sequence[Any], stamp: bool
+        self, source: Table, target: Table, by_values: Sequence[Any], stamp: bool, ids: Sequence[int] | None = None
     ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[Any]]:
         """Both sides' rows for these keys, for a re-check: source rows as ``(id, key, *columns)``,
-        destination rows as ``(key, *columns)``, and the source rows' update times when ``stamp``."""
+        destination rows as ``(key, *columns)``, and the source rows' update times when ``stamp``.
+        With ``ids``, the source rows are those ids' (confirmation follows a row, whatever its key
+        now is), not the keys'."""
         extra = [self.src.update_column] if stamp and self.src.update_column else []
         src_rows: list[tuple[Any, ...]] = []
         des_rows: list[tuple[Any, ...]] = []
         for start in range(0, len(by_values), BATCH_SIZE):
             batch = by_values[start : start + BATCH_SIZE]
-            src_rows += source.rows_with_keys(self.src.by_column, [ID_COLUMN, *self.src_columns, *extra], batch)
+            if ids is None:  # (key, id, *columns[, stamp])
+                src_rows += source.rows_with_keys(self.src.by_column, [ID_COLUMN, *self.src_columns, *extra], batch)
             des_rows += target.rows_with_keys(self.des.by_column, self.des_columns, batch)
+        for start in range(0, len(ids or ()), BATCH_SIZE):  # (id, key, ...): into the same shape
+            batch = list((ids or ())[start : start + BATCH_SIZE])
+            rows = source.rows_with_keys(ID_COLUMN, [self.src.by_column, *self.src_columns, *extra], batch)
+            src_rows += [(r[1], r[0], *r[2:]) for r in rows]
         stamps = [r[-1] for r in src_rows] if extra else []
-        # rows_with_keys gives (key, id, *columns[, stamp]); the comparer wants (id, key, *columns)
+        # the comparer wants (id, key, *columns)
         width = 2 + len(self.src_columns)
         ordered = [(r[1], r[0], *r[2:width]) for r in src_rows]
         return ordered, des_rows, stamps

@@ -67,25 +67,28 @@ class Run:
     look: float | None = None  # when the scan asked to be run again (the watcher starts a run then)
 
     def __post_init__(self) -> None:
-        self.confirmer = Confirmer(new_state(), self.cap)
+        self.confirmer = Confirmer(new_state(), self.cap, version=self.version_mapped)
 
     def scan(self, now: float) -> None:
         """Compare what changed since the last scan, then look at the waiting candidates again."""
         keys = list(dict.fromkeys(c.key for c in self.replica.changes if self.scanned_until < c.at <= now))
         self.scanned_until = now
         observed, found = Observed(), []
+        probe = self.confirmer.probe(f"scan at {now}")
         for key in keys:
             change = self.replica.source(key, now)
             assert change is not None
             held = self.replica.replica(key, now)
             if held == change.version:
-                observed.applied(change.at, _id(key), now, self.cap, version=self.version_mapped,
-                                 insert=change.version == 1, first_sight=True)  # fmt: skip
+                observed.applied(change.at, _id(key), now, self.cap, version=self.version_mapped, present=True,
+                                 first_sight=True)  # fmt: skip
+                observed.arrived_since(probe, _id(key), now, self.cap)
             else:
-                found.append(Found(_event(key, change.version, held), change.at, _id(key)))
+                new = change.version == 1 and probe is not None and _id(key) > probe[0]
+                found.append(Found(_event(key, change.version, held), change.at, _id(key), new=new))
         confirmer = self.confirmer
         confirmer.observe(observed, now)
-        verdict = confirmer.add(found, now)
+        verdict = confirmer.add(found, now, frontier=self.frontier(now))
         self.called_back += [(now, e) for e in verdict.confirmed]
         rechecks = []
         for key in confirmer.due(now):
@@ -96,9 +99,14 @@ class Run:
             held = self.replica.replica(key, now)
             event = None if held == change.version else _event(key, change.version, held)
             rechecks.append(Recheck(key, event, change.at, _id(key)))
-        verdict = confirmer.recheck(rechecks, now)
+        verdict = confirmer.recheck(rechecks, now, frontier=self.frontier(now))
         self.called_back += [(now, e) for e in verdict.confirmed]
+        confirmer.probed(f"scan at {now}", self.frontier(now), now)
         self.look = confirmer.next_look(now)
+
+    def frontier(self, now: float) -> int:
+        """The source's highest id, read after the scan's compare."""
+        return max((_id(c.key) for c in self.replica.changes if c.at <= now), default=0)
 
     def play(self, until: float, detect: float = 2.5, gap: float = 3.0) -> None:
         """Scans as the watcher starts them: ``detect`` s after a change (at most one per ``gap``

@@ -134,7 +134,7 @@ def test_old_divergences_and_null_keys_are_confirmed_at_once() -> None:
         now=5000.0,  # type: ignore[arg-type]
     )
     assert sorted(e["eventId"] for e in verdict.confirmed) == ["1", "2"] and verdict.added == 1
-    assert confirmer.next_look(5000.0) == 5005.0  # looked at again after half its age
+    assert confirmer.next_look(5000.0) == 5002.0  # looked at again soon: LOOK_GAP, then after half its age
     still = Recheck("b", fresh, 4990.0, 3)  # type: ignore[arg-type]
     assert confirmer.recheck([still], 5049.0).confirmed == []  # nothing known of the lag: the bound
     assert confirmer.recheck([still], 5050.0).confirmed == [fresh]
@@ -165,3 +165,101 @@ def test_the_next_look_is_never_in_the_past() -> None:
     confirmer.add([Found(event(2), 110.0, 1)], now=117.0)  # type: ignore[arg-type]
     next_look = confirmer.next_look(117.0)
     assert next_look is not None and next_look > 117.0
+
+
+def _row(key: str, v: str, des: str | None, b: str = "b0", des_b: str = "b0") -> dict:  # type: ignore[type-arg]
+    """An event for key ``key`` whose source holds ``v`` (and ``b``), the destination ``des``."""
+    src = {"number": key, "v": v, "b": b}
+    event = {"type": 1 if des is None else 2, "srcColumn": src, "eventId": f"{key}-{v}-{b}", "byValue": key}
+    if des is not None:
+        desc = {"number": key, "v": des, "b": des_b}
+        event["desColumn"] = desc
+        event["diffColumns"] = [c for c in ("v", "b") if src[c] != desc[c]]
+    return event
+
+
+def test_a_change_committed_late_is_not_passed_by_what_committed_before_it() -> None:
+    """A transaction stamped its row at 100 and committed at 130: a version stamped 120 that
+    arrived says nothing of it (it committed before); one stamped after it was seen does."""
+    confirmer = Confirmer(new_state(), cap=60)
+    confirmer.observe(Observed(fast=[1.0]), 0.0)  # the destination has been 1 s behind
+    event = _row("k", "1", "0")
+    verdict = confirmer.add([Found(event, 100.0, 1)], now=131.0)  # type: ignore[arg-type]
+    assert verdict.confirmed == [] and confirmer.waiting == 1
+    assert confirmer.recheck([Recheck("k", event, 100.0, 1)], 132.0).confirmed == []  # type: ignore[arg-type]
+    confirmer.observe(Observed(stamp=120.0), 132.5)
+    other = _row("j", "1", None)
+    confirmer.add([Found(other, 131.5, 2)], now=132.5)  # type: ignore[arg-type]  # a later change, in flight
+    assert confirmer.recheck([Recheck("k", event, 100.0, 1)], 133.0).confirmed == []  # type: ignore[arg-type]
+    confirmer.observe(Observed(stamp=133.5), 134.0)  # written after k was seen: k should be there
+    assert confirmer.recheck([Recheck("k", event, 100.0, 1)], 134.0).confirmed == [event]  # type: ignore[arg-type]
+
+
+def test_stamps_from_the_future_and_unmapped_versions_prove_nothing() -> None:
+    observed = Observed()
+    observed.applied(1100.0, None, 1000.0, 60, version=True, present=False, first_sight=True)  # a clock ahead
+    assert observed.stamp is None and observed.fast == []
+    observed.applied(999.0, 7, 1000.0, 60, version=False, present=True, first_sight=True)  # update column not kept
+    assert observed.stamp is None and observed.fast == [] and observed.id == 7
+    confirmer = Confirmer(new_state(), cap=60, version=False)
+    confirmer.observe(Observed(stamp=2000.0), 1000.0)
+    assert confirmer.state["watermark"] is None
+
+
+def test_a_new_row_stamped_long_ago_waits_like_any_new_row() -> None:
+    """A bulk load inserts rows stamped last year: all in flight, none confirmed by its stamp."""
+    confirmer = Confirmer(new_state(), cap=60)
+    event = _row("k", "1", None)
+    assert confirmer.add([Found(event, 10.0, 1, new=True)], now=100_000.0).confirmed == []  # type: ignore[arg-type]
+    assert confirmer.recheck([Recheck("k", event, 10.0, 1)], 100_059.0).confirmed == []  # type: ignore[arg-type]
+    assert confirmer.recheck([Recheck("k", event, 10.0, 1)], 100_060.0).confirmed == [event]  # type: ignore[arg-type]
+
+
+def test_a_row_inserted_after_a_candidate_was_seen_passes_it_whatever_its_type() -> None:
+    confirmer = Confirmer(new_state(), cap=60)
+    update, insert = _row("a", "2", "1"), _row("b", "1", None)
+    verdict = confirmer.add([Found(update, 50.0, 3), Found(insert, 50.5, 9, new=True)], 52.0, frontier=10)  # type: ignore[arg-type]
+    assert verdict.confirmed == []
+    confirmer.observe(Observed(id=10), 54.0)  # present, but not inserted after them
+    looks = [Recheck("a", update, 50.0, 3), Recheck("b", insert, 50.5, 9)]  # type: ignore[arg-type]
+    assert confirmer.recheck(looks, 54.0).confirmed == []
+    confirmer.observe(Observed(id=11), 56.0)
+    assert sorted(e["eventId"] for e in confirmer.recheck(looks, 56.0).confirmed) == ["a-2-b0", "b-1-b0"]
+
+
+def test_a_difference_stuck_while_the_replica_follows_the_rest_is_confirmed() -> None:
+    """Column b's change was lost; the replica keeps following v, which changes every 2 s."""
+    confirmer = Confirmer(new_state(), cap=30)
+    first = _row("k", "1", "1", b="x", des_b="b0")
+    confirmer.add([Found(first, 0.0, 1)], 1.0)  # type: ignore[arg-type]
+    confirmed = []
+    now = 1.0
+    for v in range(2, 30):
+        now += 2
+        event = _row("k", str(v), str(v), b="x", des_b="b0")  # v arrived; b never will
+        confirmed = confirmer.recheck([Recheck("k", event, now - 0.5, 1)], now).confirmed  # type: ignore[arg-type]
+        if confirmed:
+            break
+    assert confirmer.state["candidates"] == {} and now == 31.0, now
+    assert confirmed[0]["diffColumns"] == ["b"]
+
+
+def test_candidates_beyond_the_cap_are_spilled_not_confirmed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cupid_airflow.core import confirm
+
+    monkeypatch.setattr(confirm, "MAX_CANDIDATES", 3)
+    confirmer = Confirmer(new_state(), cap=60)
+    events = [_row(f"k{i}", "1", None) for i in range(5)]
+    verdict = confirmer.add([Found(e, 100.0 + i, i, new=True) for i, e in enumerate(events)], 105.0)  # type: ignore[arg-type]
+    assert verdict.confirmed == [] and verdict.added == 3 and sorted(verdict.spilled) == ["k3", "k4"]
+    assert confirmer.take(verdict.spilled) == verdict.spilled  # no room yet: handed back
+    del confirmer.state["candidates"]["k0"]
+    left = confirmer.take(verdict.spilled)
+    assert len(left) == 1 and confirmer.waiting == 3 and set(left) | set(confirmer.state["candidates"]) >= {"k3", "k4"}
+
+
+def test_handovers_to_take_in_are_looked_at_soon() -> None:
+    confirmer = Confirmer(new_state(), cap=60)
+    assert confirmer.next_look(10.0) is None
+    confirmer.state["pending"].append(["run", [0, 1], 5.0])
+    assert confirmer.next_look(10.0) == 12.0

@@ -96,30 +96,42 @@ def test_a_change_in_flight_is_cleared_and_a_lost_one_called_back(confirming: Pa
     assert "cleared in flight" in html and "replica lag" in html
 
 
-def test_a_row_stamped_long_ago_is_called_back_at_once(confirming: Pair) -> None:
+def test_a_change_found_in_a_past_window_is_called_back_at_once_a_new_row_stamped_long_ago_is_not(
+    confirming: Pair,
+) -> None:
+    """A backfill over a past window finds a change written long ago: lost, no wait. A new row
+    stamped long ago (a bulk load of history) may be in flight all the same: it waits."""
     pair = confirming
-    _add_source(pair, "old", "long ago", datetime(2020, 1, 1))
-    pair.run()
-    assert {n: b["type"] for n, b in pair.by_number().items()} == {"old": 1}
+    pair.add_source(("old", "changed", None, None, None, datetime(2020, 1, 1, 12)))
+    pair.des.execute("INSERT INTO `user` (number, name) VALUES ('old', 'changed')")
+    pair.run()  # its id claimed, equal
+    pair.src.execute("UPDATE `user` SET name = 'lost change' WHERE number = 'old'")  # keeps its 2020 stamp
+    _add_source(pair, "loaded", "history", datetime(2020, 1, 1, 12))  # a new row, stamped in 2020
+    first = pair.run(conf={"since": "2020-01-01T00:00:00Z", "until": "2020-01-02T00:00:00Z"})
+    assert {n: b["type"] for n, b in pair.by_number().items()} == {"old": 2}
+    assert _tally(first)["waiting"] == 1 and list(_state(pair)["candidates"]) == ["loaded"]
 
 
 def test_a_later_change_applied_confirms_an_earlier_one_at_once(confirming: Pair) -> None:
     """With the update column mapped, a row seen equal proves its version arrived: the replica
-    applied a change committed after the missing one, which it would have applied first."""
+    applied a change written after the missing one was seen (so committed after it), which it
+    would have applied first."""
     pair = confirming
     pair.des.execute("ALTER TABLE `user` ADD COLUMN update_time DATETIME NULL")
     config = json.loads(pair.config_path.read_text())
     config["des"][0]["columns"]["update_time"] = "update_time"
+    config["confirmSeconds"] = 600  # nothing here waits that long: only evidence confirms
     pair.config_path.write_text(json.dumps(config))
-    lost_at = _now()
-    _add_source(pair, "lost", "lost", lost_at)
-    later = lost_at.replace(microsecond=0) + (datetime(2000, 1, 1, 0, 0, 3) - datetime(2000, 1, 1))
+    _add_source(pair, "lost", "lost")
+    pair.run()
+    assert pair.callbacks() == [] and list(_state(pair)["candidates"]) == ["lost"]
+    time.sleep(3)  # stamped at least ORDER_MARGIN after "lost" was seen: certainly committed after it
+    later = _now().replace(microsecond=0)
     _add_source(pair, "later", "arrived", later)
-    pair.des.execute(
-        "INSERT INTO `user` (number, name, update_time) VALUES ('later', 'arrived', %s)", (later.replace(tzinfo=None),)
-    )
+    pair.des.execute("INSERT INTO `user` (number, name, update_time) VALUES ('later', 'arrived', %s)", (later,))
     pair.run()
     assert {n: b["type"] for n, b in pair.by_number().items()} == {"lost": 1}
+    assert _state(pair)["watermark"] == later.replace(tzinfo=UTC).timestamp()  # what the replica showed
 
 
 def test_candidates_of_mapped_compares_wait_in_the_next_scan(confirming: Pair) -> None:
@@ -131,7 +143,7 @@ def test_candidates_of_mapped_compares_wait_in_the_next_scan(confirming: Pair) -
     first = pair.run()
     assert pair.callbacks() == []
     assert _tally(first, "compare", 0)["candidates"] == 2
-    assert [run for run, _ in _state(pair)["pending"]] == [first.run_id]
+    assert [(run, indexes) for run, indexes, _ in _state(pair)["pending"]] == [(first.run_id, [0, 1])]  # ids, window
 
     pair.add_destination(("m1", "in flight", None, None, None))
     time.sleep(CAP + 0.5)
@@ -167,3 +179,41 @@ def test_a_scan_killed_after_confirming_sends_again(confirming: Pair, monkeypatc
     assert tries == [1, 1]  # the retry found the confirmed event kept, and sent it
     assert {n: b["type"] for n, b in pair.by_number().items()} == {"k1": 1}
     assert _state(pair)["outbox"] == {}
+
+
+def test_candidates_beyond_what_a_pair_keeps_wait_aside_and_are_looked_at(
+    confirming: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cupid_airflow import confirming as module
+    from cupid_airflow.core import confirm
+    from cupid_airflow.names import confirm_spill_key
+
+    monkeypatch.setattr(confirm, "MAX_CANDIDATES", 2)
+    monkeypatch.setattr(module, "MAX_CANDIDATES", 2)
+    pair = confirming
+    for n in ("s1", "s2", "s3", "s4"):
+        _add_source(pair, n, "new")
+    first = pair.run()
+    assert _tally(first)["waiting"] == 4 and len(_state(pair)["candidates"]) == 2 and _state(pair)["spilled"] == 2
+    aside = json.loads(Variable.get(confirm_spill_key(pair.dag_id)))
+    pair.add_destination(*[(n, "new", None, None, None) for n in ("s1", "s2", "s3")])  # s4 was lost
+    pair.run()  # s1, s2 cleared: room for the two kept aside
+    time.sleep(CAP + 0.5)
+    pair.run()  # s3 cleared, s4 confirmed (never called back unlooked at)
+    assert set(aside) == {"s3", "s4"} and {n: b["type"] for n, b in pair.by_number().items()} == {"s4": 1}
+    assert _state(pair)["candidates"] == {} and _state(pair)["spilled"] == 0
+    assert Variable.get(confirm_spill_key(pair.dag_id), default_var=None) is None
+
+
+def test_a_candidate_follows_its_row_and_a_pair_that_stops_confirming_flushes(confirming: Pair) -> None:
+    pair = confirming
+    _add_source(pair, "r1", "re-keyed")
+    _add_source(pair, "r2", "lost")
+    pair.run()
+    assert set(_state(pair)["candidates"]) == {"r1", "r2"}
+    # r1's row now has another key: r1 itself is no longer the source's (a reconcile reports it)
+    pair.src.execute("UPDATE `user` SET number = 'r1b' WHERE number = 'r1'")
+    pair.configure(confirmSeconds=0)  # the pair stops confirming: what waits is decided now
+    pair.run()
+    assert {n: b["type"] for n, b in pair.by_number().items()} == {"r2": 1}
+    assert Variable.get(confirm_state_key(pair.dag_id), default_var=None) is None

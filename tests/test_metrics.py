@@ -226,12 +226,16 @@ def test_confirmation_sends_its_candidates(pair: Pair, statsd: StatsdListener) -
 
     pair.configure(inlineRows=100, confirmSeconds=60, src={"update": True, "updateColumn": "update_time"})
     now = datetime.now(UTC).replace(tzinfo=None)
-    pair.add_source(("fresh", "x", None, None, None, now), ("old", "y", None, None, None, "2020-01-01 00:00:00"))
+    pair.add_source(("old", "y", None, None, None, "2020-01-01 00:00:00"))
+    pair.des.execute("INSERT INTO `user` (number, name) VALUES ('old', 'y')")
     pair.run()
+    pair.src.execute("UPDATE `user` SET name = 'lost' WHERE number = 'old'")  # keeps its 2020 stamp
+    pair.add_source(("fresh", "x", None, None, None, now))
+    pair.run(conf={"since": "2020-01-01T00:00:00Z", "until": "2020-01-02T00:00:00Z"})
     statsd.settle()
     dag = f"airflow.cupid.dag.{pair.dag_id}"
     counters, gauges = statsd.counters(), statsd.of("g")
-    assert counters[f"{dag}.candidates"] == 1  # the fresh row waits; the old one is called back
-    assert counters[f"{dag}.divergences.1"] == 1 and counters[f"{dag}.callbacks.delivered"] == 1
-    assert gauges[f"{dag}.candidates.waiting"] == [1] and gauges[f"{dag}.candidates.hot"] == [0]
+    assert counters[f"{dag}.candidates"] == 1  # the fresh row waits; the old change is called back
+    assert counters[f"{dag}.divergences.2"] == 1 and counters[f"{dag}.callbacks.delivered"] == 1
+    assert gauges[f"{dag}.candidates.waiting"] == [0, 1] and gauges[f"{dag}.candidates.hot"] == [0, 0]
     assert f"{dag}.lag" not in gauges  # nothing learnt yet

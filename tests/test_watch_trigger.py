@@ -433,14 +433,25 @@ def test_rechecks_read_after_each_run_and_fire_once() -> None:
     rechecks = Rechecks()
     assert rechecks.should_read(0.0)  # at start
     rechecks.read(None, 0.0)
-    assert not rechecks.should_read(100.0) and rechecks.should_read(300.0)  # idle: now and then
-    rechecks.run_started(10.0)  # a run for changes: its scan may leave candidates
-    assert rechecks.should_read(13.0)
-    rechecks.read(40.0, 13.0)
-    assert not rechecks.due(39.0) and rechecks.due(40.0)
-    rechecks.run_started(40.0)
-    assert not rechecks.due(41.0)  # until the run's scan stores the next time
-    rechecks.read(40.0, 43.0)  # read before that scan stored it: the old time is not due again
-    assert not rechecks.due(43.0) and rechecks.should_read(46.0)
-    rechecks.read("garbled", 46.0)
-    assert rechecks.at is None
+    assert not rechecks.should_read(59.0) and rechecks.should_read(60.0)  # idle: every minute
+    rechecks.run_started(100.0)  # a run for changes: its scan may leave candidates
+    for now in (102.0, 104.0, 106.0):  # at each poll until the run's scan stores a time
+        assert rechecks.should_read(now) and not rechecks.should_read(now - 1)
+        rechecks.read(None, now)
+        assert rechecks.at is None
+    rechecks.read(140.0, 108.0)  # stored: read again in a minute, the look fires once due
+    assert not rechecks.should_read(160.0)
+    assert not rechecks.due(139.0) and rechecks.due(140.0)
+    rechecks.run_started(140.0)
+    assert not rechecks.due(141.0)  # until the run's scan stores the next time
+    rechecks.read(140.0, 143.0)  # read before that scan stored it: the old time is not due again
+    assert not rechecks.due(143.0) and rechecks.should_read(145.0)
+    rechecks.read(140.0, 259.0)
+    assert not rechecks.due(259.0)
+    rechecks.read(140.0, 261.0)  # two minutes on, still not replaced: that scan died, another run looks
+    assert rechecks.due(261.0)
+    rechecks.run_started(261.0)
+    rechecks.read("garbled", 263.0)
+    assert rechecks.at is None and rechecks.should_read(265.0)
+    rechecks.read_failed(265.0)
+    assert not rechecks.should_read(270.0) and rechecks.should_read(275.0)

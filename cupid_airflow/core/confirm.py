@@ -7,34 +7,54 @@ again was in flight (*cleared*), and one whose source row keeps changing while t
 follows it is *hot*. No Airflow and no database here: the scan and compare tasks feed in what
 they found and saw, and get back what to call back, what to keep waiting, and when to look again.
 
-When a candidate is confirmed (``confirmSeconds`` bounds the whole wait; ``stamp`` is the
-commit time of the source row's version, from ``src.updateColumn``, else when it was first seen
-diverging):
+A candidate is confirmed when one of these holds (``stamp`` is when the source row's version was
+written, from ``src.updateColumn``; ``seen``, when cupid first saw this version diverge;
+``confirmSeconds`` bounds every wait):
 
-1. **the bound**: it has waited ``confirmSeconds`` (also: a source version that old was found);
-2. **the destination moved past it**: a source change stamped at least :data:`ORDER_MARGIN` later
-   is applied: replication applies a table's changes in commit order, so this one would have been
-   applied too. A row seen equal proves its version applied only when the destination maps
-   ``src.updateColumn`` (else an update of unmapped columns compares equal before it arrives);
-   without that, only inserts prove anything: a new row present when first compared (its stamp
-   is its insert's), or a row of a higher id present, which says a missing row (type 1) was not
-   merely late;
-3. **the destination has no later change to show**: no other candidate is stamped after it (it is
-   the last change) and it has waited the *window*, the lag the pair has shown (the longest
-   time a cleared candidate took to clear, recently; else how soon equal rows were seen), with
-   some slack: ``1.25 x lag + 2 s``, at most ``confirmSeconds``.
+1. **the bound**: it has waited ``confirmSeconds`` since ``seen``; or since ``stamp``, for a
+   row that is not *new*: new rows are those inserted since the pair's previous run (ids above
+   the highest it read, its ``probe``), and a bulk load may insert rows stamped long ago, all in
+   flight. Other rows' stamps are believed here (a first pass, a backfill, a safety run find
+   changes written long ago: lost, not late), though a transaction that stamped a row more than
+   ``confirmSeconds`` before it committed would be called back early;
+2. **the destination moved past it**: replication applies a table's changes in commit order, so
+   a change that certainly committed after this one, seen applied, says this one would have
+   arrived first. *Certainly after* is judged by time written or by id, never by order of
+   stamps (a transaction may write a row long before it commits):
+
+   - a version stamped at least :data:`ORDER_MARGIN` after the candidate was *seen* (visible,
+     so committed) was written after it committed. A row seen equal proves its version applied
+     only if the destination maps ``src.updateColumn`` (an update of unmapped columns compares
+     equal before it arrives), so only such pairs learn this stamp watermark, and a stamp ahead
+     of cupid's clock (:data:`FUTURE_TOLERANCE`) is not believed;
+   - a row whose id is above the source's highest id read *after* the candidate was seen (its
+     ``frontier``) was inserted after it; once present in the destination, so is the candidate
+     (any pair: presence needs no stamp);
+3. **the destination has no later change to show**: no other candidate (hot ones aside) is a
+   later change, and it has waited the *window*: the lag the destination has shown lately (the
+   longest time a cleared candidate took to clear; else how late new rows were at most when
+   seen present: by their stamps on pairs that map the update column, and on any pair by
+   cupid's own clock, rows above the highest id the last scan read), ``1.25 x lag + 2 s``, at
+   most ``confirmSeconds``;
+4. **the destination stopped following it**: its destination row has not changed for
+   ``confirmSeconds`` while the source did, or the same columns have differed with the same
+   values that long (a replica that applies changed columns only, and lost one, while it
+   follows the row's other columns).
 
 A candidate behind which later changes are also still missing waits: the destination is behind
-(a lag spike), and confirming it on the window learnt before the spike would call back what is
-merely late. Each new source version of a candidate waits on its own (its stamp restarts the window). A
-candidate whose source changed :data:`HOT_CHANGES` times while waiting is *hot*: reported as hot,
-one candidate however often it changes, and looked at as long as it keeps changing; should its
-replica stop following it (unchanged for ``confirmSeconds`` while the source changes), it is
-confirmed.
+(a lag spike), and the window learnt before the spike must not call back what is merely late.
+Each new source version of a candidate waits on its own. One whose source changed
+:data:`HOT_CHANGES` times while waiting is *hot*: one candidate however often it changes,
+reported as hot, never holding others back.
+
+A pair keeps at most :data:`MAX_CANDIDATES` waiting; what does not fit is *spilled*: handed on,
+compact, to be taken in by a later scan when there is room (never confirmed unlooked at, never
+dropped).
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import math
@@ -49,33 +69,38 @@ from cupid_airflow.core.events import Event
 __all__ = [
     "CONFIRM_KEY",
     "HOT_CHANGES",
+    "LOOK_GAP",
     "MAX_CANDIDATES",
     "ORDER_MARGIN",
     "Candidate",
     "ConfirmState",
     "Confirmer",
+    "Found",
     "Observed",
     "Recheck",
     "Verdict",
     "digest",
     "new_state",
+    "read_candidate",
     "read_confirm_state",
 ]
 
-#: The XCom key under which a mapped compare hands its candidates to the next scan.
+#: The XCom key under which a mapped compare (or a scan that spilled) hands candidates over.
 CONFIRM_KEY = "cupid_candidates"
-#: How much later than a candidate's a change must be stamped for its being applied to say the
-#: candidate would have been applied too: transactions commit a little out of stamp order, and
-#: DATETIME columns stamp to the second.
+#: How much later than a candidate was seen a change must be stamped to have surely committed
+#: after it: DATETIME columns stamp to the second, and the source's clock and cupid's differ a
+#: little.
 ORDER_MARGIN = 2.0
+#: A stamp this far ahead of cupid's clock is not believed (a writer whose clock runs ahead would
+#: otherwise pass every candidate).
+FUTURE_TOLERANCE = 5.0
 #: A candidate is looked at again no sooner than this after the last look.
 MIN_AGE = 1.0
 #: Looks at a quiet pair's candidates are at least this far apart (each is a run).
 LOOK_GAP = 2.0
 #: Source changes while waiting that make a candidate hot.
 HOT_CHANGES = 3
-#: Candidates a pair keeps waiting; beyond it the oldest are confirmed at once (a first pass or a
-#: destination far behind: their rows are old, or the bound would confirm them anyway).
+#: Candidates a pair keeps waiting in its state; more are spilled (handed on to later scans).
 MAX_CANDIDATES = 10_000
 #: How long what the destination showed of its lag is remembered.
 LAG_MEMORY = 600.0
@@ -86,27 +111,40 @@ WINDOW_FACTOR = 1.25
 WINDOW_SLACK = 2.0
 
 
-def digest(columns: Mapping[str, Any] | None) -> str:
-    """A short fingerprint of a row's compared values (an event's ``srcColumn``/``desColumn``);
-    ``""`` for a missing row."""
-    if columns is None:
+def digest(value: Any) -> str:
+    """A short fingerprint of compared values (an event's ``srcColumn``/``desColumn``, the
+    differing columns); ``""`` for none (a missing row)."""
+    if value is None:
         return ""
-    text = json.dumps(columns, sort_keys=True, ensure_ascii=False, default=str)
+    text = json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def _difference(event: Event) -> str:
+    """What exactly differs: the differing columns with both sides' values ("missing" for type 1)."""
+    if event.get("desColumn") is None:
+        return "missing"
+    src, des = event.get("srcColumn") or {}, event.get("desColumn") or {}
+    columns = event.get("diffColumns") or []
+    return digest([[c, des.get(c), src.get(c)] for c in columns] or [src, des])
+
+
 class Candidate(TypedDict):
-    """A divergence waiting to be confirmed, by the key it is matched on (``byValue``)."""
+    """A divergence waiting to be confirmed, kept under the key it is matched on (``byValue``)."""
 
     type: int  # the Divergence it was last found as
-    stamp: float | None  # commit time (epoch) of the source version compared, None: unknown
+    stamp: float | None  # when the source version compared was written (epoch), None: undated
     id: int | None  # the source row's id
+    new: bool  # inserted since the pair's previous run: its stamp says nothing of when it became visible
+    frontier: int | None  # the source's highest id, read after this version was seen: rows above came later
     seen: float  # when this source version was first seen diverging
     looked: float  # when it was last looked at
     first: float  # when the key first became a candidate
     src: str  # digest of the source version compared
     des: str  # digest of the destination row ("" missing)
     des_since: float  # when the destination row last changed (or was first seen)
+    diff: str  # digest of what differs (columns and both values)
+    diff_since: float  # since when exactly that has differed
     changes: int  # source versions seen while waiting
     hot: bool
 
@@ -114,23 +152,36 @@ class Candidate(TypedDict):
 class ConfirmState(TypedDict):
     """A pair's confirmation state, kept in the Variable ``cupid.<dag_id>.confirm`` (the scan is
     its only writer): candidates, what the destination has shown of its progress and lag, the
-    mapped compares whose candidates are still to be merged, and the confirmed events handed to
-    a run (kept until that run holds them: a killed scan sends them again, never loses them)."""
+    handovers still to take in, and the confirmed events handed to a run (kept until that run
+    holds them: a killed scan sends them again, never loses them)."""
 
     version: int
     candidates: dict[str, Candidate]
-    watermark: float | None  # the newest source stamp seen applied
-    watermark_id: int | None  # the highest source id seen applied (pairs without stamps)
+    watermark: float | None  # the newest source stamp seen applied (pairs whose replica keeps it)
+    watermark_id: int | None  # the highest source id seen present
+    probes: list[list[Any]]  # [run id, the source's highest id, when read] of the last two scans: ids above came later
     cleared: list[list[float]]  # [observed at, delay]: how long cleared candidates took
-    fast: list[list[float]]  # [observed at, age]: how old rows were when first seen applied
-    pending: list[list[Any]]  # [run id, mapped compares]: candidates not merged yet
+    fast: list[list[float]]  # [observed at, age]: how old new versions were when first seen applied
+    pending: list[list[Any]]  # [run id, map indexes, since]: mapped compares' handovers (XCom) not taken in yet
+    spilled: int  # candidates that did not fit, kept aside (the Variable ``cupid.<dag_id>.confirm.spill``)
     outbox: dict[str, list[Event]]  # run id -> confirmed events handed to it
 
 
 def new_state() -> ConfirmState:
     return ConfirmState(
-        version=STATE_VERSION, candidates={}, watermark=None, watermark_id=None, cleared=[], fast=[], pending=[],
-        outbox={},
+        version=STATE_VERSION, candidates={}, watermark=None, watermark_id=None, probes=[], cleared=[], fast=[],
+        pending=[], spilled=0, outbox={},
+    )  # fmt: skip
+
+
+def read_candidate(c: Mapping[str, Any]) -> Candidate:
+    """A candidate as stored or handed over, checked."""
+    return Candidate(
+        type=int(c["type"]), stamp=_number(c.get("stamp")), id=_whole(c.get("id")), new=bool(c.get("new", True)),
+        frontier=_whole(c.get("frontier")),
+        seen=float(c["seen"]), looked=float(c["looked"]), first=float(c["first"]), src=str(c["src"]),
+        des=str(c["des"]), des_since=float(c["des_since"]), diff=str(c["diff"]), diff_since=float(c["diff_since"]),
+        changes=int(c["changes"]), hot=bool(c["hot"]),
     )  # fmt: skip
 
 
@@ -147,17 +198,14 @@ def read_confirm_state(data: Any, where: str = "confirmation state") -> ConfirmS
     )
     with decoding(where, fix):
         state = new_state()
-        for key, c in (data.get("candidates") or {}).items():
-            state["candidates"][str(key)] = Candidate(
-                type=int(c["type"]), stamp=_number(c.get("stamp")), id=_whole(c.get("id")), seen=float(c["seen"]),
-                looked=float(c["looked"]), first=float(c["first"]), src=str(c["src"]), des=str(c["des"]),
-                des_since=float(c["des_since"]), changes=int(c["changes"]), hot=bool(c["hot"]),
-            )  # fmt: skip
+        state["candidates"] = {str(k): read_candidate(c) for k, c in (data.get("candidates") or {}).items()}
         state["watermark"] = _number(data.get("watermark"))
         state["watermark_id"] = _whole(data.get("watermark_id"))
+        state["probes"] = [[str(r), int(i), float(t)] for r, i, t in data.get("probes") or []]
         state["cleared"] = [[float(a), float(b)] for a, b in data.get("cleared") or []]
         state["fast"] = [[float(a), float(b)] for a, b in data.get("fast") or []]
-        state["pending"] = [[str(r), int(n)] for r, n in data.get("pending") or []]
+        state["pending"] = [[str(r), [int(i) for i in m], float(t)] for r, m, t in data.get("pending") or []]
+        state["spilled"] = int(data.get("spilled") or 0)
         state["outbox"] = {str(r): list(events) for r, events in (data.get("outbox") or {}).items()}
     return state
 
@@ -177,29 +225,38 @@ def _whole(value: Any) -> int | None:
 
 @dataclass
 class Observed:
-    """What a compare (or re-check) saw of the destination's progress: rows seen applied."""
+    """What a compare (or re-check) saw of the destination's progress: versions seen applied."""
 
-    stamp: float | None = None  # the newest stamp among them
-    id: int | None = None  # the highest id among them
-    fast: list[float] = field(default_factory=list)  # ages of recent rows seen applied at first sight
+    stamp: float | None = None  # the newest stamp among them (rows that prove their version)
+    id: int | None = None  # the highest id among rows seen present
+    fast: list[float] = field(default_factory=list)  # how late new versions or rows were at most, seen applied
     cleared: list[float] = field(default_factory=list)  # delays of candidates seen applied at last
 
     def applied(
-        self, stamp: float | None, row_id: int | None, now: float, cap: float, *, version: bool, insert: bool,
+        self, stamp: float | None, row_id: int | None, now: float, cap: float, *, version: bool, present: bool,
         first_sight: bool,
     ) -> None:  # fmt: skip
-        """One row seen equal. It proves its source version applied when ``version`` (the
-        destination maps the update column), and its insert when ``insert`` (a new id, or a
-        row that was missing); a new row seen at once proves both (its stamp is its insert's)."""
-        if stamp is not None:
-            stamp = min(stamp, now)  # a stamp in the future (a clock ahead) must not pass everything
-        if (version or (insert and first_sight)) and stamp is not None:
+        """One row seen equal. Its stamp counts when ``version`` (the destination keeps the update
+        column: equality proves this version arrived); its id when ``present`` (its insert
+        arrived). A stamp from the future is not believed."""
+        if stamp is not None and stamp > now + FUTURE_TOLERANCE:
+            stamp = None
+        if version and stamp is not None:
             self.stamp = stamp if self.stamp is None else max(self.stamp, stamp)
-        if insert and row_id is not None:
+            if first_sight and now - stamp <= cap and len(self.fast) < LAG_SAMPLES:
+                self.fast.append(max(0.0, now - stamp))
+        if present and row_id is not None:
             self.id = row_id if self.id is None else max(self.id, row_id)
-        proven = version or insert
-        if first_sight and proven and stamp is not None and now - stamp <= cap and len(self.fast) < LAG_SAMPLES:
-            self.fast.append(now - stamp)
+
+    def arrived_since(self, probe: tuple[int, float] | None, row_id: int | None, now: float, cap: float) -> None:
+        """A row seen present whose id is above the source's highest at the last scan (``probe``):
+        it was inserted after that read, so it arrived in ``now - read`` at most (cupid's own
+        clock: no stamp needed). One sample per batch is enough."""
+        if probe is None or row_id is None or row_id <= probe[0]:
+            return
+        late = now - probe[1]
+        if 0 <= late <= cap and len(self.fast) < LAG_SAMPLES:
+            self.fast.append(late)
 
     def merge(self, other: Observed) -> None:
         if other.stamp is not None:
@@ -230,12 +287,13 @@ class Found:
     event: Event
     stamp: float | None
     id: int | None
+    new: bool = False  # found among new ids (an insert partition)
 
 
 @dataclass(frozen=True)
 class Recheck:
     """A candidate looked at again: its event now (None: the rows are equal), or ``gone`` when the
-    source row no longer exists (a delete: reconcile's to report)."""
+    source row no longer exists or no longer has the key (a delete: reconcile's to report)."""
 
     key: str
     event: Event | None
@@ -252,31 +310,43 @@ class Verdict:
     added: int = 0  # new candidates
     cleared: int = 0  # candidates found equal (in flight, now applied)
     gone: int = 0  # candidates whose source row was deleted meanwhile
+    spilled: dict[str, Candidate] = field(default_factory=dict)  # new candidates that did not fit: handed on
 
 
 class Confirmer:
     """Decides over one pair's :class:`ConfirmState` (changed in place) with ``confirmSeconds``
-    as ``cap``; ``now`` is passed in, so the decisions are tested against any timeline."""
+    as ``cap``; ``version`` says whether the destination keeps the source's update column. ``now``
+    is passed in, so the decisions are tested against any timeline."""
 
-    def __init__(self, state: ConfirmState, cap: float) -> None:
+    def __init__(self, state: ConfirmState, cap: float, version: bool = True) -> None:
         self.state = state
         self.cap = float(cap)
+        self.version = version
 
     # ------------------------------------------------------------------ what the destination showed
 
     def observe(self, observed: Observed, now: float) -> None:
-        """Take in rows seen applied: the watermark moves, lag samples are kept."""
+        """Take in rows seen applied: the watermarks move, lag samples are kept."""
         state = self.state
-        if observed.stamp is not None:
-            state["watermark"] = (
-                observed.stamp if state["watermark"] is None else max(state["watermark"], observed.stamp)
-            )
+        if observed.stamp is not None and self.version:
+            state["watermark"] = max(observed.stamp, state["watermark"] or -math.inf)
         if observed.id is not None:
-            state["watermark_id"] = (
-                observed.id if state["watermark_id"] is None else max(state["watermark_id"], observed.id)
-            )
+            known = state["watermark_id"]
+            state["watermark_id"] = observed.id if known is None else max(known, observed.id)
         state["fast"] = _recent(state["fast"] + [[now, a] for a in observed.fast], now)
         state["cleared"] = _recent(state["cleared"] + [[now, d] for d in observed.cleared], now)
+
+    def probe(self, run_id: str) -> tuple[int, float] | None:
+        """The source's highest id as the last scan of another run read it, and when: ids above
+        it are new to ``run_id`` (inserted since), the others were visible by then."""
+        others = [p for p in self.state["probes"] if p[0] != run_id]
+        return (int(others[-1][1]), float(others[-1][2])) if others else None
+
+    def probed(self, run_id: str, max_id: int | None, at: float) -> None:
+        """Note the source's highest id as ``run_id``'s scan read it (at ``at`` or later)."""
+        if max_id is not None:
+            last = [p for p in self.state["probes"] if p[0] != run_id][-1:]
+            self.state["probes"] = [*last, [run_id, max_id, at]]
 
     def lag(self, now: float) -> float | None:
         """The lag the destination has shown lately, in seconds; None: it has shown nothing."""
@@ -295,48 +365,55 @@ class Confirmer:
 
     # ------------------------------------------------------------------ candidates
 
-    def add(self, found: Iterable[Found], now: float, decide: bool = True) -> Verdict:
-        """New divergences, found at ``now``: confirmed at once when a rule already holds (unless
-        not ``decide``: found a while ago, they are to be looked at again first), else kept
-        waiting. A key already waiting keeps its history (a row found again by another window or
-        run)."""
+    def add(self, found: Iterable[Found], now: float, frontier: int | None = None) -> Verdict:
+        """New divergences, found at ``now`` (``frontier``: the source's highest id, read after
+        they were found; None when not read): confirmed at once when a rule already holds, else
+        kept waiting; a key already waiting keeps its history (a row found again by another
+        window or run) and is decided by its next look."""
         verdict = Verdict()
         candidates = self.state["candidates"]
         events: dict[str, Event] = {}
-        new: set[str] = set()
         for item in found:
             event = item.event
             key = event.get("byValue")
             if key is None:  # a NULL key matches nothing, ever: waiting changes nothing
                 verdict.confirmed.append(event)
                 continue
-            events[key] = event
-            src, des = digest(event.get("srcColumn")), digest(event.get("desColumn"))
             known = candidates.get(key)
             if known is not None:
-                self._update(known, event, item, src, des, now)
+                self._update(known, event, item, now, frontier)
                 continue
-            candidates[key] = Candidate(
-                type=int(event["type"]), stamp=item.stamp, id=item.id, seen=now, looked=now, first=now, src=src,
-                des=des, des_since=now, changes=0, hot=False,
-            )  # fmt: skip
-            new.add(key)
-        for key in self._latest_first(events) if decide else []:
-            if self._decided(key, now):
-                del candidates[key]
-                new.discard(key)
-                verdict.confirmed.append(events[key])
-        self._shed(verdict, events, new)
-        verdict.added = len(new)
+            events[key] = event
+            candidates[key] = _new(event, item, now, frontier)
+        for key in self._decide(list(events), now):
+            verdict.confirmed.append(events.pop(key))
+        verdict.spilled = self._spill(events)
+        verdict.added = len(events) - len(verdict.spilled)
         return verdict
+
+    def take(self, handed: Mapping[str, Mapping[str, Any]]) -> dict[str, Candidate]:
+        """Handed-over candidates (from a mapped compare, or spilled), taken in as room allows;
+        what does not fit, to be handed on again. A key already waiting keeps its own history."""
+        candidates = self.state["candidates"]
+        left: dict[str, Candidate] = {}
+        for key, data in handed.items():
+            if key in candidates:
+                continue
+            candidate = read_candidate(data)
+            if len(candidates) < MAX_CANDIDATES:
+                candidates[key] = candidate
+            else:
+                left[key] = candidate
+        return left
 
     def due(self, now: float) -> list[str]:
         """The keys to look at again now: every candidate last looked at :data:`MIN_AGE` ago or
-        more (a look costs one lookup by key per side, and is what shows a candidate cleared)."""
+        more (a look costs one lookup by id and by key, and is what shows a candidate cleared)."""
         return [k for k, c in self.state["candidates"].items() if now - c["looked"] >= MIN_AGE]
 
-    def recheck(self, results: Iterable[Recheck], now: float) -> Verdict:
-        """Candidates looked at again: cleared, gone, changed (waiting on), or confirmed."""
+    def recheck(self, results: Iterable[Recheck], now: float, frontier: int | None = None) -> Verdict:
+        """Candidates looked at again: cleared, gone, changed (waiting on), or confirmed
+        (``frontier``: the source's highest id, read after the look)."""
         verdict = Verdict()
         candidates = self.state["candidates"]
         seen_applied = Observed()
@@ -350,46 +427,37 @@ class Confirmer:
                 del candidates[result.key]
                 verdict.gone += 1
             elif result.event is None:
-                stamp = result.stamp if result.stamp is not None else candidate["stamp"]
+                # equal now, after it was not: the version compared arrived (the current one too,
+                # if the replica keeps the update column), and a missing row's insert
+                stamp = result.stamp if self.version and result.stamp is not None else candidate["stamp"]
                 delay = now - (stamp if stamp is not None else candidate["seen"])
-                # equal now, after it was not: this version arrived (and a missing row, its insert)
-                insert = candidate["type"] == 1
-                seen_applied.applied(stamp, result.id, now, self.cap, version=True, insert=insert, first_sight=False)
+                seen_applied.applied(stamp, result.id, now, self.cap, version=self.version,
+                                     present=candidate["type"] == 1, first_sight=False)  # fmt: skip
                 seen_applied.cleared.append(max(0.0, delay))
                 del candidates[result.key]
                 verdict.cleared += 1
             else:
-                src, des = digest(result.event.get("srcColumn")), digest(result.event.get("desColumn"))
-                self._update(candidate, result.event, Found(result.event, result.stamp, result.id), src, des, now)
+                self._update(candidate, result.event, Found(result.event, result.stamp, result.id), now, frontier)
                 diverging[result.key] = result.event
         self.observe(seen_applied, now)
-        for key in self._latest_first(diverging):  # a last change confirmed lets the one before it go too
-            if key in candidates and self._decided(key, now):
-                del candidates[key]
-                verdict.confirmed.append(diverging[key])
+        for key in self._decide(list(diverging), now):
+            verdict.confirmed.append(diverging[key])
         return verdict
 
-    def _latest_first(self, keys: Iterable[str]) -> list[str]:
-        candidates = self.state["candidates"]
-
-        def order(key: str) -> tuple[float, float]:
-            c = candidates[key]
-            return (c["stamp"] if c["stamp"] is not None else c["seen"], float(c["id"] or 0))
-
-        return sorted((k for k in keys if k in candidates), key=order, reverse=True)
-
     def next_look(self, now: float) -> float | None:
-        """When a candidate should be looked at again next (epoch), None when none waits. Each is
-        looked at again after half its age so far (at least :data:`LOOK_GAP` apart): how soon
-        one is seen cleared is the lag learnt, so looks too sparse would only teach a longer one
-        (and a longer window would space them out more); and when a rule could first confirm it
-        by time alone. Runs of the pair started by changes look at every candidate anyway."""
+        """When a candidate should be looked at again next (epoch), None when nothing waits. Each
+        is looked at again after half its age so far (at least :data:`LOOK_GAP` apart): how soon
+        one is seen cleared is the lag learnt, so looks too sparse would only teach a longer one;
+        and when a rule could first confirm it by time alone. Handovers to take in are looked
+        at soon. Never earlier than a second from ``now``: the watcher reads it after the run."""
+        if self.state["pending"]:
+            return now + LOOK_GAP
         window = self.window(now)
         times = []
         for c in self.state["candidates"].values():
-            start = c["stamp"] if c["stamp"] is not None else c["seen"]
-            again = c["looked"] + max(LOOK_GAP, 0.5 * (c["looked"] - start))
-            by_time = min(start + window, start + self.cap, c["seen"] + self.cap)
+            again = c["looked"] + max(LOOK_GAP, 0.5 * (c["looked"] - c["seen"]))
+            by_time = min(c["seen"] + window, c["des_since"] + self.cap, c["diff_since"] + self.cap,
+                          c["stamp"] + self.cap if not c["new"] and c["stamp"] is not None else math.inf)  # fmt: skip
             # a look at or after its window found it waiting on later changes: their looks decide
             times.append(min(again, by_time) if by_time > c["looked"] else again)
         return max(min(times), now + MIN_AGE) if times else None
@@ -404,58 +472,80 @@ class Confirmer:
 
     # ------------------------------------------------------------------ rules
 
-    def _update(self, candidate: Candidate, event: Event, item: Found, src: str, des: str, now: float) -> None:
-        """The candidate as found again (looked at now): a new source version restarts its wait."""
-        candidate["type"] = int(event["type"])
-        candidate["looked"] = now
+    def _update(self, candidate: Candidate, event: Event, item: Found, now: float, frontier: int | None) -> None:
+        """The candidate as found again (looked at now): a new source version restarts its wait
+        (its frontier too: rows inserted before it was written prove nothing of it)."""
+        candidate["type"], candidate["looked"] = int(event["type"]), now
+        src, des, diff = digest(event.get("srcColumn")), digest(event.get("desColumn")), _difference(event)
         if des != candidate["des"]:
             candidate["des"], candidate["des_since"] = des, now
+        if diff != candidate["diff"]:
+            candidate["diff"], candidate["diff_since"] = diff, now
         if src != candidate["src"]:
             candidate["src"], candidate["stamp"], candidate["id"], candidate["seen"] = src, item.stamp, item.id, now
+            candidate["new"] = False  # a later version: its row was there before
+            candidate["frontier"] = None
             candidate["changes"] += 1
             candidate["hot"] = candidate["hot"] or candidate["changes"] >= HOT_CHANGES
+        if candidate["frontier"] is None:
+            candidate["frontier"] = frontier
 
-    def _decided(self, key: str, now: float) -> bool:
-        """Whether the candidate ``key`` is confirmed now (the rules in the module's docstring)."""
-        c = self.state["candidates"][key]
-        start = c["stamp"] if c["stamp"] is not None else c["seen"]
-        age = now - start
-        if age >= self.cap or now - c["seen"] >= self.cap:
+    def _decide(self, keys: list[str], now: float) -> list[str]:
+        """Of ``keys`` (candidates just found or looked at), the ones confirmed now, taken out of
+        the state. Latest change first: confirming the last change lets the one before it go."""
+        candidates = self.state["candidates"]
+        order = {k: _order(c) for k, c in candidates.items() if not c["hot"]}
+        deciding = set(keys)
+        later = sorted(o for k, o in order.items() if k not in deciding)  # the others, which wait on
+        confirmed = []
+        window = self.window(now)
+        for key in sorted(keys, key=lambda k: _order(candidates[k]), reverse=True):
+            c = candidates[key]
+            blocked = bool(later) and later[-1] > _order(c)
+            if self._passed(c, now, window, blocked):
+                del candidates[key]
+                confirmed.append(key)
+            elif not c["hot"]:
+                bisect.insort(later, _order(c))
+        return confirmed
+
+    def _passed(self, c: Candidate, now: float, window: float, blocked: bool) -> bool:
+        """Whether the candidate is confirmed now (the rules in the module's docstring)."""
+        age = now - c["seen"]
+        if age >= self.cap or (not c["new"] and c["stamp"] is not None and now - c["stamp"] >= self.cap):
             return True
-        if c["hot"] and now - c["des_since"] >= self.cap:
-            return True  # its source keeps changing, and its replica stopped following it
+        if now - c["des_since"] >= self.cap or now - c["diff_since"] >= self.cap:
+            return True  # the destination row stopped following, or follows all but what it lost
         watermark, watermark_id = self.state["watermark"], self.state["watermark_id"]
-        if c["stamp"] is not None and watermark is not None and watermark >= c["stamp"] + ORDER_MARGIN:
-            return True  # a later version applied
-        if c["type"] == 1 and c["id"] is not None and watermark_id is not None and watermark_id > c["id"]:
-            return True  # a later insert applied
-        return age >= self.window(now) and not self._later_waiting(key, c)
+        if watermark is not None and watermark >= c["seen"] + ORDER_MARGIN:
+            return True  # a change written after this one was visible has arrived
+        if c["frontier"] is not None and watermark_id is not None and watermark_id > c["frontier"]:
+            return True  # a row inserted after this version was seen has arrived
+        return age >= window and not blocked
 
-    def _later_waiting(self, key: str, c: Candidate) -> bool:
-        """Whether another candidate is a later change (the destination is behind, not done)."""
-        for other_key, other in self.state["candidates"].items():
-            if other_key == key:
-                continue
-            if c["stamp"] is not None and other["stamp"] is not None:
-                if other["stamp"] > c["stamp"]:
-                    return True
-            elif c["id"] is not None and other["id"] is not None:
-                if other["id"] > c["id"]:
-                    return True
-            elif other["seen"] > c["seen"]:
-                return True
-        return False
-
-    def _shed(self, verdict: Verdict, events: Mapping[str, Event], new: set[str]) -> None:
-        """Past :data:`MAX_CANDIDATES`, confirm the oldest of what was just added."""
+    def _spill(self, events: dict[str, Event]) -> dict[str, Candidate]:
+        """Past :data:`MAX_CANDIDATES`, the newest just added leave the state, to be handed on."""
         candidates = self.state["candidates"]
         excess = len(candidates) - MAX_CANDIDATES
+        spilled: dict[str, Candidate] = {}
         if excess <= 0:
-            return
-        for key in list(reversed(self._latest_first(k for k in events if k in candidates)))[:excess]:
-            del candidates[key]
-            new.discard(key)
-            verdict.confirmed.append(events[key])
+            return spilled
+        for key in sorted(events, key=lambda k: _order(candidates[k]), reverse=True)[:excess]:
+            spilled[key] = candidates.pop(key)
+        return spilled
+
+
+def _new(event: Event, item: Found, now: float, frontier: int | None) -> Candidate:
+    return Candidate(
+        type=int(event["type"]), stamp=item.stamp, id=item.id, new=item.new, frontier=frontier, seen=now, looked=now,
+        first=now, src=digest(event.get("srcColumn")), des=digest(event.get("desColumn")), des_since=now,
+        diff=_difference(event), diff_since=now, changes=0, hot=False,
+    )  # fmt: skip
+
+
+def _order(c: Candidate) -> tuple[float, int]:
+    """Which change is later: by stamp (by when it was seen, undated), then by id."""
+    return (c["stamp"] if c["stamp"] is not None else c["seen"], c["id"] or 0)
 
 
 def _recent(samples: Sequence[list[float]], now: float) -> list[list[float]]:

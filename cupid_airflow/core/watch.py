@@ -212,40 +212,42 @@ class Rechecks:
     """When a watcher starts a run to look at its pair's waiting candidates again.
 
     The scan stores the time of the next look (:data:`RECHECK_AT_KEY`, epoch seconds) in the
-    watch asset's state store; a run comes when that time is reached. The watcher reads the key
-    soon after each run it starts (:data:`READS_AFTER_RUN`: the run's scan writes it), and
-    otherwise every :data:`WAITING_READ` s while a look is due and every :data:`QUIET_READ` s
-    while none is (a run the watcher did not start, a safety or manual run, may have left
-    candidates); times are epoch seconds.
+    watch asset's state store; a run comes when that time is reached. After each run the watcher
+    starts, it reads the key at each poll (:data:`READ_GAP` apart) until the run's scan has stored
+    a time newer than the run, for :data:`AFTER_RUN` s at most (a run may queue that long); a
+    time from before the run is then believed again, and due (its scan was killed before it
+    stored the next one: another run looks). Otherwise the key is read every
+    :data:`PERIODIC_READ` s: a run the watcher did not start (a safety or manual one) may have left
+    candidates. Times are epoch seconds.
     """
 
-    READS_AFTER_RUN = (3.0, 6.0, 12.0, 30.0, 90.0)
-    WAITING_READ = 60.0
-    QUIET_READ = 300.0
+    AFTER_RUN = 120.0
+    READ_GAP = 2.0
+    PERIODIC_READ = 60.0
 
     def __init__(self) -> None:
         self.at: float | None = None  # when the next look is due, as last read
-        self.reads: list[float] = [-math.inf]  # when to read the key: at once, at start
+        self.next_read = -math.inf  # at once, at start
         self.started = -math.inf  # when the watcher last started a run
 
     def should_read(self, now: float) -> bool:
-        return bool(self.reads) and now >= self.reads[0]
+        return now >= self.next_read
 
     def read(self, value: Any, now: float) -> None:
-        """The key as read (None: no candidate waits). A time before the last run the watcher
-        started is that run's to replace: its scan has not stored the next one yet."""
-        self.at = float(value) if isinstance(value, int | float) and math.isfinite(value) else None
-        if self.at is not None and self.at <= self.started:
-            self.at = None
-        self.reads = [t for t in self.reads if t > now] or [now + (self.WAITING_READ if self.at else self.QUIET_READ)]
+        """The key as read (None: no candidate waits)."""
+        at = float(value) if isinstance(value, int | float) and math.isfinite(value) else None
+        fresh = at is not None and at > self.started
+        waiting = now < self.started + self.AFTER_RUN and not fresh  # for the last run's scan to store its time
+        self.at = None if waiting else at
+        self.next_read = now + (self.READ_GAP if waiting else self.PERIODIC_READ)
 
     def read_failed(self, now: float) -> None:
-        self.reads = [t for t in self.reads if t > now] or [now + self.WAITING_READ]
+        self.next_read = now + 5 * self.READ_GAP
 
     def due(self, now: float) -> bool:
         return self.at is not None and now >= self.at
 
     def run_started(self, now: float) -> None:
-        """A run was started (for a look, or for changes): it looks, and writes the next time."""
+        """A run was started (for a look, or for changes): it looks, and stores the next time."""
         self.at, self.started = None, now
-        self.reads = sorted({*[t for t in self.reads if t > now], *(now + d for d in self.READS_AFTER_RUN)})
+        self.next_read = now + self.READ_GAP

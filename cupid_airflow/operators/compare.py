@@ -8,7 +8,7 @@ from typing import Any
 from airflow.sdk import Context
 
 from cupid_airflow.confirming import CONFIRM_KEY, Confirmation, handed_over
-from cupid_airflow.core.confirm import Found
+from cupid_airflow.core.confirm import Candidate, Found
 from cupid_airflow.core.divergence import Divergence
 from cupid_airflow.core.events import Event, EventChunks, EventSpool, read_carried_events
 from cupid_airflow.core.labels import partition_label
@@ -63,23 +63,35 @@ class CompareOperator(CupidOperator):
 
     def _confirming(self, context: Context, part: Partition, spool: EventSpool) -> tuple[int, dict[str, int]]:
         """Compare with confirmation: what a rule already confirms (an old row, a destination that
-        moved past it) goes to ``callback``; the other divergences, and what this compare saw
+        moved past it) goes to ``callback``; the other new divergences, and what this compare saw
         applied, go to the next scan (XCom ``cupid_candidates``), which keeps them waiting. Decided
-        batch by batch against the pair's state as the scan left it (read, never written here)."""
-        confirm = Confirmation(self.pair, self.variables, self.log)
-        seen = confirm.seen(insert=part["kind"] == "ids")
-        held: list[Found] = []
+        batch by batch against the pair's state as the scan left it (read, never written here);
+        a key already waiting there is the scan's to look at again, never decided here."""
+        confirm = Confirmation(self.pair, self.variables, self.log, context["run_id"])
+        waiting_before = set(confirm.state["candidates"])
+        spilled: dict[str, Candidate] = {}
+        known = 0
 
         def decide(found: list[Found]) -> None:
-            verdict = confirm.add(found, time.time())
-            confirmed = {id(e) for e in verdict.confirmed}
+            nonlocal known
+            new = [f for f in found if f.event.get("byValue") not in waiting_before]
+            known += len(found) - len(new)
+            verdict = confirm.add(new, time.time())
             spool.add(verdict.confirmed)
-            held.extend(f for f in found if id(f.event) not in confirmed)
+            spilled.update(verdict.spilled)
 
-        rows = self.pair.compare_partition(part, decide, seen=seen)
+        rows = self.pair.compare_partition(part, decide, seen=confirm.seen(ids=part["kind"] == "ids"))
+        confirm.take_in(time.time())
+        confirm.warn_clock()
+        handed = {k: c for k, c in confirm.state["candidates"].items() if k not in waiting_before} | spilled
+        if handed:
+            frontier = confirm.frontier()  # read after the compare: ids above it were inserted after
+            for c in handed.values():
+                if c["frontier"] is None:
+                    c["frontier"] = frontier
         ti: Any = context.get("ti")
-        if held and ti is not None:
-            ti.xcom_push(key=CONFIRM_KEY, value=handed_over(held, confirm.observed_total))
-        elif ti is not None:  # what it saw applied still tells the next scan where the destination is
-            ti.xcom_push(key=CONFIRM_KEY, value=handed_over([], confirm.observed_total))
-        return rows, {"candidates": len(held)}
+        if ti is not None:  # also with no candidate: what it saw applied tells the scan where the destination is
+            ti.xcom_push(key=CONFIRM_KEY, value=handed_over(handed, confirm.observed_total))
+        if known:
+            self.log.info("%d divergences found here already wait as candidates: the next scan looks at them", known)
+        return rows, {"candidates": len(handed)}

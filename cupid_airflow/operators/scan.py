@@ -17,13 +17,18 @@ from cupid_airflow.core.divergence import Divergence
 from cupid_airflow.core.events import CarriedEvents, Event, carried_events, event_types
 from cupid_airflow.core.partitions import IdPartition, WindowPartition, read_partition, rows_at_most
 from cupid_airflow.core.watch import RECHECK_AT_KEY
-from cupid_airflow.names import CUPID_TAG, backlog_alias_name, watch_asset_identity
+from cupid_airflow.names import CUPID_TAG, backlog_alias_name, confirm_state_key, watch_asset_identity
 from cupid_airflow.operators.base import CupidOperator
 from cupid_airflow.planning import ScanRun
 from cupid_airflow.planning.inserts import InsertPlan, InsertPlanner
 from cupid_airflow.planning.updates import UpdatePlanner
 
 __all__ = ["ScanInsertOperator", "ScanOperator", "ScanUpdateOperator", "backlog_alias"]
+
+#: Task states in which a compare will never hand anything over.
+_ENDED = frozenset({"success", "failed", "skipped", "upstream_failed", "removed"})
+#: How long a scan waits for a compare of another run to hand its candidates over.
+PENDING_SECONDS = 86_400
 
 ScanOutput = (
     list[IdPartition | WindowPartition] | list[CarriedEvents] | list[IdPartition | WindowPartition | CarriedEvents]
@@ -79,6 +84,7 @@ class ScanOperator(_ScanBase):
     ui_color = "#d9f2e6"
 
     def run(self, context: Context) -> ScanOutput:
+        started = time.time()  # before the source's highest id is read
         src = self.config.src
         run = self.scan_run(context)
         inserts = InsertPlan()
@@ -102,8 +108,9 @@ class ScanOperator(_ScanBase):
                 small = rows_at_most(table, parts, limit, ID_COLUMN)
             if not small:
                 self.log.info("More than inlineRows=%d rows to compare: %d mapped compare task(s)", limit, len(parts))
-        if self.config.confirm_seconds:
-            return self._confirming(context, parts, position, inline=small or not parts)
+        if self.config.confirm_seconds or self.variables.get(confirm_state_key(self.pair.pair_id), None) is not None:
+            probe = (inserts.max_id, started)
+            return self._confirming(context, parts, position, inline=small or not parts, probe=probe)
         if not small:
             self.record(context, "scan", **position)
             return parts
@@ -138,31 +145,43 @@ class ScanOperator(_ScanBase):
         return [carried_events(left)] if left else []
 
     def _confirming(
-        self, context: Context, parts: list[IdPartition | WindowPartition], position: dict[str, Any], inline: bool
+        self,
+        context: Context,
+        parts: list[IdPartition | WindowPartition],
+        position: dict[str, Any],
+        inline: bool,
+        probe: tuple[int | None, float],
     ) -> ScanOutput:
         """The run with confirmation (``confirmSeconds``): what is found is a candidate until
         confirmed (:mod:`cupid_airflow.core.confirm`); this scan also takes in what earlier runs'
         mapped compares found, looks at the waiting candidates again, hands what is confirmed to
-        delivery, and tells the watcher when to start the next look."""
+        delivery, and tells the watcher when to start the next look. With ``confirmSeconds`` 0 (a
+        pair that stopped confirming) it confirms what was left waiting, and drops the state."""
         run_id = context["run_id"]
-        confirm = Confirmation(self.pair, self.variables, self.log)
+        cap = self.config.confirm_seconds
+        confirm = Confirmation(self.pair, self.variables, self.log, run_id, cap=cap)
         before = copy.deepcopy(confirm.state)
         now = time.time()
-        merged = confirm.merge(self._handed_over(context, confirm), now)
-        confirmed = self._outbox(context, confirm) + merged.confirmed
-        rows, added, just_found = 0, merged.added, frozenset[str]()
+        taken = confirm.merge(self._handed_over(context, confirm), now)  # counted by the compares that found them
+        aside = confirm.unspill()
+        confirmed = self._outbox(context, confirm)
+        rows, added, just_found = 0, 0, frozenset[str]()
         if inline:
             found: list[Found] = []
             for part in parts:
-                seen = confirm.seen(insert=part["kind"] == "ids")
+                seen = confirm.seen(ids=part["kind"] == "ids")
                 rows += self.pair.compare_partition(read_partition(part), found.extend, seen=seen)
-            verdict = confirm.add(found, time.time())
+            frontier = confirm.frontier() if found else None  # read after the compare: ids above came later
+            verdict = confirm.add(found, time.time(), frontier)
+            confirm.spill(verdict.spilled)
             confirmed += verdict.confirmed
             added += verdict.added
             just_found = frozenset(str(f.event.get("byValue")) for f in found)
-        elif parts:
-            confirm.state["pending"].append([run_id, len(parts)])
+        elif parts and cap:
+            confirm.state["pending"].append([run_id, list(range(len(parts))), now])
         rechecked = confirm.recheck(time.time(), skip=just_found)
+        confirm.warn_clock()
+        confirm.confirmer.probed(run_id, *probe)
         confirmed += rechecked.confirmed
         if confirmed:  # kept until this run holds them: a scan killed now sends them again, never loses them
             confirm.state["outbox"][run_id] = confirmed
@@ -179,17 +198,22 @@ class ScanOperator(_ScanBase):
                 confirm.state["outbox"].pop(run_id, None)
         elif confirmed:
             output = [*parts, carried_events(confirmed)]
-        if confirm.state != before:
+        if not cap and confirm.idle:
+            self.variables.delete(confirm.key)  # nothing left of confirming
+            self.log.info("confirmSeconds=0: what was left waiting from when the pair confirmed is decided")
+        elif confirm.state != before:
             confirm.save()
+        if aside is not None:  # after the state that took them in
+            confirm.save_spilled(aside)
         self._wake_watcher(context, confirm.confirmer.next_look(time.time()))
         found_types = event_types(confirmed)
         waiting, hot, lag = confirm.confirmer.waiting, confirm.confirmer.hot, confirm.lag
         self.log.info(
-            "Confirmation: %d found here, %d new candidates, %d cleared in flight, %d confirmed, %d waiting "
-            "(%d hot); the destination's lag %s, window %.0f s (confirmSeconds=%d)",
-            confirm.found, added, rechecked.cleared, len(confirmed), waiting, hot,
-            "unknown" if lag is None else f"{lag:.1f} s", confirm.confirmer.window(time.time()),
-            self.config.confirm_seconds,
+            "Confirmation: %d found here, %d new candidates, %d taken over from compares, %d cleared in flight, "
+            "%d confirmed, %d waiting (%d hot, %d kept aside); the destination's lag %s, window %.0f s "
+            "(confirmSeconds=%d)",
+            confirm.found, added, taken, rechecked.cleared, len(confirmed), waiting, hot, confirm.state["spilled"],
+            "unknown" if lag is None else f"{lag:.1f} s", confirm.confirmer.window(time.time()), cap,
         )  # fmt: skip
         figures: dict[str, Any] = {"found": found_types} if found_types else {}
         if inline:
@@ -197,22 +221,46 @@ class ScanOperator(_ScanBase):
         if sent:
             figures.update(events=sent, delivered=sent)
         self.record(
-            context, "scan", **position, **figures, candidates=added, cleared=rechecked.cleared, waiting=waiting,
-            hot=hot, **({"lag": round(lag, 3)} if lag is not None else {}),
+            context, "scan", **position, **figures, candidates=added, cleared=rechecked.cleared,
+            waiting=waiting + confirm.state["spilled"], hot=hot, **({"lag": round(lag, 3)} if lag is not None else {}),
         )  # fmt: skip
         return output
 
     def _handed_over(self, context: Context, confirm: Confirmation) -> dict[str, list[Any]]:
-        """What mapped compares of earlier runs handed over (a run still going keeps its own)."""
+        """What mapped compares of earlier runs handed over, by run. A compare still to run (its
+        run still going) stays pending; one that ended without handing over (failed: a later
+        run takes its ranges over; skipped) has nothing to give."""
         ti: Any = context.get("ti")
+        pending = confirm.state["pending"]
+        if ti is None or not pending:
+            return {}
         runs: dict[str, list[Any]] = {}
-        for run_id, compares in confirm.state["pending"]:
-            if run_id == context["run_id"] or ti is None:
+        missing: dict[str, list[int]] = {}
+        for run_id, indexes, _ in pending:
+            if run_id == context["run_id"]:
                 continue
-            outputs = ti.xcom_pull(
-                task_ids="compare", key=CONFIRM_KEY, run_id=run_id, map_indexes=list(range(compares))
-            )
-            runs[run_id] = list(outputs) if isinstance(outputs, list | tuple) else [outputs]
+            outputs = ti.xcom_pull(task_ids="compare", key=CONFIRM_KEY, run_id=run_id, map_indexes=indexes)
+            outputs = list(outputs) if isinstance(outputs, list | tuple) else [outputs]
+            runs[run_id] = outputs
+            missing[run_id] = [i for i, out in zip(indexes, outputs, strict=False) if out is None]
+        states: dict[str, Any] = {}
+        if any(missing.values()):
+            asked = [r for r in missing if missing[r]]
+            states = ti.get_task_states(dag_id=self.dag_id, task_ids=["compare"], run_ids=asked)
+        kept = []
+        for run_id, indexes, since in pending:
+            if run_id == context["run_id"]:
+                kept.append([run_id, indexes, since])
+                continue
+            ended = {k: str(v).lower().rsplit(".", 1)[-1] for k, v in (states.get(run_id) or {}).items()}
+            still = [i for i in missing.get(run_id, []) if ended.get(f"compare_{i}") not in _ENDED]
+            if still and time.time() - since > PENDING_SECONDS:
+                self.log.warning("Run %s's compare tasks %s never handed their candidates over in %d h: "
+                                 "given up (a reconcile finds what they held)", run_id, still,
+                                 PENDING_SECONDS // 3600)  # fmt: skip
+            elif still:
+                kept.append([run_id, still, since])
+        confirm.state["pending"] = kept
         return runs
 
     def _outbox(self, context: Context, confirm: Confirmation) -> list[Event]:
