@@ -22,6 +22,7 @@ from cupid_airflow.core.confirm import (
     CONFIRM_KEY,
     FUTURE_TOLERANCE,
     MAX_CANDIDATES,
+    ORDER_MARGIN,
     Candidate,
     Confirmer,
     ConfirmState,
@@ -34,6 +35,7 @@ from cupid_airflow.core.confirm import (
 )
 from cupid_airflow.core.errors import PermanentError
 from cupid_airflow.core.events import Event
+from cupid_airflow.core.partitions import Partition, id_partition, read_partition, window_partition
 from cupid_airflow.names import confirm_spill_key, confirm_state_key
 
 if TYPE_CHECKING:
@@ -43,8 +45,18 @@ if TYPE_CHECKING:
 
 __all__ = ["CONFIRM_KEY", "Confirmation", "handed_over"]
 
-#: Recent versions per batch sampled for the lag (how old they were when first seen applied).
-FAST_SAMPLES = 64
+#: A scan that just found candidates, and saw the destination apply a version at most this old
+#: (seconds from its stamp), looks again before it ends, :data:`QUICK_LOOKS` s after it found
+#: them, instead of waiting a run: an in-sync copy's lost changes are called back in seconds.
+#: Judged by what this scan saw, not by the window: a lag learnt earlier (an upper bound, from
+#: looks seconds apart) must not keep an in-sync copy waiting.
+QUICK_LOOK_LAG = 3.0
+#: When the quick looks are (seconds after the candidates were found): rows inserted since prove
+#: them at the first; versions stamped :data:`ORDER_MARGIN` later only from the second (DATETIME
+#: stamps whole seconds).
+QUICK_LOOKS = (1.0, ORDER_MARGIN + 1.0)
+#: At most this many rows inserted since are compared by a quick look.
+QUICK_LOOK_ROWS = 1_000
 
 
 class Confirmation:
@@ -99,9 +111,12 @@ class Confirmation:
     def seen(self, ids: bool) -> Callable[[Sequence[tuple[Any, ...]], list[Event]], list[Found]]:
         """For :meth:`SyncPair.compare_partition`: each batch's rows (with the update column's
         value last) and events in, the events with their rows' stamps out (``ids``: the
-        partition holds claimed ids; those above the last run's probe are new rows). Rows compared equal are
-        present in the destination (their ids count); on pairs whose destination keeps the update
-        column, their version is applied too (their stamps count)."""
+        partition holds claimed ids; those above the last run's probe are new rows). Rows
+        compared equal are present in the destination (their ids count); on pairs whose
+        destination keeps the update column, their version is applied too (their stamps count).
+        How far behind the destination is, at most, is sampled once a batch: by the age of the
+        newest version it shows (commit order: everything before it arrived too), else by
+        cupid's clock for rows inserted since the last run's probe."""
         stamped = self.pair.src.update_column is not None
         timing = self.column_time if stamped else None
         version = self.pair.version_mapped and timing is not None
@@ -115,8 +130,6 @@ class Confirmation:
             found: list[Found] = []
             newest: Any = None
             newest_id: int | None = None
-            recent: list[Any] = []
-            cutoff = timing.lower(_instant(now - cap)) if version and timing is not None else None
             for row in rows:
                 event = by_id.get(str(to_text(row[0]))) if by_id else None
                 value = row[-1] if stamped else None
@@ -132,18 +145,14 @@ class Confirmation:
                     continue
                 if newest is None or value > newest:
                     newest = value
-                if cutoff is not None and value >= cutoff and len(recent) < FAST_SAMPLES:
-                    recent.append(value)
             applied = self.observed.applied
             if newest is not None:
                 applied(self._stamp(timing, newest, now), None, now, cap, version=True, present=False,
-                        first_sight=False)  # fmt: skip
-            for value in recent:  # versions seen for the first time: how old they were when applied
-                applied(self._stamp(timing, value, now), None, now, cap, version=True, present=False,
                         first_sight=True)  # fmt: skip
             if newest_id is not None:
                 applied(None, newest_id, now, cap, version=False, present=True, first_sight=False)
-                self.observed.arrived_since(probe, newest_id, now, cap)
+                if newest is None:
+                    self.observed.arrived_since(probe, newest_id, now, cap)
             return found
 
         return batch
@@ -166,6 +175,34 @@ class Confirmation:
                 self.future, self.pair.src.update_column, FUTURE_TOLERANCE,
             )  # fmt: skip
 
+    def look_past(self, frontier: int | None, seen_at: float) -> None:
+        """The quick look: compare what changed after candidates seen at ``seen_at`` (rows
+        inserted above ``frontier``, at most :data:`QUICK_LOOK_ROWS`; versions stamped after
+        it, where the destination maps the update column). What the destination already shows
+        of them is the evidence a later run would find; what differs there is the next run's to
+        find (not counted here)."""
+        pair = self.pair
+        parts: list[Partition] = []
+        with pair.source_table() as source:
+            top = _as_int(source.max_id())
+        if frontier is not None and top is not None and top > frontier:
+            parts.append(id_partition(frontier, min(top, frontier + QUICK_LOOK_ROWS)))
+        timing = self.column_time
+        if pair.version_mapped and timing is not None and pair.src.update_column is not None:
+            since, until = timing.window(_instant(seen_at + ORDER_MARGIN), _instant(time.time() + 1))
+            parts.append(window_partition(pair.src.update_column, timing.vtype, since, until))
+        found = self.found
+        for part in parts:
+            pair.compare_partition(read_partition(part), lambda _: None, seen=self.seen(ids=part["kind"] == "ids"))
+        self.found = found
+        self.take_in(time.time())
+
+    @property
+    def close_behind(self) -> bool:
+        """Whether this task saw the destination apply a version :data:`QUICK_LOOK_LAG` s old or
+        newer (then a look a few seconds on is likely to find later changes applied)."""
+        return any(late <= QUICK_LOOK_LAG for late in self.observed_total.fast + self.observed.fast)
+
     # ------------------------------------------------------------------ decisions
 
     def take_in(self, now: float, observed: Observed | None = None) -> None:
@@ -180,11 +217,26 @@ class Confirmation:
         self.take_in(now)
         return self.confirmer.add(found, now, frontier)
 
-    def recheck(self, now: float, skip: frozenset[str] = frozenset()) -> Verdict:
-        """Look at the waiting candidates again: each source row by its id (a candidate follows
-        its row: if the row is gone, or now has another key, the key's fate is reconcile's), the
-        destination by key; in batches."""
-        keys = [k for k in self.confirmer.due(now) if k not in skip]
+    def quick_look(self, keys: frozenset[str], frontier: int | None, seen_at: float) -> Verdict:
+        """The candidates just found (``keys``, at ``seen_at``, ``frontier`` read after) looked at
+        again at :data:`QUICK_LOOKS`, each time after :meth:`look_past`, until none waits."""
+        verdict = Verdict()
+        for after in QUICK_LOOKS:
+            time.sleep(max(0.0, seen_at + after - time.time()))
+            self.look_past(frontier, seen_at)
+            looked = self.recheck(time.time(), only=keys)
+            verdict.confirmed += looked.confirmed
+            verdict.cleared += looked.cleared
+            verdict.gone += looked.gone
+            if not keys & self.state["candidates"].keys():
+                break
+        return verdict
+
+    def recheck(self, now: float, skip: frozenset[str] = frozenset(), only: frozenset[str] | None = None) -> Verdict:
+        """Look at the waiting candidates again (those in ``only``, when given): each source row
+        by its id (a candidate follows its row: if the row is gone, or now has another key, the
+        key's fate is reconcile's), the destination by key; in batches."""
+        keys = [k for k in self.confirmer.due(now) if k not in skip and (only is None or k in only)]
         if not keys:
             return Verdict()
         pair = self.pair

@@ -7,6 +7,7 @@ deployment with a lagging replica: tests/test_e2e_lag.py."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -75,13 +76,14 @@ def test_a_change_in_flight_is_cleared_and_a_lost_one_called_back(confirming: Pa
     assert pair.callbacks() == []
     assert set(_state(pair)["candidates"]) == {"n2"}
     assert _tally(second)["cleared"] == 1 and _tally(second)["waiting"] == 1
+    assert second.note is not None and "0 held to confirm, 1 cleared in flight, 1 waiting" in second.note
 
     time.sleep(CAP)  # n2's wait is over: the replica showed no sign of it
     third = pair.run()
     assert {n: b["type"] for n, b in pair.by_number().items()} == {"n2": 1}
     assert _state(pair)["candidates"] == {} and _state(pair)["outbox"] == {}
     assert _tally(third)["found"] == {"1": 1} and _tally(third)["delivered"] == 1
-    assert third.note is not None and "1 missing" in third.note and "0 waiting" in third.note
+    assert third.note is not None and "1 missing" in third.note and "waiting" not in third.note
 
     # the cupid view, from the runs' records: held, cleared in flight, confirmed, waiting now
     with create_session() as session:
@@ -112,16 +114,21 @@ def test_a_change_found_in_a_past_window_is_called_back_at_once_a_new_row_stampe
     assert _tally(first)["waiting"] == 1 and list(_state(pair)["candidates"]) == ["loaded"]
 
 
+def _map_update_column(pair: Pair, confirm_seconds: int) -> None:
+    """The replica keeps the source's update column (as canal's and Debezium's do)."""
+    pair.des.execute("ALTER TABLE `user` ADD COLUMN update_time DATETIME NULL")
+    config = json.loads(pair.config_path.read_text())
+    config["des"][0]["columns"]["update_time"] = "update_time"
+    config["confirmSeconds"] = confirm_seconds
+    pair.config_path.write_text(json.dumps(config))
+
+
 def test_a_later_change_applied_confirms_an_earlier_one_at_once(confirming: Pair) -> None:
     """With the update column mapped, a row seen equal proves its version arrived: the replica
     applied a change written after the missing one was seen (so committed after it), which it
     would have applied first."""
     pair = confirming
-    pair.des.execute("ALTER TABLE `user` ADD COLUMN update_time DATETIME NULL")
-    config = json.loads(pair.config_path.read_text())
-    config["des"][0]["columns"]["update_time"] = "update_time"
-    config["confirmSeconds"] = 600  # nothing here waits that long: only evidence confirms
-    pair.config_path.write_text(json.dumps(config))
+    _map_update_column(pair, 600)  # nothing here waits that long: only evidence confirms
     _add_source(pair, "lost", "lost")
     pair.run()
     assert pair.callbacks() == [] and list(_state(pair)["candidates"]) == ["lost"]
@@ -132,6 +139,68 @@ def test_a_later_change_applied_confirms_an_earlier_one_at_once(confirming: Pair
     pair.run()
     assert {n: b["type"] for n, b in pair.by_number().items()} == {"lost": 1}
     assert _state(pair)["watermark"] == later.replace(tzinfo=UTC).timestamp()  # what the replica showed
+
+
+def test_an_in_sync_replica_lost_change_is_called_back_by_the_run_that_found_it(confirming: Pair) -> None:
+    """A scan that finds a candidate while the replica shows a version seconds old looks once
+    more before it ends: the rows written meanwhile, applied, confirm it in the same run."""
+    pair = confirming
+    _map_update_column(pair, 600)  # nothing waits that long here: only the quick look confirms
+    stop = threading.Event()
+
+    def replicated_writes() -> None:  # an in-sync replica: each row in the destination as it commits
+        i = 0
+        while not stop.wait(0.4):
+            i += 1
+            stamp = _now().replace(microsecond=0)
+            pair.des.execute(
+                "INSERT INTO `user` (number, name, update_time) VALUES (%s, 'replicated', %s)", (f"w{i}", stamp)
+            )
+            _add_source(pair, f"w{i}", "replicated", stamp)
+
+    _add_source(pair, "lost", "lost")
+    writer = threading.Thread(target=replicated_writes, daemon=True)  # the only user of pair.src/des meanwhile
+    writer.start()
+    try:
+        time.sleep(1)  # rows replicated within the second: the scan sees a fresh version applied
+        run = pair.run()
+    finally:
+        stop.set()
+        writer.join(5)
+    assert {n: b["type"] for n, b in pair.by_number().items()} == {"lost": 1}
+    assert _state(pair)["candidates"] == {}
+    assert _tally(run)["candidates"] == 1 and _tally(run)["delivered"] == 1
+
+
+def test_an_unwatched_pair_waits_in_the_triggerer_and_its_run_calls_back_what_was_lost(confirming: Pair) -> None:
+    """Nothing wakes a pair that is not watched: its scan waits for the candidates' next looks
+    in the triggerer (``dag.test()`` runs the trigger in line), and the run that found them calls
+    back what was lost."""
+    pair = confirming
+    pair.configure(watch=False)  # confirmSeconds CAP
+    _add_source(pair, "n1", "in flight")
+    _add_source(pair, "n2", "lost")
+
+    def replica() -> None:  # applies n1 once the scan holds both as candidates
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            state = Variable.get(confirm_state_key(pair.dag_id), default_var=None)
+            if state and set(json.loads(state)["candidates"]) == {"n1", "n2"}:
+                pair.add_destination(("n1", "in flight", None, None, None))
+                return
+            time.sleep(0.2)
+
+    applier = threading.Thread(target=replica, daemon=True)  # the only user of pair.des meanwhile
+    applier.start()
+    run = pair.run()
+    applier.join(5)
+    assert {n: b["type"] for n, b in pair.by_number().items()} == {"n2": 1}
+    assert _state(pair)["candidates"] == {}
+    tally = _tally(run)  # both parts of the scan, before and after it waited
+    assert {k: tally[k] for k in ("candidates", "cleared", "waiting", "delivered", "found")} == {
+        "candidates": 2, "cleared": 1, "waiting": 0, "delivered": 1, "found": {"1": 1},
+    }  # fmt: skip
+    assert run.task_states[("scan", -1)] == "success"
 
 
 def test_candidates_of_mapped_compares_wait_in_the_next_scan(confirming: Pair) -> None:

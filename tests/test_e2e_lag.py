@@ -28,11 +28,14 @@ from tests.stack import AirflowStack, deployment, wait_for
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(720)]
 
 #: A task whose supervisor died with its worker is failed into its retry within 20 s (default
-#: 300 s): the README's "Scaling out" has these settings for a faster recovery.
+#: 300 s), and one the killed scheduler's LocalExecutor was running is reset for the new
+#: scheduler within 30 s (default 330 s): the README's "Scaling out" has these settings.
 RECOVERY = {
     "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20",
     "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "2",
     "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "2",
+    "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_THRESHOLD": "15",
+    "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "10",
 }
 
 

@@ -72,8 +72,10 @@ __all__ = [
     "LOOK_GAP",
     "MAX_CANDIDATES",
     "ORDER_MARGIN",
+    "WAIT_KEY",
     "Candidate",
     "ConfirmState",
+    "ConfirmWait",
     "Confirmer",
     "Found",
     "Observed",
@@ -83,10 +85,14 @@ __all__ = [
     "new_state",
     "read_candidate",
     "read_confirm_state",
+    "read_confirm_wait",
 ]
 
 #: The XCom key under which a mapped compare (or a scan that spilled) hands candidates over.
 CONFIRM_KEY = "cupid_candidates"
+#: The task state key under which a scan of an unwatched pair, waiting in the triggerer for its
+#: candidates' next look, keeps what it has done (:class:`ConfirmWait`).
+WAIT_KEY = "cupid_confirm_wait"
 #: How much later than a candidate was seen a change must be stamped to have surely committed
 #: after it: DATETIME columns stamp to the second, and the source's clock and cupid's differ a
 #: little.
@@ -165,6 +171,27 @@ class ConfirmState(TypedDict):
     pending: list[list[Any]]  # [run id, map indexes, since]: mapped compares' handovers (XCom) not taken in yet
     spilled: int  # candidates that did not fit, kept aside (the Variable ``cupid.<dag_id>.confirm.spill``)
     outbox: dict[str, list[Event]]  # run id -> confirmed events handed to it
+
+
+class ConfirmWait(TypedDict):
+    """A scan waiting in the triggerer: its tally so far (:class:`~cupid_airflow.core.tally.Tally`)
+    and until when it may wait again (epoch s). In the task's state store, not the trigger's
+    kwargs: ``dag.test()`` drops those."""
+
+    version: int
+    tally: dict[str, Any]
+    until: float
+
+
+def read_confirm_wait(data: Any) -> ConfirmWait:
+    with decoding("the scan's wait", "expected what a waiting scan writes"):
+        if not isinstance(data, dict):
+            raise TypeError(f"{type(data).__name__}, not an object")
+        check_version("the scan's wait", data)
+        tally = data["tally"]
+        if not isinstance(tally, dict):
+            raise TypeError("tally is not an object")
+        return ConfirmWait(version=STATE_VERSION, tally=tally, until=float(data["until"]))
 
 
 def new_state() -> ConfirmState:

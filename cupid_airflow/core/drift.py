@@ -127,7 +127,7 @@ def run_note(figures: RunFigures, state: str, reconcile: bool = False) -> str:
     text = f"{NOTE_PREFIX}{figures.rows:,} {what}; found {_found_text(figures.found)}"
     if figures.divergences:
         text += f" (type 1/2/3: {'/'.join(str(figures.found.get(kind.key, 0)) for kind in Divergence)})"
-    if figures.candidates or figures.cleared or figures.waiting is not None:
+    if figures.candidates or figures.cleared or figures.waiting:  # a run that held nothing says nothing of it
         text += f"; {figures.candidates:,} held to confirm, {figures.cleared:,} cleared in flight"
         if figures.waiting is not None:
             text += f", {figures.waiting:,} waiting" + (f" ({figures.hot:,} hot)" if figures.hot else "")

@@ -9,7 +9,7 @@ from typing import Any, TypedDict, cast
 from cupid_airflow.core.codec import StateError, check_version, decoding
 from cupid_airflow.core.divergence import Divergence
 
-__all__ = ["TALLY_KEY", "TALLY_TASKS", "TALLY_TYPES", "Tally", "read_tally"]
+__all__ = ["TALLY_KEY", "TALLY_TASKS", "TALLY_TYPES", "Tally", "combined", "read_tally"]
 
 TALLY_KEY = "cupid_tally"
 
@@ -97,3 +97,22 @@ def read_tally(data: Any) -> Tally:
         if "lag" in data and (type(data["lag"]) not in (int, float) or not 0 <= data["lag"] <= _LARGEST):
             raise ValueError("lag is not a number of seconds")
     return cast(Tally, data)
+
+
+#: Figures that say what a task did, and add up over its parts; the others say where it left
+#: things (positions, what still waits, the lag), and the later part's stand.
+_TALLY_ADDED = frozenset({"rows", "events", "delivered", "chunks", "checksummed", "read", "candidates", "cleared"})
+
+
+def combined(earlier: Tally, later: Tally) -> Tally:
+    """One task's tally from two parts of its work (a scan that waited in the triggerer for its
+    candidates and went on): what it did adds up, where it left things is the later part's."""
+    merged: dict[str, Any] = {**earlier, **later}
+    for key in _TALLY_ADDED & (earlier.keys() | later.keys()):
+        merged[key] = earlier.get(key, 0) + later.get(key, 0)  # type: ignore[operator]
+    found = dict(earlier.get("found", {}))
+    for kind, count in later.get("found", {}).items():
+        found[kind] = found.get(kind, 0) + count
+    if found:
+        merged["found"] = found
+    return cast(Tally, merged)

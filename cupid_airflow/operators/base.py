@@ -14,7 +14,7 @@ from cupid_airflow.config import CupidConfig
 from cupid_airflow.core.codec import STATE_VERSION, StateError
 from cupid_airflow.core.errors import error_notes
 from cupid_airflow.core.events import Event, EventSpool
-from cupid_airflow.core.tally import TALLY_KEY, Tally
+from cupid_airflow.core.tally import TALLY_KEY, Tally, combined
 from cupid_airflow.dialects import permanent_reason
 from cupid_airflow.exceptions import CupidFailure
 from cupid_airflow.hooks.variables import VariableStore
@@ -130,9 +130,15 @@ class CupidOperator(BaseOperator):
         """Keep what this task did (:class:`~cupid_airflow.core.tally.Tally`) as its XCom
         ``cupid_tally``, for the run note and the cupid view, in :attr:`tally` for lineage, and as
         metrics. A failing task records before it raises: what it did still counts."""
-        tally = cast(Tally, {"version": STATE_VERSION, "task": task, **figures})
+        return self.record_part(context, task, figures, None)
+
+    def record_part(self, context: Context, task: str, figures: dict[str, Any], carried: Tally | None) -> Tally:
+        """:meth:`record` for a task that deferred: ``carried`` is what it did before (metrics
+        counted it then; the XCom holds both parts)."""
+        part = cast(Tally, {"version": STATE_VERSION, "task": task, **figures})
+        metrics.emit(self.dag_id, part)
+        tally = part if carried is None else combined(carried, part)
         self.tally = tally
-        metrics.emit(self.dag_id, tally)
         ti: Any = context.get("ti")  # absent when a test or bench calls execute() directly
         if ti is not None:
             ti.xcom_push(key=TALLY_KEY, value=tally)

@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import copy
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from airflow.sdk import Asset, AssetAlias, Context
 from airflow.sdk.definitions.asset import AssetNameRef
 
 from cupid_airflow.confirming import CONFIRM_KEY, Confirmation
+from cupid_airflow.core.codec import STATE_VERSION, StateError, Store
 from cupid_airflow.core.compare import ID_COLUMN
-from cupid_airflow.core.confirm import Found
+from cupid_airflow.core.confirm import LOOK_GAP, WAIT_KEY, ConfirmWait, Found, read_confirm_wait
 from cupid_airflow.core.divergence import Divergence
 from cupid_airflow.core.events import CarriedEvents, Event, carried_events, event_types
 from cupid_airflow.core.partitions import IdPartition, WindowPartition, read_partition, rows_at_most
+from cupid_airflow.core.tally import Tally, read_tally
 from cupid_airflow.core.watch import RECHECK_AT_KEY
 from cupid_airflow.names import CUPID_TAG, backlog_alias_name, confirm_state_key, watch_asset_identity
 from cupid_airflow.operators.base import CupidOperator
@@ -150,13 +153,16 @@ class ScanOperator(_ScanBase):
         parts: list[IdPartition | WindowPartition],
         position: dict[str, Any],
         inline: bool,
-        probe: tuple[int | None, float],
+        probe: tuple[int | None, float] | None,
+        carried: Tally | None = None,
+        wait_until: float | None = None,
     ) -> ScanOutput:
         """The run with confirmation (``confirmSeconds``): what is found is a candidate until
         confirmed (:mod:`cupid_airflow.core.confirm`); this scan also takes in what earlier runs'
         mapped compares found, looks at the waiting candidates again, hands what is confirmed to
-        delivery, and tells the watcher when to start the next look. With ``confirmSeconds`` 0 (a
-        pair that stopped confirming) it confirms what was left waiting, and drops the state."""
+        delivery, and tells the watcher when to start the next look; a pair nobody watches waits for
+        it in the triggerer (:meth:`look_again`). With ``confirmSeconds`` 0 (a pair that stopped
+        confirming) it confirms what was left waiting, and drops the state."""
         run_id = context["run_id"]
         cap = self.config.confirm_seconds
         confirm = Confirmation(self.pair, self.variables, self.log, run_id, cap=cap)
@@ -165,24 +171,31 @@ class ScanOperator(_ScanBase):
         taken = confirm.merge(self._handed_over(context, confirm), now)  # counted by the compares that found them
         aside = confirm.unspill()
         confirmed = self._outbox(context, confirm)
-        rows, added, just_found = 0, 0, frozenset[str]()
+        rows, added, quick_cleared, just_found = 0, 0, 0, frozenset[str]()
         if inline:
             found: list[Found] = []
             for part in parts:
                 seen = confirm.seen(ids=part["kind"] == "ids")
                 rows += self.pair.compare_partition(read_partition(part), found.extend, seen=seen)
             frontier = confirm.frontier() if found else None  # read after the compare: ids above came later
-            verdict = confirm.add(found, time.time(), frontier)
+            seen_at = time.time()
+            verdict = confirm.add(found, seen_at, frontier)
             confirm.spill(verdict.spilled)
             confirmed += verdict.confirmed
             added += verdict.added
             just_found = frozenset(str(f.event.get("byValue")) for f in found)
+            if verdict.added and confirm.close_behind:
+                quick = confirm.quick_look(just_found, frontier, seen_at)
+                confirmed += quick.confirmed
+                quick_cleared = quick.cleared
         elif parts and cap:
             confirm.state["pending"].append([run_id, list(range(len(parts))), now])
         rechecked = confirm.recheck(time.time(), skip=just_found)
         confirm.warn_clock()
-        confirm.confirmer.probed(run_id, *probe)
+        if probe is not None:
+            confirm.confirmer.probed(run_id, *probe)
         confirmed += rechecked.confirmed
+        cleared = quick_cleared + rechecked.cleared
         if confirmed:  # kept until this run holds them: a scan killed now sends them again, never loses them
             confirm.state["outbox"][run_id] = confirmed
             confirm.save()
@@ -205,14 +218,15 @@ class ScanOperator(_ScanBase):
             confirm.save()
         if aside is not None:  # after the state that took them in
             confirm.save_spilled(aside)
-        self._wake_watcher(context, confirm.confirmer.next_look(time.time()))
+        at = confirm.confirmer.next_look(time.time())
+        self._wake_watcher(context, at)
         found_types = event_types(confirmed)
         waiting, hot, lag = confirm.confirmer.waiting, confirm.confirmer.hot, confirm.lag
         self.log.info(
             "Confirmation: %d found here, %d new candidates, %d taken over from compares, %d cleared in flight, "
             "%d confirmed, %d waiting (%d hot, %d kept aside); the destination's lag %s, window %.0f s "
             "(confirmSeconds=%d)",
-            confirm.found, added, taken, rechecked.cleared, len(confirmed), waiting, hot, confirm.state["spilled"],
+            confirm.found, added, taken, cleared, len(confirmed), waiting, hot, confirm.state["spilled"],
             "unknown" if lag is None else f"{lag:.1f} s", confirm.confirmer.window(time.time()), cap,
         )  # fmt: skip
         figures: dict[str, Any] = {"found": found_types} if found_types else {}
@@ -220,11 +234,49 @@ class ScanOperator(_ScanBase):
             figures["rows"] = rows
         if sent:
             figures.update(events=sent, delivered=sent)
-        self.record(
-            context, "scan", **position, **figures, candidates=added, cleared=rechecked.cleared,
-            waiting=waiting + confirm.state["spilled"], hot=hot, **({"lag": round(lag, 3)} if lag is not None else {}),
-        )  # fmt: skip
+        figures.update(position, candidates=added, cleared=cleared, hot=hot,
+                       waiting=waiting + confirm.state["spilled"])  # fmt: skip
+        if lag is not None:
+            figures["lag"] = round(lag, 3)
+        tally = self.record_part(context, "scan", figures, carried)
+        if at is not None and inline and not self.config.watch and cap:
+            self._wait(context, at, tally, time.time() + cap + 2 * LOOK_GAP if wait_until is None else wait_until)
         return output
+
+    def _wait(self, context: Context, at: float, tally: Tally, until: float) -> None:
+        """A pair nobody watches waits for its candidates' next look in the triggerer (no worker
+        slot), for ``confirmSeconds`` after this run found them at most (each is decided by then
+        unless its row kept changing); what still waits after that, the next run looks at."""
+        store: Store | None = context.get("task_state_store")
+        if at > until or store is None:
+            self.log.info("Candidates still wait: the pair's next run looks at them again")
+            return
+        moment = datetime.fromtimestamp(at, UTC)
+        self.log.info("Waiting in the triggerer until %s to look at the candidates again (watch is off)",
+                      moment.isoformat(timespec="seconds"))  # fmt: skip
+        store.set(WAIT_KEY, ConfirmWait(version=STATE_VERSION, tally=dict(tally), until=until))
+        # Imported here: only a waiting scan needs it (40 ms of every task process's start).
+        from airflow.providers.standard.triggers.temporal import DateTimeTrigger
+
+        self.defer(trigger=DateTimeTrigger(moment=moment), method_name="look_again")
+
+    def look_again(self, context: Context, event: Any = None) -> ScanOutput:
+        """Back from waiting in the triggerer: look at the waiting candidates again, call back what
+        is confirmed, and wait again while some still wait."""
+
+        def resume(ctx: Context) -> ScanOutput:
+            store: Store | None = ctx.get("task_state_store")
+            try:
+                wait = read_confirm_wait(store.get(WAIT_KEY, None) if store is not None else None)
+                carried: Tally | None = read_tally(wait["tally"])
+            except StateError as e:  # what it did before is not counted; its candidates are in the pair's state
+                self.log.warning("The scan's wait is not readable (%s): looking once more", e)
+                wait, carried = ConfirmWait(version=STATE_VERSION, tally={}, until=0.0), None
+            position = {k: v for k, v in (carried or {}).items() if k in ("max_id", "cursor", "until")}
+            return self._confirming(ctx, [], position, inline=True, probe=None, carried=carried,
+                                    wait_until=wait["until"])  # fmt: skip
+
+        return self.guarded(resume, context)
 
     def _handed_over(self, context: Context, confirm: Confirmation) -> dict[str, list[Any]]:
         """What mapped compares of earlier runs handed over, by run. A compare still to run (its
@@ -291,7 +343,7 @@ class ScanOperator(_ScanBase):
         try:
             store = context["asset_state_store"][AssetNameRef(name=name)]
         except (KeyError, TypeError):
-            return  # not watched: the pair's scheduled runs look at them
+            return  # not watched: the scan waits in the triggerer (watch off), or the next run looks
         try:
             if at is None:
                 store.delete(RECHECK_AT_KEY)
