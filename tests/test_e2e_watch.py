@@ -106,7 +106,7 @@ def _source_polls(src: MySqlDatabase, table: str, seconds: float) -> int:
     finally:
         src.execute(f"SET GLOBAL general_log = {int(before[0])}")
         src.execute("SET GLOBAL log_output = %s", (before[1],))
-    pattern = f"%MAX(`id`) FROM `{table}`)%"
+    pattern = f"%MAX(`id`) FROM %`{table}`)%"  # database-qualified: a lane's connection serves every database
     found = src.execute(
         "SELECT COUNT(*) FROM mysql.general_log WHERE event_time >= %s AND command_type = 'Query' "
         "AND CONVERT(argument USING utf8mb4) LIKE %s",
