@@ -51,10 +51,15 @@ __all__ = ["CONFIRM_KEY", "Confirmation", "handed_over"]
 #: Judged by what this scan saw, not by the window: a lag learnt earlier (an upper bound, from
 #: looks seconds apart) must not keep an in-sync copy waiting.
 QUICK_LOOK_LAG = 3.0
+QUICK_LOOK_MEMORY = 60.0
 #: When the quick looks are (seconds after the candidates were found): rows inserted since prove
 #: them at the first; versions stamped :data:`ORDER_MARGIN` later only from the second (DATETIME
 #: stamps whole seconds).
 QUICK_LOOKS = (1.0, ORDER_MARGIN + 1.0)
+#: A window this short (seconds) gets a quick look of its own when it ends: the last change of a
+#: burst, with nothing later to show, is then decided by the run that found it.
+QUICK_LOOK_WINDOW = 5.0
+WINDOW_MARGIN = 0.25  # the look after the window is that much after its end
 #: At most this many rows inserted since are compared by a quick look.
 QUICK_LOOK_ROWS = 1_000
 
@@ -175,12 +180,12 @@ class Confirmation:
                 self.future, self.pair.src.update_column, FUTURE_TOLERANCE,
             )  # fmt: skip
 
-    def look_past(self, frontier: int | None, seen_at: float) -> None:
+    def look_past(self, frontier: int | None, seen_at: float) -> bool:
         """The quick look: compare what changed after candidates seen at ``seen_at`` (rows
         inserted above ``frontier``, at most :data:`QUICK_LOOK_ROWS`; versions stamped after
         it, where the destination maps the update column). What the destination already shows
         of them is the evidence a later run would find; what differs there is the next run's to
-        find (not counted here)."""
+        find (not counted here), and says the destination is behind: whether anything did."""
         pair = self.pair
         parts: list[Partition] = []
         with pair.source_table() as source:
@@ -191,17 +196,27 @@ class Confirmation:
         if pair.version_mapped and timing is not None and pair.src.update_column is not None:
             since, until = timing.window(_instant(seen_at + ORDER_MARGIN), _instant(time.time() + 1))
             parts.append(window_partition(pair.src.update_column, timing.vtype, since, until))
-        found = self.found
+        found, later = self.found, 0
+
+        def count(events: list[Event]) -> None:
+            nonlocal later
+            later += len(events)
+
         for part in parts:
-            pair.compare_partition(read_partition(part), lambda _: None, seen=self.seen(ids=part["kind"] == "ids"))
+            pair.compare_partition(read_partition(part), count, seen=self.seen(ids=part["kind"] == "ids"))
         self.found = found
         self.take_in(time.time())
+        return later > 0
 
     @property
     def close_behind(self) -> bool:
-        """Whether this task saw the destination apply a version :data:`QUICK_LOOK_LAG` s old or
-        newer (then a look a few seconds on is likely to find later changes applied)."""
-        return any(late <= QUICK_LOOK_LAG for late in self.observed_total.fast + self.observed.fast)
+        """Whether the destination was seen applying a version :data:`QUICK_LOOK_LAG` s old or
+        newer, by this task or in the last minute (then a look a few seconds on is likely to find
+        later changes applied; a scan whose few rows were all in flight saw none itself)."""
+        if any(late <= QUICK_LOOK_LAG for late in self.observed_total.fast + self.observed.fast):
+            return True
+        fresh = self.confirmer.fresh(time.time(), QUICK_LOOK_MEMORY)
+        return fresh is not None and fresh <= QUICK_LOOK_LAG
 
     # ------------------------------------------------------------------ decisions
 
@@ -219,20 +234,29 @@ class Confirmation:
 
     def quick_look(self, keys: frozenset[str], frontier: int | None, seen_at: float) -> Verdict:
         """The candidates just found (``keys``, at ``seen_at``, ``frontier`` read after) looked at
-        again at :data:`QUICK_LOOKS`, each time after :meth:`look_past`, until none waits."""
+        again at :data:`QUICK_LOOKS` (and when a short window ends), each time after
+        :meth:`look_past`, until none waits."""
         verdict = Verdict()
-        for after in QUICK_LOOKS:
+        looks = list(QUICK_LOOKS)
+        while looks:
+            after = looks.pop(0)
             time.sleep(max(0.0, seen_at + after - time.time()))
-            self.look_past(frontier, seen_at)
-            looked = self.recheck(time.time(), only=keys)
+            behind = self.look_past(frontier, seen_at)
+            looked = self.recheck(time.time(), only=keys, behind=behind)
             verdict.confirmed += looked.confirmed
             verdict.cleared += looked.cleared
             verdict.gone += looked.gone
             if not keys & self.state["candidates"].keys():
                 break
+            # the window as it stands now (what the looks saw moves it): one look when it ends
+            ends = self.confirmer.window(time.time()) + WINDOW_MARGIN
+            if not looks and after < ends <= QUICK_LOOK_WINDOW and not behind:
+                looks.append(ends)
         return verdict
 
-    def recheck(self, now: float, skip: frozenset[str] = frozenset(), only: frozenset[str] | None = None) -> Verdict:
+    def recheck(
+        self, now: float, skip: frozenset[str] = frozenset(), only: frozenset[str] | None = None, behind: bool = False
+    ) -> Verdict:
         """Look at the waiting candidates again (those in ``only``, when given): each source row
         by its id (a candidate follows its row: if the row is gone, or now has another key, the
         key's fate is reconcile's), the destination by key; in batches."""
@@ -275,7 +299,7 @@ class Confirmation:
                 continue
             row, value = hits[key]
             results.append(Recheck(key, events.get(key), self._stamp(timing, value, now), _as_int(row[0])))
-        verdict = self.confirmer.recheck(results, now, frontier)
+        verdict = self.confirmer.recheck(results, now, frontier, behind)
         if verdict.gone:
             self.log.info("%d candidates' source rows were deleted or re-keyed meanwhile: a reconcile reports "
                           "their destination rows", verdict.gone)  # fmt: skip

@@ -268,10 +268,12 @@ class Scenario:
             assert runs[0]["state"] == "success", self.stack.log_tail()
         return True
 
-    def run(self) -> None:
-        """Start every workload at once."""
+    def run(self, names: tuple[str, ...] | None = None) -> None:
+        """Start the workloads of ``names`` (default: every case) at once."""
         self.start = time.time()
         for name, case in self.cases.items():
+            if names is not None and name not in names:
+                continue
             self.replicas[name].lag = case.lag(self.start)
             workload = threading.Thread(target=self.replicas[name].run, kwargs=case.workload, daemon=True)
             self.workloads[name] = workload

@@ -263,3 +263,28 @@ def test_handovers_to_take_in_are_looked_at_soon() -> None:
     assert confirmer.next_look(10.0) is None
     confirmer.state["pending"].append(["run", [0, 1], 5.0])
     assert confirmer.next_look(10.0) == 12.0
+
+
+def test_a_candidate_found_again_is_decided_then_as_at_a_look() -> None:
+    """A scan that finds a waiting key again (an overlapping window) decides it there: a first
+    version left it to the next run, and every candidate behind it waited a run longer."""
+    confirmer = Confirmer(new_state(), cap=60)
+    confirmer.observe(Observed(fast=[1.0]), 0.0)  # window 1.25 x 1 + 2 s
+    event = _row("k", "1", None)
+    assert confirmer.add([Found(event, 100.0, 1)], now=100.5).confirmed == []  # type: ignore[arg-type]
+    assert confirmer.add([Found(event, 100.0, 1)], now=102.0).confirmed == []  # type: ignore[arg-type]
+    verdict = confirmer.add([Found(event, 100.0, 1)], now=104.0)  # type: ignore[arg-type]
+    assert verdict.confirmed == [event] and verdict.added == 0 and confirmer.waiting == 0
+
+
+def test_later_changes_seen_missing_keep_time_from_confirming() -> None:
+    """The window was learnt before the destination fell behind: a look that found later changes
+    missing too confirms nothing by time (a change applied after it still would)."""
+    confirmer = Confirmer(new_state(), cap=60)
+    confirmer.observe(Observed(fast=[1.0]), 0.0)
+    event = _row("k", "1", None)
+    confirmer.add([Found(event, 100.0, 1)], now=100.5)  # type: ignore[arg-type]
+    look = [Recheck("k", event, 100.0, 1)]  # type: ignore[arg-type]
+    assert confirmer.recheck(look, 110.0, behind=True).confirmed == []
+    confirmer.observe(Observed(stamp=103.0), 110.5)  # a version written after k was seen arrived
+    assert confirmer.recheck(look, 111.0, behind=True).confirmed == [event]

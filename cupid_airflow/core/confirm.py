@@ -31,11 +31,11 @@ written, from ``src.updateColumn``; ``seen``, when cupid first saw this version 
      ``frontier``) was inserted after it; once present in the destination, so is the candidate
      (any pair: presence needs no stamp);
 3. **the destination has no later change to show**: no other candidate (hot ones aside) is a
-   later change, and it has waited the *window*: the lag the destination has shown lately (the
-   longest time a cleared candidate took to clear; else how late new rows were at most when
-   seen present: by their stamps on pairs that map the update column, and on any pair by
-   cupid's own clock, rows above the highest id the last scan read), ``1.25 x lag + 2 s``, at
-   most ``confirmSeconds``;
+   later change, and it has waited the *window* since it was seen: the lag the destination has
+   shown lately (the longest a cleared candidate stayed missing after it was seen, and at least
+   how late new rows typically were when seen present: by their stamps on pairs that map the
+   update column, and on any pair by cupid's own clock, rows above the highest id the last scan
+   read), ``1.25 x lag + 2 s``, at most ``confirmSeconds``;
 4. **the destination stopped following it**: its destination row has not changed for
    ``confirmSeconds`` while the source did, or the same columns have differed with the same
    values that long (a replica that applies changed columns only, and lost one, while it
@@ -376,12 +376,19 @@ class Confirmer:
             self.state["probes"] = [*last, [run_id, max_id, at]]
 
     def lag(self, now: float) -> float | None:
-        """The lag the destination has shown lately, in seconds; None: it has shown nothing."""
+        """The lag the destination has shown lately, in seconds; None: it has shown nothing. The
+        longest a candidate stayed missing after it was seen, and at least how late new versions
+        typically were when seen applied (the median: a quiet table's newest version is old)."""
         cleared = [d for at, d in self.state["cleared"] if now - at <= LAG_MEMORY]
-        if cleared:
-            return max(cleared)
         fast = [a for at, a in self.state["fast"] if now - at <= LAG_MEMORY]
-        return median(fast) if fast else None
+        shown = ([max(cleared)] if cleared else []) + ([median(fast)] if fast else [])
+        return max(shown) if shown else None
+
+    def fresh(self, now: float, within: float) -> float | None:
+        """The freshest version the destination was seen to apply in the last ``within`` s: how
+        old it was then (None: none seen)."""
+        recent = [a for at, a in self.state["fast"] if now - at <= within]
+        return min(recent) if recent else None
 
     def window(self, now: float) -> float:
         """How long a last change waits (rule 3): the lag with slack, ``cap`` when unknown."""
@@ -396,10 +403,13 @@ class Confirmer:
         """New divergences, found at ``now`` (``frontier``: the source's highest id, read after
         they were found; None when not read): confirmed at once when a rule already holds, else
         kept waiting; a key already waiting keeps its history (a row found again by another
-        window or run) and is decided by its next look."""
+        window or run) and is decided now, as at a look (the scan skips it when it looks at the
+        others: a first version left it to the next run's look, and the candidates behind it
+        waited a run longer)."""
         verdict = Verdict()
         candidates = self.state["candidates"]
         events: dict[str, Event] = {}
+        again: dict[str, Event] = {}
         for item in found:
             event = item.event
             key = event.get("byValue")
@@ -409,11 +419,12 @@ class Confirmer:
             known = candidates.get(key)
             if known is not None:
                 self._update(known, event, item, now, frontier)
+                (events if key in events else again)[key] = event
                 continue
             events[key] = event
             candidates[key] = _new(event, item, now, frontier)
-        for key in self._decide(list(events), now):
-            verdict.confirmed.append(events.pop(key))
+        for key in self._decide([*events, *again], now):
+            verdict.confirmed.append(events.pop(key) if key in events else again[key])
         verdict.spilled = self._spill(events)
         verdict.added = len(events) - len(verdict.spilled)
         return verdict
@@ -438,9 +449,12 @@ class Confirmer:
         more (a look costs one lookup by id and by key, and is what shows a candidate cleared)."""
         return [k for k, c in self.state["candidates"].items() if now - c["looked"] >= MIN_AGE]
 
-    def recheck(self, results: Iterable[Recheck], now: float, frontier: int | None = None) -> Verdict:
+    def recheck(
+        self, results: Iterable[Recheck], now: float, frontier: int | None = None, behind: bool = False
+    ) -> Verdict:
         """Candidates looked at again: cleared, gone, changed (waiting on), or confirmed
-        (``frontier``: the source's highest id, read after the look)."""
+        (``frontier``: the source's highest id, read after the look; ``behind``: later changes
+        were just seen missing too, so time confirms none: the destination is behind)."""
         verdict = Verdict()
         candidates = self.state["candidates"]
         seen_applied = Observed()
@@ -457,7 +471,10 @@ class Confirmer:
                 # equal now, after it was not: the version compared arrived (the current one too,
                 # if the replica keeps the update column), and a missing row's insert
                 stamp = result.stamp if self.version and result.stamp is not None else candidate["stamp"]
-                delay = now - (stamp if stamp is not None else candidate["seen"])
+                # how long it stayed missing after it was seen: what the window (counted from
+                # when a candidate is seen) must cover; from its stamp, every sample would add
+                # the time cupid took to see it, and the window would add it again
+                delay = now - candidate["seen"]
                 seen_applied.applied(stamp, result.id, now, self.cap, version=self.version,
                                      present=candidate["type"] == 1, first_sight=False)  # fmt: skip
                 seen_applied.cleared.append(max(0.0, delay))
@@ -467,7 +484,7 @@ class Confirmer:
                 self._update(candidate, result.event, Found(result.event, result.stamp, result.id), now, frontier)
                 diverging[result.key] = result.event
         self.observe(seen_applied, now)
-        for key in self._decide(list(diverging), now):
+        for key in self._decide(list(diverging), now, behind):
             verdict.confirmed.append(diverging[key])
         return verdict
 
@@ -517,7 +534,7 @@ class Confirmer:
         if candidate["frontier"] is None:
             candidate["frontier"] = frontier
 
-    def _decide(self, keys: list[str], now: float) -> list[str]:
+    def _decide(self, keys: list[str], now: float, behind: bool = False) -> list[str]:
         """Of ``keys`` (candidates just found or looked at), the ones confirmed now, taken out of
         the state. Latest change first: confirming the last change lets the one before it go."""
         candidates = self.state["candidates"]
@@ -528,7 +545,7 @@ class Confirmer:
         window = self.window(now)
         for key in sorted(keys, key=lambda k: _order(candidates[k]), reverse=True):
             c = candidates[key]
-            blocked = bool(later) and later[-1] > _order(c)
+            blocked = behind or (bool(later) and later[-1] > _order(c))
             if self._passed(c, now, window, blocked):
                 del candidates[key]
                 confirmed.append(key)
