@@ -17,7 +17,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from cupid_airflow.core.codec import Store
-from cupid_airflow.core.compare import lookup_keys, to_text
+from cupid_airflow.core.compare import ID_COLUMN, lookup_keys, to_text
 from cupid_airflow.core.confirm import (
     CONFIRM_KEY,
     FUTURE_TOLERANCE,
@@ -35,7 +35,7 @@ from cupid_airflow.core.confirm import (
 )
 from cupid_airflow.core.errors import PermanentError
 from cupid_airflow.core.events import Event
-from cupid_airflow.core.partitions import Partition, id_partition, read_partition, window_partition
+from cupid_airflow.core.partitions import Partition, id_partition, read_partition, rows_at_most, window_partition
 from cupid_airflow.names import confirm_spill_key, confirm_state_key
 
 if TYPE_CHECKING:
@@ -183,19 +183,21 @@ class Confirmation:
     def look_past(self, frontier: int | None, seen_at: float) -> bool:
         """The quick look: compare what changed after candidates seen at ``seen_at`` (rows
         inserted above ``frontier``, at most :data:`QUICK_LOOK_ROWS`; versions stamped after
-        it, where the destination maps the update column). What the destination already shows
+        it, where the destination maps the update column, if no more). What the destination already shows
         of them is the evidence a later run would find; what differs there is the next run's to
         find (not counted here), and says the destination is behind: whether anything did."""
         pair = self.pair
         parts: list[Partition] = []
+        timing = self.column_time
         with pair.source_table() as source:
             top = _as_int(source.max_id())
-        if frontier is not None and top is not None and top > frontier:
-            parts.append(id_partition(frontier, min(top, frontier + QUICK_LOOK_ROWS)))
-        timing = self.column_time
-        if pair.version_mapped and timing is not None and pair.src.update_column is not None:
-            since, until = timing.window(_instant(seen_at + ORDER_MARGIN), _instant(time.time() + 1))
-            parts.append(window_partition(pair.src.update_column, timing.vtype, since, until))
+            if frontier is not None and top is not None and top > frontier:
+                parts.append(id_partition(frontier, min(top, frontier + QUICK_LOOK_ROWS)))
+            if pair.version_mapped and timing is not None and pair.src.update_column is not None:
+                since, until = timing.window(_instant(seen_at + ORDER_MARGIN), _instant(time.time() + 1))
+                window = window_partition(pair.src.update_column, timing.vtype, since, until)
+                if rows_at_most(source, [window], QUICK_LOOK_ROWS, ID_COLUMN):  # a busy table: the ids tell
+                    parts.append(window)
         found, later = self.found, 0
 
         def count(events: list[Event]) -> None:
@@ -237,7 +239,7 @@ class Confirmation:
         again at :data:`QUICK_LOOKS` (and when a short window ends), each time after
         :meth:`look_past`, until none waits."""
         verdict = Verdict()
-        looks = list(QUICK_LOOKS)
+        looks, ended = list(QUICK_LOOKS), False
         while looks:
             after = looks.pop(0)
             time.sleep(max(0.0, seen_at + after - time.time()))
@@ -250,8 +252,9 @@ class Confirmation:
                 break
             # the window as it stands now (what the looks saw moves it): one look when it ends
             ends = self.confirmer.window(time.time()) + WINDOW_MARGIN
-            if not looks and after < ends <= QUICK_LOOK_WINDOW and not behind:
+            if not looks and not ended and after < ends <= QUICK_LOOK_WINDOW and not behind:
                 looks.append(ends)
+                ended = True
         return verdict
 
     def recheck(

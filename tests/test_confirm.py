@@ -288,3 +288,18 @@ def test_later_changes_seen_missing_keep_time_from_confirming() -> None:
     assert confirmer.recheck(look, 110.0, behind=True).confirmed == []
     confirmer.observe(Observed(stamp=103.0), 110.5)  # a version written after k was seen arrived
     assert confirmer.recheck(look, 111.0, behind=True).confirmed == [event]
+
+
+def test_without_new_rows_to_time_the_lag_clearing_is_timed_from_the_stamp() -> None:
+    """Updates only, the update column not mapped: nothing but cleared candidates shows the lag.
+    One seen 25 s after its commit cleared 6 s later: the replica is 31 s behind, not 6."""
+    confirmer = Confirmer(new_state(), cap=60, version=False)
+    first = _row("a", "2", "1")
+    confirmer.add([Found(first, 0.0, 1)], now=25.0)  # type: ignore[arg-type]
+    assert confirmer.recheck([Recheck("a", None, 0.0, 1)], 31.0).cleared == 1
+    assert confirmer.lag(31.0) == pytest.approx(31.0)
+    later = _row("b", "2", "1")
+    confirmer.add([Found(later, 100.0, 2)], now=101.0)  # type: ignore[arg-type]
+    look = [Recheck("b", later, 100.0, 2)]  # type: ignore[arg-type]
+    assert confirmer.recheck(look, 111.0).confirmed == []  # it arrives at 130
+    assert confirmer.recheck(look, 101.0 + 1.25 * 31.0 + 2.0).confirmed == [later]

@@ -166,7 +166,9 @@ class ConfirmState(TypedDict):
     watermark: float | None  # the newest source stamp seen applied (pairs whose replica keeps it)
     watermark_id: int | None  # the highest source id seen present
     probes: list[list[Any]]  # [run id, the source's highest id, when read] of the last two scans: ids above came later
-    cleared: list[list[float]]  # [observed at, delay]: how long cleared candidates took
+    # [observed at, since seen, since stamp]: how long cleared candidates took (since their stamp
+    # where it is believed, else since seen too)
+    cleared: list[list[float]]
     fast: list[list[float]]  # [observed at, age]: how old new versions were when first seen applied
     pending: list[list[Any]]  # [run id, map indexes, since]: mapped compares' handovers (XCom) not taken in yet
     spilled: int  # candidates that did not fit, kept aside (the Variable ``cupid.<dag_id>.confirm.spill``)
@@ -229,7 +231,7 @@ def read_confirm_state(data: Any, where: str = "confirmation state") -> ConfirmS
         state["watermark"] = _number(data.get("watermark"))
         state["watermark_id"] = _whole(data.get("watermark_id"))
         state["probes"] = [[str(r), int(i), float(t)] for r, i, t in data.get("probes") or []]
-        state["cleared"] = [[float(a), float(b)] for a, b in data.get("cleared") or []]
+        state["cleared"] = [[float(c[0]), float(c[1]), float(c[-1])] for c in data.get("cleared") or []]
         state["fast"] = [[float(a), float(b)] for a, b in data.get("fast") or []]
         state["pending"] = [[str(r), [int(i) for i in m], float(t)] for r, m, t in data.get("pending") or []]
         state["spilled"] = int(data.get("spilled") or 0)
@@ -257,7 +259,8 @@ class Observed:
     stamp: float | None = None  # the newest stamp among them (rows that prove their version)
     id: int | None = None  # the highest id among rows seen present
     fast: list[float] = field(default_factory=list)  # how late new versions or rows were at most, seen applied
-    cleared: list[float] = field(default_factory=list)  # delays of candidates seen applied at last
+    # [since seen, since stamp] of candidates seen applied at last
+    cleared: list[list[float]] = field(default_factory=list)
 
     def applied(
         self, stamp: float | None, row_id: int | None, now: float, cap: float, *, version: bool, present: bool,
@@ -303,7 +306,7 @@ class Observed:
                 stamp=_number(data.get("stamp")),
                 id=_whole(data.get("id")),
                 fast=[float(a) for a in data.get("fast") or []],
-                cleared=[float(a) for a in data.get("cleared") or []],
+                cleared=[[float(c[0]), float(c[-1])] for c in data.get("cleared") or []],
             )
 
 
@@ -361,7 +364,7 @@ class Confirmer:
             known = state["watermark_id"]
             state["watermark_id"] = observed.id if known is None else max(known, observed.id)
         state["fast"] = _recent(state["fast"] + [[now, a] for a in observed.fast], now)
-        state["cleared"] = _recent(state["cleared"] + [[now, d] for d in observed.cleared], now)
+        state["cleared"] = _recent(state["cleared"] + [[now, *d] for d in observed.cleared], now)
 
     def probe(self, run_id: str) -> tuple[int, float] | None:
         """The source's highest id as the last scan of another run read it, and when: ids above
@@ -378,11 +381,15 @@ class Confirmer:
     def lag(self, now: float) -> float | None:
         """The lag the destination has shown lately, in seconds; None: it has shown nothing. The
         longest a candidate stayed missing after it was seen, and at least how late new versions
-        typically were when seen applied (the median: a quiet table's newest version is old)."""
-        cleared = [d for at, d in self.state["cleared"] if now - at <= LAG_MEMORY]
+        typically were when seen applied (the median: a quiet table's newest version is old).
+        Without the latter (no mapped update column, no inserts), the longest time since their
+        stamps: timed from when they were seen alone, a candidate seen late would teach a window
+        shorter than what a candidate seen early still has in flight."""
+        cleared = [c for c in self.state["cleared"] if now - c[0] <= LAG_MEMORY]
         fast = [a for at, a in self.state["fast"] if now - at <= LAG_MEMORY]
-        shown = ([max(cleared)] if cleared else []) + ([median(fast)] if fast else [])
-        return max(shown) if shown else None
+        if not fast:
+            return max(c[2] for c in cleared) if cleared else None
+        return max([median(fast), *(c[1] for c in cleared)])
 
     def fresh(self, now: float, within: float) -> float | None:
         """The freshest version the destination was seen to apply in the last ``within`` s: how
@@ -474,10 +481,12 @@ class Confirmer:
                 # how long it stayed missing after it was seen: what the window (counted from
                 # when a candidate is seen) must cover; from its stamp, every sample would add
                 # the time cupid took to see it, and the window would add it again
-                delay = now - candidate["seen"]
+                since_seen = now - candidate["seen"]
+                dated = candidate["stamp"] if not candidate["new"] and candidate["stamp"] is not None else None
+                since_stamp = now - min(candidate["seen"], dated if dated is not None else math.inf)
                 seen_applied.applied(stamp, result.id, now, self.cap, version=self.version,
                                      present=candidate["type"] == 1, first_sight=False)  # fmt: skip
-                seen_applied.cleared.append(max(0.0, delay))
+                seen_applied.cleared.append([max(0.0, since_seen), max(0.0, since_stamp)])
                 del candidates[result.key]
                 verdict.cleared += 1
             else:

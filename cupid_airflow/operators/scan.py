@@ -170,7 +170,7 @@ class ScanOperator(_ScanBase):
         now = time.time()
         taken = confirm.merge(self._handed_over(context, confirm), now)  # counted by the compares that found them
         aside = confirm.unspill()
-        confirmed = self._outbox(context, confirm)
+        confirmed, own = self._outbox(context, confirm)
         rows, added, quick_cleared, just_found = 0, 0, 0, frozenset[str]()
         if inline:
             found: list[Found] = []
@@ -201,6 +201,7 @@ class ScanOperator(_ScanBase):
             confirm.save()
         output: ScanOutput = parts
         sent = 0
+        left: list[Event] = []
         if inline:
             left = self._deliver_inline(confirmed)
             sent = len(confirmed) - len(left)
@@ -220,7 +221,9 @@ class ScanOperator(_ScanBase):
             confirm.save_spilled(aside)
         at = confirm.confirmer.next_look(time.time())
         self._wake_watcher(context, at)
-        found_types = event_types(confirmed)
+        # a part resumed after waiting sends what its first part decided and did not deliver:
+        # counted then
+        found_types = event_types(confirmed[own if carried is not None else 0 :])
         waiting, hot, lag = confirm.confirmer.waiting, confirm.confirmer.hot, confirm.lag
         self.log.info(
             "Confirmation: %d found here, %d new candidates, %d taken over from compares, %d cleared in flight, "
@@ -239,14 +242,15 @@ class ScanOperator(_ScanBase):
         if lag is not None:
             figures["lag"] = round(lag, 3)
         tally = self.record_part(context, "scan", figures, carried)
-        if at is not None and inline and not self.config.watch and cap:
+        if at is not None and inline and not self.config.watch and cap and not left:
             self._wait(context, at, tally, time.time() + cap + 2 * LOOK_GAP if wait_until is None else wait_until)
         return output
 
     def _wait(self, context: Context, at: float, tally: Tally, until: float) -> None:
         """A pair nobody watches waits for its candidates' next look in the triggerer (no worker
         slot), for ``confirmSeconds`` after this run found them at most (each is decided by then
-        unless its row kept changing); what still waits after that, the next run looks at."""
+        unless its row kept changing); what still waits after that, the next run looks at. Not
+        while confirmed events wait for the callback task: they go to it now."""
         store: Store | None = context.get("task_state_store")
         if at > until or store is None:
             self.log.info("Candidates still wait: the pair's next run looks at them again")
@@ -272,8 +276,8 @@ class ScanOperator(_ScanBase):
             except StateError as e:  # what it did before is not counted; its candidates are in the pair's state
                 self.log.warning("The scan's wait is not readable (%s): looking once more", e)
                 wait, carried = ConfirmWait(version=STATE_VERSION, tally={}, until=0.0), None
-            position = {k: v for k, v in (carried or {}).items() if k in ("max_id", "cursor", "until")}
-            return self._confirming(ctx, [], position, inline=True, probe=None, carried=carried,
+            # the position is the first part's (kept in the tally; its metrics were emitted then)
+            return self._confirming(ctx, [], {}, inline=True, probe=None, carried=carried,
                                     wait_until=wait["until"])  # fmt: skip
 
         return self.guarded(resume, context)
@@ -315,27 +319,30 @@ class ScanOperator(_ScanBase):
         confirm.state["pending"] = kept
         return runs
 
-    def _outbox(self, context: Context, confirm: Confirmation) -> list[Event]:
+    def _outbox(self, context: Context, confirm: Confirmation) -> tuple[list[Event], int]:
         """Confirmed events handed to a run that never held them (its scan was killed or failed
-        after deciding): sent again now. Those a run's scan returned are its callback's."""
+        after deciding, or this scan waited in the triggerer before delivering them): sent again
+        now; and how many are this run's (counted when it decided them). Those a run's scan
+        returned are its callback's."""
         outbox = confirm.state["outbox"]
         if not outbox:
-            return []
+            return [], 0
         others = [r for r in outbox if r != context["run_id"]]
         held: dict[str, Any] = {}
         ti: Any = context.get("ti")
         if others and ti is not None:
             held = ti.get_task_states(dag_id=self.dag_id, task_ids=["scan"], run_ids=others)
-        again: list[Event] = []
+        again: list[Event] = list(outbox.pop(context["run_id"], []))  # this run's first
+        own = len(again)
         for run_id in list(outbox):
             states = [str(s).lower() for s in (held.get(run_id) or {}).values()]
             if run_id != context["run_id"] and any(s.endswith("success") for s in states):
                 del outbox[run_id]  # that run's callback holds them
                 continue
             again += outbox.pop(run_id)
-        if again:
-            self.log.warning("%d confirmed events a run did not take over are sent again", len(again))
-        return again
+        if len(again) > own:
+            self.log.warning("%d confirmed events a run did not take over are sent again", len(again) - own)
+        return again, own
 
     def _wake_watcher(self, context: Context, at: float | None) -> None:
         """Tell the pair's watcher when to start the next look at the candidates (epoch s)."""
