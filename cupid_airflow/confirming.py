@@ -51,6 +51,7 @@ __all__ = ["CONFIRM_KEY", "Confirmation", "handed_over"]
 #: Judged by what this scan saw, not by the window: a lag learnt earlier (an upper bound, from
 #: looks seconds apart) must not keep an in-sync copy waiting.
 QUICK_LOOK_LAG = 3.0
+#: ... or saw one that fresh within this many seconds (a scan whose few rows were all in flight).
 QUICK_LOOK_MEMORY = 60.0
 #: When the quick looks are (seconds after the candidates were found): rows inserted since prove
 #: them at the first; versions stamped :data:`ORDER_MARGIN` later only from the second (DATETIME
@@ -190,7 +191,7 @@ class Confirmation:
         parts: list[Partition] = []
         timing = self.column_time
         with pair.source_table() as source:
-            top = _as_int(source.max_id())
+            top = self.frontier(source)
             if frontier is not None and top is not None and top > frontier:
                 parts.append(id_partition(frontier, min(top, frontier + QUICK_LOOK_ROWS)))
             if pair.version_mapped and timing is not None and pair.src.update_column is not None:

@@ -101,7 +101,7 @@ def read_tally(data: Any) -> Tally:
 
 #: Figures that say what a task did, and add up over its parts; the others say where it left
 #: things (positions, what still waits, the lag), and the later part's stand.
-_TALLY_ADDED = frozenset({"rows", "events", "delivered", "chunks", "checksummed", "read", "candidates", "cleared"})
+_TALLY_ADDED = _TALLY_COUNTS - {"failed", "waiting", "hot"}
 
 
 def combined(earlier: Tally, later: Tally) -> Tally:

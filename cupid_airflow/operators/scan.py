@@ -334,9 +334,9 @@ class ScanOperator(_ScanBase):
             held = ti.get_task_states(dag_id=self.dag_id, task_ids=["scan"], run_ids=others)
         again: list[Event] = list(outbox.pop(context["run_id"], []))  # this run's first
         own = len(again)
-        for run_id in list(outbox):
+        for run_id in list(outbox):  # other runs' now
             states = [str(s).lower() for s in (held.get(run_id) or {}).values()]
-            if run_id != context["run_id"] and any(s.endswith("success") for s in states):
+            if any(s.endswith("success") for s in states):
                 del outbox[run_id]  # that run's callback holds them
                 continue
             again += outbox.pop(run_id)
