@@ -57,8 +57,9 @@ QUICK_LOOK_MEMORY = 60.0
 #: them at the first; versions stamped :data:`ORDER_MARGIN` later only from the second (DATETIME
 #: stamps whole seconds).
 QUICK_LOOKS = (1.0, ORDER_MARGIN + 1.0)
-#: A window this short (seconds) gets a quick look of its own when it ends: the last change of a
-#: burst, with nothing later to show, is then decided by the run that found it.
+#: A window ending this soon (seconds after the compare) gets a quick look of its own when it ends:
+#: the last change of a burst, with nothing later to show, is then decided by the run that found
+#: it. The quick looks end then at the latest.
 QUICK_LOOK_WINDOW = 5.0
 WINDOW_MARGIN = 0.25  # the look after the window is that much after its end
 #: At most this many rows inserted since are compared by a quick look.
@@ -181,12 +182,13 @@ class Confirmation:
                 self.future, self.pair.src.update_column, FUTURE_TOLERANCE,
             )  # fmt: skip
 
-    def look_past(self, frontier: int | None, seen_at: float) -> bool:
-        """The quick look: compare what changed after candidates seen at ``seen_at`` (rows
-        inserted above ``frontier``, at most :data:`QUICK_LOOK_ROWS`; versions stamped after
-        it, where the destination maps the update column, if no more). What the destination already shows
-        of them is the evidence a later run would find; what differs there is the next run's to
-        find (not counted here), and says the destination is behind: whether anything did."""
+    def look_past(self, frontier: int | None, seen_at: float) -> tuple[Verdict, frozenset[str]]:
+        """The quick look's compare of what changed after this scan's (at ``seen_at``): rows
+        inserted above ``frontier``, at most :data:`QUICK_LOOK_ROWS`, and, where the destination
+        maps the update column, versions stamped after it, if no more. What the destination
+        shows of them is the evidence a later run would find; what differs there becomes a
+        candidate now, its wait started (the run that claims its row finds it again: still
+        waiting, or called back and not again). What adding them decided, and their keys."""
         pair = self.pair
         parts: list[Partition] = []
         timing = self.column_time
@@ -199,17 +201,12 @@ class Confirmation:
                 window = window_partition(pair.src.update_column, timing.vtype, since, until)
                 if rows_at_most(source, [window], QUICK_LOOK_ROWS, ID_COLUMN):  # a busy table: the ids tell
                     parts.append(window)
-        found, later = self.found, 0
-
-        def count(events: list[Event]) -> None:
-            nonlocal later
-            later += len(events)
-
+        found: list[Found] = []
         for part in parts:
-            pair.compare_partition(read_partition(part), count, seen=self.seen(ids=part["kind"] == "ids"))
-        self.found = found
-        self.take_in(time.time())
-        return later > 0
+            pair.compare_partition(read_partition(part), found.extend, seen=self.seen(ids=part["kind"] == "ids"))
+        verdict = self.add(found, time.time(), self.frontier() if found else None)  # read after: ids above came later
+        self.spill(verdict.spilled)
+        return verdict, frozenset(str(f.event.get("byValue")) for f in found)
 
     @property
     def close_behind(self) -> bool:
@@ -235,27 +232,45 @@ class Confirmation:
         self.take_in(now)
         return self.confirmer.add(found, now, frontier)
 
-    def quick_look(self, keys: frozenset[str], frontier: int | None, seen_at: float) -> Verdict:
-        """The candidates just found (``keys``, at ``seen_at``, ``frontier`` read after) looked at
-        again at :data:`QUICK_LOOKS` (and when a short window ends), each time after
-        :meth:`look_past`, until none waits."""
+    @property
+    def quick_keys(self) -> frozenset[str]:
+        """The candidates a quick look looks at: every one waiting but the hot (they wait on their
+        rows), from this scan or an earlier one; none when more wait than a look compares."""
+        keys = frozenset(k for k, c in self.state["candidates"].items() if not c["hot"])
+        return keys if len(keys) <= QUICK_LOOK_ROWS else frozenset()
+
+    def quick_look(self, frontier: int | None, seen_at: float, hand_over: Callable[[list[Event]], None]) -> Verdict:
+        """The waiting candidates (:attr:`quick_keys`) looked at again :data:`QUICK_LOOKS` s after
+        this scan's compare (at ``seen_at``, ``frontier`` read after it), and when the first
+        window among them ends within :data:`QUICK_LOOK_WINDOW` s, each time after
+        :meth:`look_past`, until none waits. What a look confirms goes to ``hand_over`` at once:
+        the looks after it are for the others."""
         verdict = Verdict()
-        looks, ended = list(QUICK_LOOKS), False
+        looks = [seen_at + after for after in QUICK_LOOKS]
+        last = seen_at + QUICK_LOOK_WINDOW + WINDOW_MARGIN
         while looks:
-            after = looks.pop(0)
-            time.sleep(max(0.0, seen_at + after - time.time()))
-            behind = self.look_past(frontier, seen_at)
-            looked = self.recheck(time.time(), only=keys, behind=behind)
-            verdict.confirmed += looked.confirmed
-            verdict.cleared += looked.cleared
-            verdict.gone += looked.gone
-            if not keys & self.state["candidates"].keys():
+            time.sleep(max(0.0, looks.pop(0) - time.time()))
+            past, just = self.look_past(frontier, seen_at)
+            hand_over(past.confirmed)
+            # later changes missing that could not wait as candidates: time confirms none now
+            behind = bool(past.spilled)
+            # paced by the looks, not MIN_AGE: a window ending under a second after a look is looked at
+            checked = time.time()
+            looked = self.recheck(checked, skip=just, only=self.quick_keys, behind=behind)
+            hand_over(looked.confirmed)
+            for part in (past, looked):
+                verdict.confirmed += part.confirmed
+                verdict.added += part.added
+                verdict.cleared += part.cleared
+                verdict.gone += part.gone
+                verdict.repeated += part.repeated
+            keys = self.quick_keys
+            if not keys:
                 break
-            # the window as it stands now (what the looks saw moves it): one look when it ends
-            ends = self.confirmer.window(time.time()) + WINDOW_MARGIN
-            if not looks and not ended and after < ends <= QUICK_LOOK_WINDOW and not behind:
-                looks.append(ends)
-                ended = True
+            if not looks and not behind:
+                ends = self.confirmer.window_end(checked, keys)  # still running at the look, maybe not now
+                if ends is not None and ends + WINDOW_MARGIN <= last:
+                    looks.append(ends + WINDOW_MARGIN)
         return verdict
 
     def recheck(
@@ -263,13 +278,15 @@ class Confirmation:
     ) -> Verdict:
         """Look at the waiting candidates again (those in ``only``, when given): each source row
         by its id (a candidate follows its row: if the row is gone, or now has another key, the
-        key's fate is reconcile's), the destination by key; in batches."""
-        keys = [k for k in self.confirmer.due(now) if k not in skip and (only is None or k in only)]
+        key's fate is reconcile's), the destination by key; in batches. Those looked at a
+        second ago or less are not (:data:`~cupid_airflow.core.confirm.MIN_AGE`), unless named
+        in ``only``."""
+        candidates = self.state["candidates"]
+        keys = [k for k in (self.confirmer.due(now) if only is None else only) if k not in skip and k in candidates]
         if not keys:
             return Verdict()
         pair = self.pair
         timing = self.column_time
-        candidates = self.state["candidates"]
         by_id = [k for k in keys if candidates[k]["id"] is not None]
         by_key = [k for k in keys if candidates[k]["id"] is None]
         hits: dict[str, tuple[tuple[Any, ...], Any]] = {}  # key -> (its source row, the row's stamp)

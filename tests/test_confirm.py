@@ -11,6 +11,7 @@ import pytest
 from cupid_airflow.core.codec import StateError
 from cupid_airflow.core.confirm import (
     HOT_CHANGES,
+    REPORTED_MEMORY,
     Confirmer,
     Found,
     Observed,
@@ -303,3 +304,39 @@ def test_without_new_rows_to_time_the_lag_clearing_is_timed_from_the_stamp() -> 
     look = [Recheck("b", later, 100.0, 2)]  # type: ignore[arg-type]
     assert confirmer.recheck(look, 111.0).confirmed == []  # it arrives at 130
     assert confirmer.recheck(look, 101.0 + 1.25 * 31.0 + 2.0).confirmed == [later]
+
+
+def test_a_divergence_called_back_is_not_called_back_again_while_it_stays_as_it_was() -> None:
+    """Found again exactly as called back (overlapping update windows; a quick look, then the run
+    that claims the row), it is no candidate again: until its source or destination row changes,
+    or the memory of it ends."""
+    confirmer = Confirmer(new_state(), cap=60)
+    lost = _row("k", "2", "1")
+    assert confirmer.add([Found(lost, 0.0, 1)], now=100.0).confirmed == [lost]  # type: ignore[arg-type]
+    again = confirmer.add([Found(lost, 0.0, 1)], now=105.0)  # type: ignore[arg-type]
+    assert again.confirmed == [] and again.repeated == 1 and confirmer.waiting == 0
+    moved = _row("k", "3", "1")  # a new source version, still not applied: a candidate of its own
+    assert confirmer.add([Found(moved, 106.0, 1)], now=107.0).added == 1  # type: ignore[arg-type]
+    other = _row("j", "2", "1")
+    confirmer.add([Found(other, 0.0, 2)], now=100.0)  # type: ignore[arg-type]
+    later = confirmer.add([Found(other, 0.0, 2)], now=100.0 + REPORTED_MEMORY + 1)  # type: ignore[arg-type]
+    assert later.repeated == 0 and later.confirmed == [other]  # the memory ended: called back again
+
+
+def test_what_was_called_back_is_remembered_for_the_newest_keys_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("cupid_airflow.core.confirm.REPORTED_KEYS", 3)
+    confirmer = Confirmer(new_state(), cap=60)
+    for i in range(5):
+        confirmer.add([Found(_row(f"k{i}", "2", "1"), 0.0, i)], now=100.0 + i)  # type: ignore[arg-type]
+    assert list(confirmer.state["reported"]) == ["k2", "k3", "k4"]
+    assert read_confirm_state({**confirmer.state, "reported": None}) == {**confirmer.state, "reported": {}}
+
+
+def test_the_first_window_still_running_ends_when_its_candidate_was_seen_plus_the_window() -> None:
+    confirmer = Confirmer(new_state(), cap=60)
+    confirmer.observe(Observed(fast=[1.0]), 0.0)  # window 1.25 x 1 + 2 s
+    confirmer.add([Found(_row("a", "2", "1"), 99.0, 1)], now=100.0)  # type: ignore[arg-type]
+    confirmer.add([Found(_row("b", "2", "1"), 100.5, 2)], now=101.0)  # type: ignore[arg-type]
+    assert confirmer.window_end(102.0, ["a", "b"]) == pytest.approx(103.25)
+    assert confirmer.window_end(103.5, ["a", "b"]) == pytest.approx(104.25)  # a's has ended
+    assert confirmer.window_end(105.0, ["a", "b"]) is None

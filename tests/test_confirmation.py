@@ -174,6 +174,82 @@ def test_an_in_sync_replica_lost_change_is_called_back_by_the_run_that_found_it(
     assert _tally(run)["candidates"] == 1 and _tally(run)["delivered"] == 1
 
 
+class _InSyncWriter:
+    """An in-sync replica's writes: a row every 0.4 s, in the destination as it commits (the only
+    user of ``pair.src`` and ``pair.des`` while it runs); ``lose(number, when)`` commits one row
+    to the source alone (lost) as soon as ``when()`` holds."""
+
+    def __init__(self, pair: Pair) -> None:
+        self.pair, self.stop = pair, threading.Event()
+        self.lost: list[tuple[str, Any]] = []
+        self.thread = threading.Thread(target=self._write, daemon=True)
+
+    def __enter__(self) -> _InSyncWriter:
+        self.thread.start()
+        time.sleep(1)  # rows replicated within the second: a scan sees a fresh version applied
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(5)
+
+    def lose(self, number: str, when: Any) -> None:
+        self.lost.append((number, when))
+
+    def _write(self) -> None:
+        i = 0
+        while not self.stop.wait(0.1):
+            for number, when in list(self.lost):
+                if when():
+                    _add_source(self.pair, number, "lost")
+                    self.lost.remove((number, when))
+            i += 1
+            if i % 4:
+                continue
+            stamp = _now().replace(microsecond=0)
+            self.pair.des.execute(
+                "INSERT INTO `user` (number, name, update_time) VALUES (%s, 'replicated', %s)", (f"w{i}", stamp)
+            )
+            _add_source(self.pair, f"w{i}", "replicated", stamp)
+
+
+def _waiting(pair: Pair) -> set[str]:
+    state = Variable.get(confirm_state_key(pair.dag_id), default_var=None)
+    return set(json.loads(state)["candidates"]) if state else set()
+
+
+def test_a_change_lost_while_the_scan_looks_again_is_called_back_by_that_scan_and_once(confirming: Pair) -> None:
+    """A change committed while a scan looks again at its candidates is compared by that look:
+    lost, it is called back by that run; the next run, which claims its row, does not call it
+    back again."""
+    pair = confirming
+    _map_update_column(pair, 600)  # nothing waits that long here: only the quick looks confirm
+    _add_source(pair, "early", "lost")
+    with _InSyncWriter(pair) as writer:
+        writer.lose("late", lambda: "early" in _waiting(pair))  # once the scan holds "early"
+        first = pair.run()
+    assert {n: b["type"] for n, b in pair.by_number().items()} == {"early": 1, "late": 1}
+    assert _state(pair)["candidates"] == {} and set(_state(pair)["reported"]) == {"early", "late"}
+    assert _tally(first)["candidates"] == 2 and _tally(first)["delivered"] == 2
+    second = pair.run()  # claims "late", still missing: called back already, not again
+    assert pair.callbacks() == [] and _tally(second)["candidates"] == 0
+    assert _state(pair)["candidates"] == {}
+
+
+def test_the_last_change_an_in_sync_copy_lost_is_called_back_by_the_run_that_found_it(confirming: Pair) -> None:
+    """Nothing later shows whether the last change of a burst arrived: it waits the window the
+    copy has shown (seconds), and the scan that found it looks once more when it ends."""
+    pair = confirming
+    _map_update_column(pair, 600)
+    with _InSyncWriter(pair):
+        pair.run()  # the copy's lag learnt: about a second
+        pair.run()
+    _add_source(pair, "last", "lost")
+    run = pair.run()
+    assert {n: b["type"] for n, b in pair.by_number().items()} == {"last": 1}
+    assert _state(pair)["candidates"] == {} and _tally(run)["candidates"] == 1
+
+
 def test_an_unwatched_pair_waits_in_the_triggerer_and_its_run_calls_back_what_was_lost(confirming: Pair) -> None:
     """Nothing wakes a pair that is not watched: its scan waits for the candidates' next looks
     in the triggerer (``dag.test()`` runs the trigger in line), and the run that found them calls

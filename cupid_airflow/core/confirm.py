@@ -47,6 +47,10 @@ Each new source version of a candidate waits on its own. One whose source change
 :data:`HOT_CHANGES` times while waiting is *hot*: one candidate however often it changes,
 reported as hot, never holding others back.
 
+A divergence is called back once: found again exactly as it was called back (the same source
+version against the same destination row, by overlapping update windows, or by a quick look and
+then by the run that claims its row) within :data:`REPORTED_MEMORY`, it is not a candidate again.
+
 A pair keeps at most :data:`MAX_CANDIDATES` waiting; what does not fit is *spilled*: handed on,
 compact, to be taken in by a later scan when there is room (never confirmed unlooked at, never
 dropped).
@@ -72,6 +76,7 @@ __all__ = [
     "LOOK_GAP",
     "MAX_CANDIDATES",
     "ORDER_MARGIN",
+    "REPORTED_MEMORY",
     "WAIT_KEY",
     "Candidate",
     "ConfirmState",
@@ -112,6 +117,9 @@ MAX_CANDIDATES = 10_000
 LAG_MEMORY = 600.0
 #: Lag observations kept (the newest).
 LAG_SAMPLES = 64
+#: How long, and for how many keys at most (the newest), what was called back is remembered.
+REPORTED_MEMORY = 600.0
+REPORTED_KEYS = 1_000
 #: The window: ``WINDOW_FACTOR x lag + WINDOW_SLACK``, at least ``WINDOW_SLACK``.
 WINDOW_FACTOR = 1.25
 WINDOW_SLACK = 2.0
@@ -173,6 +181,7 @@ class ConfirmState(TypedDict):
     pending: list[list[Any]]  # [run id, map indexes, since]: mapped compares' handovers (XCom) not taken in yet
     spilled: int  # candidates that did not fit, kept aside (the Variable ``cupid.<dag_id>.confirm.spill``)
     outbox: dict[str, list[Event]]  # run id -> confirmed events handed to it
+    reported: dict[str, list[Any]]  # key -> [source digest, destination digest, when] of what was called back
 
 
 class ConfirmWait(TypedDict):
@@ -199,7 +208,7 @@ def read_confirm_wait(data: Any) -> ConfirmWait:
 def new_state() -> ConfirmState:
     return ConfirmState(
         version=STATE_VERSION, candidates={}, watermark=None, watermark_id=None, probes=[], cleared=[], fast=[],
-        pending=[], spilled=0, outbox={},
+        pending=[], spilled=0, outbox={}, reported={},
     )  # fmt: skip
 
 
@@ -236,6 +245,9 @@ def read_confirm_state(data: Any, where: str = "confirmation state") -> ConfirmS
         state["pending"] = [[str(r), [int(i) for i in m], float(t)] for r, m, t in data.get("pending") or []]
         state["spilled"] = int(data.get("spilled") or 0)
         state["outbox"] = {str(r): list(events) for r, events in (data.get("outbox") or {}).items()}
+        state["reported"] = {
+            str(k): [str(s), str(d), float(t)] for k, (s, d, t) in (data.get("reported") or {}).items()
+        }
     return state
 
 
@@ -340,6 +352,7 @@ class Verdict:
     added: int = 0  # new candidates
     cleared: int = 0  # candidates found equal (in flight, now applied)
     gone: int = 0  # candidates whose source row was deleted meanwhile
+    repeated: int = 0  # divergences found again exactly as they were called back: not again
     spilled: dict[str, Candidate] = field(default_factory=dict)  # new candidates that did not fit: handed on
 
 
@@ -404,6 +417,13 @@ class Confirmer:
             return self.cap
         return min(self.cap, max(WINDOW_SLACK, WINDOW_FACTOR * lag + WINDOW_SLACK))
 
+    def window_end(self, now: float, keys: Iterable[str]) -> float | None:
+        """When the first window still running among ``keys`` ends (epoch; None: none runs)."""
+        window = self.window(now)
+        candidates = self.state["candidates"]
+        ends = [c["seen"] + window for k in keys if (c := candidates.get(k)) is not None and c["seen"] + window > now]
+        return min(ends, default=None)
+
     # ------------------------------------------------------------------ candidates
 
     def add(self, found: Iterable[Found], now: float, frontier: int | None = None) -> Verdict:
@@ -424,6 +444,9 @@ class Confirmer:
                 verdict.confirmed.append(event)
                 continue
             known = candidates.get(key)
+            if known is None and self._reported(key, event, now):
+                verdict.repeated += 1
+                continue
             if known is not None:
                 self._update(known, event, item, now, frontier)
                 (events if key in events else again)[key] = event
@@ -543,6 +566,23 @@ class Confirmer:
         if candidate["frontier"] is None:
             candidate["frontier"] = frontier
 
+    def _reported(self, key: str, event: Event, now: float) -> bool:
+        """Whether this divergence was called back lately, exactly as it is now."""
+        done = self.state["reported"].get(key)
+        return (
+            done is not None and now - done[2] <= REPORTED_MEMORY
+            and done[:2] == [digest(event.get("srcColumn")), digest(event.get("desColumn"))]
+        )  # fmt: skip
+
+    def _remember(self, key: str, now: float) -> None:
+        """A candidate confirmed now, as it is called back; the oldest and the expired forgotten."""
+        reported = self.state["reported"]
+        c = self.state["candidates"][key]
+        reported.pop(key, None)  # the newest last
+        reported[key] = [c["src"], c["des"], now]
+        while len(reported) > REPORTED_KEYS or now - next(iter(reported.values()))[2] > REPORTED_MEMORY:
+            del reported[next(iter(reported))]  # kept in the order they were called back
+
     def _decide(self, keys: list[str], now: float, behind: bool = False) -> list[str]:
         """Of ``keys`` (candidates just found or looked at), the ones confirmed now, taken out of
         the state. Latest change first: confirming the last change lets the one before it go."""
@@ -556,6 +596,7 @@ class Confirmer:
             c = candidates[key]
             blocked = behind or (bool(later) and later[-1] > _order(c))
             if self._passed(c, now, window, blocked):
+                self._remember(key, now)
                 del candidates[key]
                 confirmed.append(key)
             elif not c["hot"]:

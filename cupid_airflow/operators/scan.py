@@ -14,7 +14,7 @@ from airflow.sdk.definitions.asset import AssetNameRef
 from cupid_airflow.confirming import CONFIRM_KEY, Confirmation
 from cupid_airflow.core.codec import STATE_VERSION, StateError, Store
 from cupid_airflow.core.compare import ID_COLUMN
-from cupid_airflow.core.confirm import LOOK_GAP, WAIT_KEY, ConfirmWait, Found, read_confirm_wait
+from cupid_airflow.core.confirm import LOOK_GAP, REPORTED_MEMORY, WAIT_KEY, ConfirmWait, Found, read_confirm_wait
 from cupid_airflow.core.divergence import Divergence
 from cupid_airflow.core.events import CarriedEvents, Event, carried_events, event_types
 from cupid_airflow.core.partitions import IdPartition, WindowPartition, read_partition, rows_at_most
@@ -171,47 +171,65 @@ class ScanOperator(_ScanBase):
         taken = confirm.merge(self._handed_over(context, confirm), now)  # counted by the compares that found them
         aside = confirm.unspill()
         confirmed, own = self._outbox(context, confirm)
-        rows, added, quick_cleared, just_found = 0, 0, 0, frozenset[str]()
+        rows, added, quick_cleared, repeated, just_found = 0, 0, 0, 0, frozenset[str]()
+        frontier, seen_at = None, now
         if inline:
             found: list[Found] = []
             for part in parts:
                 seen = confirm.seen(ids=part["kind"] == "ids")
                 rows += self.pair.compare_partition(read_partition(part), found.extend, seen=seen)
-            frontier = confirm.frontier() if found else None  # read after the compare: ids above came later
+            # read after the compare: ids above came later
+            frontier = confirm.frontier() if found or confirm.confirmer.waiting else None
             seen_at = time.time()
             verdict = confirm.add(found, seen_at, frontier)
             confirm.spill(verdict.spilled)
             confirmed += verdict.confirmed
             added += verdict.added
+            repeated += verdict.repeated
             just_found = frozenset(str(f.event.get("byValue")) for f in found)
-            if verdict.added and confirm.close_behind:
-                quick = confirm.quick_look(just_found, frontier, seen_at)
-                confirmed += quick.confirmed
-                quick_cleared = quick.cleared
         elif parts and cap:
             confirm.state["pending"].append([run_id, list(range(len(parts))), now])
+        # the others waiting (those just found again were decided as they were found)
         rechecked = confirm.recheck(time.time(), skip=just_found)
-        confirm.warn_clock()
-        if probe is not None:
-            confirm.confirmer.probed(run_id, *probe)
         confirmed += rechecked.confirmed
-        cleared = quick_cleared + rechecked.cleared
-        if confirmed:  # kept until this run holds them: a scan killed now sends them again, never loses them
-            confirm.state["outbox"][run_id] = confirmed
-            confirm.save()
         output: ScanOutput = parts
-        sent = 0
-        left: list[Event] = []
-        if inline:
-            left = self._deliver_inline(confirmed)
-            sent = len(confirmed) - len(left)
-            output = [carried_events(left)] if left else []
+        left: list[Event] = []  # what this scan did not deliver: the callback task's
+
+        def hand_over(events: list[Event]) -> None:
+            """Confirmed events, delivered here (kept in the outbox until this run holds them: a
+            scan killed meanwhile sends them again, never loses them)."""
+            if not events:
+                return
+            confirm.state["outbox"][run_id] = [*left, *events]
+            confirm.save()
+            left.extend(self._deliver_inline(events))
             if left:
-                confirm.state["outbox"][run_id] = left
+                confirm.state["outbox"][run_id] = list(left)
             else:
                 confirm.state["outbox"].pop(run_id, None)
+
+        if inline:
+            hand_over(confirmed)
+            if confirm.quick_keys and confirm.close_behind:
+                confirm.save()  # what waits is kept while this scan looks again
+                quick = confirm.quick_look(frontier, seen_at, hand_over)
+                confirmed += quick.confirmed
+                added += quick.added
+                repeated += quick.repeated
+                quick_cleared = quick.cleared
+            output = [carried_events(left)] if left else []
         elif confirmed:
+            confirm.state["outbox"][run_id] = confirmed
+            confirm.save()
             output = [*parts, carried_events(confirmed)]
+        confirm.warn_clock()
+        if repeated:
+            self.log.info("%d divergences found again exactly as they were called back (within %.0f min): not called "
+                          "back again", repeated, REPORTED_MEMORY / 60)  # fmt: skip
+        if probe is not None:
+            confirm.confirmer.probed(run_id, *probe)
+        cleared = quick_cleared + rechecked.cleared
+        sent = len(confirmed) - len(left) if inline else 0
         if not cap and confirm.idle:
             self.variables.delete(confirm.key)  # nothing left of confirming
             self.log.info("confirmSeconds=0: what was left waiting from when the pair confirmed is decided")
