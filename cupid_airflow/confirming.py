@@ -75,11 +75,16 @@ class Confirmation:
     :param run_id: the task's run.
     :param cap: ``confirmSeconds`` (the pair's, unless a scan flushes what a pair that no longer
         confirms left waiting: 0).
+    :param again: a re-check a person asked for (:func:`~cupid_airflow.run_params.asks_again`):
+        what its compares find is a candidate even if it was called back minutes ago.
     """
 
-    def __init__(self, pair: SyncPair, variables: Store, log: Any, run_id: str, cap: float | None = None) -> None:
+    def __init__(
+        self, pair: SyncPair, variables: Store, log: Any, run_id: str, cap: float | None = None, again: bool = False
+    ) -> None:
         self.pair = pair
         self.run_id = run_id
+        self.again = again
         self.variables = variables
         self.log = log
         self.key = confirm_state_key(pair.pair_id)
@@ -230,7 +235,7 @@ class Confirmation:
 
     def add(self, found: Sequence[Found], now: float, frontier: int | None = None) -> Verdict:
         self.take_in(now)
-        return self.confirmer.add(found, now, frontier)
+        return self.confirmer.add(found, now, frontier, repeat=self.again)
 
     @property
     def quick_keys(self) -> frozenset[str]:

@@ -12,6 +12,7 @@ once per process and then validates values only; what Airflow stores and shows i
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
@@ -23,7 +24,7 @@ from jsonschema.exceptions import best_match
 from jsonschema.protocols import Validator
 from jsonschema.validators import validator_for
 
-__all__ = ["RunParam", "run_params"]
+__all__ = ["RunParam", "asks_again", "run_params"]
 
 
 @lru_cache(maxsize=64)
@@ -69,6 +70,13 @@ class RunParam(Param):
 # Airflow's serializer recognises a Param by its class's module and name, and boxes anything else
 # into Param(value), which fails for a Param object: RunParam answers to the name of Param.
 RunParam.__module__, RunParam.__name__ = Param.__module__, Param.__name__
+
+
+def asks_again(params: Mapping[str, Any], run_type: Any) -> bool:
+    """Whether a person asked this run to look again (``start_id``, ``since``/``until``, a
+    backfill): it reports everything it finds, what was called back minutes ago too."""
+    backfill = str(run_type).lower().endswith("backfill")
+    return backfill or any(params.get(name) is not None for name in ("start_id", "since", "until"))
 
 
 def run_params() -> dict[str, Param]:

@@ -221,7 +221,7 @@ def _waiting(pair: Pair) -> set[str]:
 def test_a_change_lost_while_the_scan_looks_again_is_called_back_by_that_scan_and_once(confirming: Pair) -> None:
     """A change committed while a scan looks again at its candidates is compared by that look:
     lost, it is called back by that run; the next run, which claims its row, does not call it
-    back again."""
+    back again; a re-check a person asks for does."""
     pair = confirming
     _map_update_column(pair, 600)  # nothing waits that long here: only the quick looks confirm
     _add_source(pair, "early", "lost")
@@ -234,6 +234,8 @@ def test_a_change_lost_while_the_scan_looks_again_is_called_back_by_that_scan_an
     second = pair.run()  # claims "late", still missing: called back already, not again
     assert pair.callbacks() == [] and _tally(second)["candidates"] == 0
     assert _state(pair)["candidates"] == {}
+    pair.run(conf={"start_id": 1})  # a person asks for a re-check: everything found is called back
+    assert {n: b["type"] for n, b in pair.by_number().items()} == {"early": 1, "late": 1}
 
 
 def test_the_last_change_an_in_sync_copy_lost_is_called_back_by_the_run_that_found_it(confirming: Pair) -> None:

@@ -426,13 +426,14 @@ class Confirmer:
 
     # ------------------------------------------------------------------ candidates
 
-    def add(self, found: Iterable[Found], now: float, frontier: int | None = None) -> Verdict:
+    def add(self, found: Iterable[Found], now: float, frontier: int | None = None, repeat: bool = False) -> Verdict:
         """New divergences, found at ``now`` (``frontier``: the source's highest id, read after
         they were found; None when not read): confirmed at once when a rule already holds, else
         kept waiting; a key already waiting keeps its history (a row found again by another
         window or run) and is decided now, as at a look (the scan skips it when it looks at the
         others: a first version left it to the next run's look, and the candidates behind it
-        waited a run longer)."""
+        waited a run longer). What was called back lately, exactly as found now, is not a
+        candidate again unless ``repeat`` (a re-check a person asked for)."""
         verdict = Verdict()
         candidates = self.state["candidates"]
         events: dict[str, Event] = {}
@@ -444,7 +445,7 @@ class Confirmer:
                 verdict.confirmed.append(event)
                 continue
             known = candidates.get(key)
-            if known is None and self._reported(key, event, now):
+            if known is None and not repeat and self._reported(key, event, now):
                 verdict.repeated += 1
                 continue
             if known is not None:

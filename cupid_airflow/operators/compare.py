@@ -14,6 +14,7 @@ from cupid_airflow.core.events import Event, EventChunks, EventSpool, read_carri
 from cupid_airflow.core.labels import partition_label
 from cupid_airflow.core.partitions import Partition, read_partition
 from cupid_airflow.operators.base import CupidOperator
+from cupid_airflow.run_params import asks_again
 
 __all__ = ["CompareOperator"]
 
@@ -67,7 +68,8 @@ class CompareOperator(CupidOperator):
         applied, go to the next scan (XCom ``cupid_candidates``), which keeps them waiting. Decided
         batch by batch against the pair's state as the scan left it (read, never written here);
         a key already waiting there is the scan's to look at again, never decided here."""
-        confirm = Confirmation(self.pair, self.variables, self.log, context["run_id"])
+        again = asks_again(context["params"], getattr(context.get("dag_run"), "run_type", None))
+        confirm = Confirmation(self.pair, self.variables, self.log, context["run_id"], again=again)
         waiting_before = set(confirm.state["candidates"])
         spilled: dict[str, Candidate] = {}
         known = 0

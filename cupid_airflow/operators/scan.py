@@ -25,6 +25,7 @@ from cupid_airflow.operators.base import CupidOperator
 from cupid_airflow.planning import ScanRun
 from cupid_airflow.planning.inserts import InsertPlan, InsertPlanner
 from cupid_airflow.planning.updates import UpdatePlanner
+from cupid_airflow.run_params import asks_again
 
 __all__ = ["ScanInsertOperator", "ScanOperator", "ScanUpdateOperator", "backlog_alias"]
 
@@ -113,7 +114,8 @@ class ScanOperator(_ScanBase):
                 self.log.info("More than inlineRows=%d rows to compare: %d mapped compare task(s)", limit, len(parts))
         if self.config.confirm_seconds or self.variables.get(confirm_state_key(self.pair.pair_id), None) is not None:
             probe = (inserts.max_id, started)
-            return self._confirming(context, parts, position, inline=small or not parts, probe=probe)
+            again = asks_again(run.params, getattr(context.get("dag_run"), "run_type", None))
+            return self._confirming(context, parts, position, inline=small or not parts, probe=probe, again=again)
         if not small:
             self.record(context, "scan", **position)
             return parts
@@ -156,6 +158,7 @@ class ScanOperator(_ScanBase):
         probe: tuple[int | None, float] | None,
         carried: Tally | None = None,
         wait_until: float | None = None,
+        again: bool = False,
     ) -> ScanOutput:
         """The run with confirmation (``confirmSeconds``): what is found is a candidate until
         confirmed (:mod:`cupid_airflow.core.confirm`); this scan also takes in what earlier runs'
@@ -165,7 +168,7 @@ class ScanOperator(_ScanBase):
         confirming) it confirms what was left waiting, and drops the state."""
         run_id = context["run_id"]
         cap = self.config.confirm_seconds
-        confirm = Confirmation(self.pair, self.variables, self.log, run_id, cap=cap)
+        confirm = Confirmation(self.pair, self.variables, self.log, run_id, cap=cap, again=again)
         before = copy.deepcopy(confirm.state)
         now = time.time()
         taken = confirm.merge(self._handed_over(context, confirm), now)  # counted by the compares that found them
