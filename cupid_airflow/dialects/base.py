@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+from cupid_airflow.core.errors import PermanentError
 from cupid_airflow.dsn import qualified_table
 
 __all__ = ["CHECKSUM_MODULUS", "Dialect"]
@@ -83,6 +84,42 @@ class Dialect:
         if not row:
             return (0, 0)
         return (int(row[0] or 0), int(row[1] or 0) % CHECKSUM_MODULUS)
+
+    # ------------------------------------------------------------------ repairs (fix SQL)
+    # Statements as bytes: values are rendered by the driver's own literal escaping, in the
+    # connection's character set (a BLOB's bytes need not be text). Identifiers come quoted.
+
+    #: What a script of repairs starts with (the character set its literals are written in).
+    script_preamble: ClassVar[bytes] = b""
+
+    def literal(self, conn: Any, value: Any) -> bytes:
+        """``value`` as an SQL literal, escaped by the driver for ``conn``."""
+        raise PermanentError(f"cupid writes repairs for MySQL, MariaDB and PostgreSQL, not for {self.name or 'this'} "
+                             "connections")  # fmt: skip
+
+    def null_safe_equal(self, column: str, literal: bytes) -> bytes:
+        """``column`` holds ``literal``, NULL equal to NULL."""
+        raise NotImplementedError
+
+    def guarded_insert(
+        self, table: str, columns: Sequence[str], literals: Sequence[bytes], key: str, key_literal: bytes
+    ) -> bytes:
+        """An INSERT of one row that inserts nothing when a row already holds the key."""
+        raise NotImplementedError
+
+    def guarded_update(
+        self, table: str, values: Sequence[tuple[str, bytes]], guard: Sequence[tuple[str, bytes]]
+    ) -> bytes:
+        """An UPDATE of the row holding ``guard`` (its key first: never NULL, so a plain ``=``)."""
+        sets = b", ".join(c.encode() + b" = " + v for c, v in values)
+        return b"UPDATE " + table.encode() + b" SET " + sets + b" WHERE " + self._guard(guard)
+
+    def guarded_delete(self, table: str, guard: Sequence[tuple[str, bytes]]) -> bytes:
+        return b"DELETE FROM " + table.encode() + b" WHERE " + self._guard(guard)
+
+    def _guard(self, guard: Sequence[tuple[str, bytes]]) -> bytes:
+        (key, key_literal), rest = guard[0], guard[1:]
+        return b" AND ".join([key.encode() + b" = " + key_literal, *(self.null_safe_equal(c, v) for c, v in rest)])
 
     # ------------------------------------------------------------------ errors
 

@@ -40,6 +40,24 @@ class MySqlDialect(Dialect):
     def row_hash(self, text: str) -> str:
         return f"CAST(CONV(LEFT(SHA2({text}, 256), 16), 16, 10) AS UNSIGNED)"
 
+    script_preamble: ClassVar[bytes] = b"SET NAMES utf8mb4;\n"
+
+    def literal(self, conn: Any, value: Any) -> bytes:
+        return bytes(conn.literal(value))
+
+    def null_safe_equal(self, column: str, literal: bytes) -> bytes:
+        return column.encode() + b" <=> " + literal
+
+    def guarded_insert(
+        self, table: str, columns: Sequence[str], literals: Sequence[bytes], key: str, key_literal: bytes
+    ) -> bytes:
+        # INSERT ... SELECT may read its own table (MySQL and MariaDB copy what it reads first)
+        return (
+            b"INSERT INTO " + table.encode() + b" (" + ", ".join(columns).encode() + b") SELECT "
+            + b", ".join(literals) + b" FROM DUAL WHERE NOT EXISTS (SELECT 1 FROM " + table.encode()
+            + b" WHERE " + key.encode() + b" = " + key_literal + b")"
+        )  # fmt: skip
+
     @classmethod
     def permanent_reason(cls, error: BaseException) -> str | None:
         """MySQLdb's, PyMySQL's and mysql-connector's errors carry the server's numeric code first

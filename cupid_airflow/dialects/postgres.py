@@ -32,6 +32,36 @@ class PostgresDialect(Dialect):
     def row_hash(self, text: str) -> str:
         return f"('x' || left(encode(sha256(convert_to({text}, 'UTF8')), 'hex'), 16))::bit(64)::bigint::numeric"
 
+    script_preamble: ClassVar[bytes] = b"SET client_encoding = 'UTF8';\n"
+
+    def literal(self, conn: Any, value: Any) -> bytes:
+        """psycopg's ``sql.Literal`` (the provider connects with psycopg 3 when it is installed),
+        else psycopg2's ``adapt``: either escapes for the connection's encoding."""
+        if not type(conn).__module__.startswith("psycopg2"):
+            from psycopg import sql
+
+            return bytes(sql.Literal(value).as_bytes(conn))
+        from psycopg2.extensions import adapt
+
+        adapted = adapt(value)
+        if hasattr(adapted, "prepare"):
+            adapted.prepare(conn)
+        return bytes(adapted.getquoted())
+
+    def null_safe_equal(self, column: str, literal: bytes) -> bytes:
+        return column.encode() + b" IS NOT DISTINCT FROM " + literal
+
+    def guarded_insert(
+        self, table: str, columns: Sequence[str], literals: Sequence[bytes], key: str, key_literal: bytes
+    ) -> bytes:
+        # MERGE, not INSERT ... SELECT ... WHERE NOT EXISTS: a SELECT list types a quoted literal
+        # as text, which an integer column refuses; INSERT ... VALUES types it as its column
+        return (
+            b"MERGE INTO " + table.encode() + b" USING (SELECT 1) AS cupid_one ON " + table.encode() + b"."
+            + key.encode() + b" = " + key_literal + b" WHEN NOT MATCHED THEN INSERT ("
+            + ", ".join(columns).encode() + b") VALUES (" + b", ".join(literals) + b")"
+        )  # fmt: skip
+
     @classmethod
     def permanent_reason(cls, error: BaseException) -> str | None:
         state = getattr(error, "pgcode", None) or getattr(error, "sqlstate", None)

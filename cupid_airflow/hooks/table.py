@@ -20,6 +20,7 @@ from cupid_airflow.config import Destination, Source
 from cupid_airflow.core.codec import decode_value
 from cupid_airflow.core.compare import ID_COLUMN
 from cupid_airflow.core.partitions import Partition
+from cupid_airflow.core.repair import Fix, RepairKind
 from cupid_airflow.dialects import Dialect, MySqlDialect, dialect_for
 from cupid_airflow.hooks.connections import connection_from_dsn
 
@@ -346,6 +347,41 @@ class Table:
             return []
         sql = self.select_sql([key_column, *columns], f"{self.quote(key_column)} IN ({self.placeholders(len(keys))})")
         return self.fetch_all(sql, keys)
+
+    # ------------------------------------------------------------------ repairs
+
+    def fix_statements(self, fixes: Sequence[Fix]) -> list[bytes]:
+        """Each fix as one guarded statement of this table's database (values escaped by its
+        driver, for this connection: :mod:`cupid_airflow.core.repair` says what each holds)."""
+        dialect, conn = self.dialect, self.conn
+
+        def literals(pairs: Sequence[tuple[str, Any]]) -> list[tuple[str, bytes]]:
+            return [(self.quote(name), dialect.literal(conn, value)) for name, value in pairs]
+
+        statements = []
+        for fix in fixes:
+            guard = literals(fix.guard)
+            if fix.kind is RepairKind.INSERT:
+                values = literals(fix.values)
+                statement = dialect.guarded_insert(
+                    self.quoted, [c for c, _ in values], [v for _, v in values], *guard[0]
+                )
+            elif fix.kind is RepairKind.UPDATE:
+                statement = dialect.guarded_update(self.quoted, literals(fix.values), guard)
+            else:
+                statement = dialect.guarded_delete(self.quoted, guard)
+            statements.append(statement)
+        return statements
+
+    def fix_script(self, fixes: Sequence[Fix], header: str) -> bytes:
+        """The fixes as a script for the database's own client: ``header`` (one comment line per
+        line of it), the character set of its literals, then one statement per fix, each after a
+        comment naming its kind and event id (the callback's ``eventId``)."""
+        lines = [f"-- {line}".encode() for line in header.splitlines()]
+        parts = [b"\n".join(lines) + b"\n" if lines else b"", self.dialect.script_preamble]
+        for fix, statement in zip(fixes, self.fix_statements(fixes), strict=True):
+            parts.append(f"-- {fix.kind.value} {fix.event_id}\n".encode() + statement + b";\n")
+        return b"".join(parts)
 
 
 def key_range(quoted_key: str, placeholder: str, lower: Any, upper: Any) -> tuple[str, list[Any]]:
