@@ -62,7 +62,8 @@ QUICK_LOOKS = (1.0, ORDER_MARGIN + 1.0)
 #: it. The quick looks end then at the latest.
 QUICK_LOOK_WINDOW = 5.0
 WINDOW_MARGIN = 0.25  # the look after the window is that much after its end
-#: At most this many rows inserted since are compared by a quick look.
+#: At most this many rows inserted since (and versions stamped since) are compared by a quick look;
+#: with more candidates waiting than this, a scan makes no quick look.
 QUICK_LOOK_ROWS = 1_000
 
 
@@ -95,6 +96,10 @@ class Confirmation:
         self.observed_total = Observed()  # all it saw applied (a mapped compare hands it on)
         self.found = 0  # divergences this task found, before confirmation
         self.future = 0  # source stamps ahead of this worker's clock (not believed)
+        # after unspill(): what the spill Variable holds until the state is saved, and what it
+        # is to hold after (candidates spilled meanwhile join both)
+        self._spill_held: dict[str, Candidate] | None = None
+        self._spill_after: dict[str, Candidate] | None = None
 
     @cached_property
     def column_time(self) -> ColumnTime | None:
@@ -193,7 +198,10 @@ class Confirmation:
         maps the update column, versions stamped after it, if no more. What the destination
         shows of them is the evidence a later run would find; what differs there becomes a
         candidate now, its wait started (the run that claims its row finds it again: still
-        waiting, or called back and not again). What adding them decided, and their keys."""
+        waiting, or confirmed and not again: a quick look consults what was confirmed lately
+        even in a run a person asked for). Rows whose key is NULL are left to that run (they
+        are confirmed at once, and every look would find them again). What adding them
+        decided, and their keys."""
         pair = self.pair
         parts: list[Partition] = []
         timing = self.column_time
@@ -207,9 +215,15 @@ class Confirmation:
                 if rows_at_most(source, [window], QUICK_LOOK_ROWS, ID_COLUMN):  # a busy table: the ids tell
                     parts.append(window)
         found: list[Found] = []
+        counted = self.found  # the run's own compare's finds; these are counted as candidates
         for part in parts:
             pair.compare_partition(read_partition(part), found.extend, seen=self.seen(ids=part["kind"] == "ids"))
-        verdict = self.add(found, time.time(), self.frontier() if found else None)  # read after: ids above came later
+        self.found = counted
+        found = [f for f in found if f.event.get("byValue") is not None]
+        now = time.time()
+        self.take_in(now)
+        frontier = self.frontier() if found else None  # read after: ids above came later
+        verdict = self.confirmer.add(found, now, frontier, quick=True)
         self.spill(verdict.spilled)
         return verdict, frozenset(str(f.event.get("byValue")) for f in found)
 
@@ -246,8 +260,8 @@ class Confirmation:
 
     def quick_look(self, frontier: int | None, seen_at: float, hand_over: Callable[[list[Event]], None]) -> Verdict:
         """The waiting candidates (:attr:`quick_keys`) looked at again :data:`QUICK_LOOKS` s after
-        this scan's compare (at ``seen_at``, ``frontier`` read after it), and when the first
-        window among them ends within :data:`QUICK_LOOK_WINDOW` s, each time after
+        this scan's compare (at ``seen_at``, ``frontier`` read after it), and whenever the first
+        window among them ends within :data:`QUICK_LOOK_WINDOW` s of it, each time after
         :meth:`look_past`, until none waits. What a look confirms goes to ``hand_over`` at once:
         the looks after it are for the others."""
         verdict = Verdict()
@@ -358,30 +372,37 @@ class Confirmation:
         if not candidates:
             return
         key = confirm_spill_key(self.pair.pair_id)
-        kept = self._spilled()
+        kept = self._spilled() if self._spill_held is None else self._spill_held
         kept.update({k: c for k, c in candidates.items() if k not in kept})
         self.variables.set(key, kept)
-        self.state["spilled"] = len(kept)
+        if self._spill_after is not None:  # some were taken back: they stay in the Variable until the state is saved
+            self._spill_after.update({k: c for k, c in candidates.items() if k not in self._spill_after})
+        self.state["spilled"] = len(kept if self._spill_after is None else self._spill_after)
         self.log.warning("%d candidates wait beyond the %d a pair keeps (the destination is far behind, or lost "
                          "much): %d kept aside in Variable %s, looked at as room frees", self.confirmer.waiting,
                          MAX_CANDIDATES, len(kept), key)  # fmt: skip
 
-    def unspill(self) -> Mapping[str, Candidate] | None:
-        """Take candidates kept aside back in, as room allows; returns what is still aside (to be
-        written after the state is saved: a scan killed between the two looks at some twice),
-        None when none was taken."""
+    def unspill(self) -> bool:
+        """Take candidates kept aside back in, as room allows; whether some were (then
+        :meth:`save_spilled` writes what is still aside, after the state is saved: a scan killed
+        between the two looks at some twice, never at none)."""
         if not self.state["spilled"] or self.confirmer.waiting >= MAX_CANDIDATES:
-            return None
-        left = self.confirmer.take(self._spilled())
+            return False
+        held = self._spilled()
+        left = self.confirmer.take(held)
+        self._spill_held, self._spill_after = held, dict(left)
         self.state["spilled"] = len(left)
-        return left
+        return True
 
-    def save_spilled(self, left: Mapping[str, Candidate]) -> None:
+    def save_spilled(self) -> None:
+        if self._spill_after is None:
+            return
         key = confirm_spill_key(self.pair.pair_id)
-        if left:
-            self.variables.set(key, dict(left))
+        if self._spill_after:
+            self.variables.set(key, self._spill_after)
         else:
             self.variables.delete(key)
+        self._spill_held = self._spill_after = None
 
     def _spilled(self) -> dict[str, Candidate]:
         key = confirm_spill_key(self.pair.pair_id)

@@ -75,7 +75,7 @@ RunParam.__module__, RunParam.__name__ = Param.__module__, Param.__name__
 def asks_again(params: Mapping[str, Any], run_type: Any) -> bool:
     """Whether a person asked this run to look again (``start_id``, ``since``/``until``, a
     backfill): it reports everything it finds, what was called back minutes ago too."""
-    backfill = str(run_type).lower().endswith("backfill")
+    backfill = str(getattr(run_type, "value", run_type)).lower() == "backfill"
     return backfill or any(params.get(name) is not None for name in ("start_id", "since", "until"))
 
 

@@ -315,12 +315,16 @@ def test_a_divergence_called_back_is_not_called_back_again_while_it_stays_as_it_
     assert confirmer.add([Found(lost, 0.0, 1)], now=100.0).confirmed == [lost]  # type: ignore[arg-type]
     again = confirmer.add([Found(lost, 0.0, 1)], now=105.0)  # type: ignore[arg-type]
     assert again.confirmed == [] and again.repeated == 1 and confirmer.waiting == 0
+    flag = _row("x", "2", "1")
+    confirmer.add([Found(flag, 0.0, 3)], now=100.0)  # type: ignore[arg-type]
+    later = confirmer.add([Found(flag, 104.0, 3)], now=106.0)  # type: ignore[arg-type]
+    assert later.repeated == 0 and later.added == 1  # the same values again, a later version (X, Y, X): it waits
     moved = _row("k", "3", "1")  # a new source version, still not applied: a candidate of its own
     assert confirmer.add([Found(moved, 106.0, 1)], now=107.0).added == 1  # type: ignore[arg-type]
     other = _row("j", "2", "1")
     confirmer.add([Found(other, 0.0, 2)], now=100.0)  # type: ignore[arg-type]
-    later = confirmer.add([Found(other, 0.0, 2)], now=100.0 + REPORTED_MEMORY + 1)  # type: ignore[arg-type]
-    assert later.repeated == 0 and later.confirmed == [other]  # the memory ended: called back again
+    expired = confirmer.add([Found(other, 0.0, 2)], now=100.0 + REPORTED_MEMORY + 1)  # type: ignore[arg-type]
+    assert expired.repeated == 0 and expired.confirmed == [other]  # the memory ended: called back again
 
 
 def test_what_was_called_back_is_remembered_for_the_newest_keys_only(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -340,3 +344,12 @@ def test_the_first_window_still_running_ends_when_its_candidate_was_seen_plus_th
     assert confirmer.window_end(102.0, ["a", "b"]) == pytest.approx(103.25)
     assert confirmer.window_end(103.5, ["a", "b"]) == pytest.approx(104.25)  # a's has ended
     assert confirmer.window_end(105.0, ["a", "b"]) is None
+
+
+def test_a_candidate_a_quick_look_took_in_teaches_no_lag_when_it_clears() -> None:
+    """A quick look takes in rows maybe in flight, looks seconds apart: how long they took to
+    clear says how far apart the looks were, not how late the destination is."""
+    confirmer = Confirmer(new_state(), cap=60)
+    confirmer.add([Found(_row("q", "2", None), 99.0, 1)], now=100.0, quick=True)  # type: ignore[arg-type]
+    assert confirmer.recheck([Recheck("q", None, 99.0, 1)], 103.0).cleared == 1
+    assert confirmer.lag(103.0) is None

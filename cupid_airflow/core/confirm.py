@@ -47,9 +47,10 @@ Each new source version of a candidate waits on its own. One whose source change
 :data:`HOT_CHANGES` times while waiting is *hot*: one candidate however often it changes,
 reported as hot, never holding others back.
 
-A divergence is called back once: found again exactly as it was called back (the same source
-version against the same destination row, by overlapping update windows, or by a quick look and
-then by the run that claims its row) within :data:`REPORTED_MEMORY`, it is not a candidate again.
+A divergence is confirmed once: found again exactly as it was confirmed (the same source version,
+by its values, stamp and id, against the same destination row: overlapping update windows, or a
+quick look and then the run that claims its row) within :data:`REPORTED_MEMORY`, it is not a
+candidate again; runs a person asked to look again (``repeat``) report it all the same.
 
 A pair keeps at most :data:`MAX_CANDIDATES` waiting; what does not fit is *spilled*: handed on,
 compact, to be taken in by a later scan when there is room (never confirmed unlooked at, never
@@ -161,13 +162,14 @@ class Candidate(TypedDict):
     diff_since: float  # since when exactly that has differed
     changes: int  # source versions seen while waiting
     hot: bool
+    quick: bool  # taken in by a quick look, maybe in flight: its clearing teaches no lag (looks seconds apart)
 
 
 class ConfirmState(TypedDict):
     """A pair's confirmation state, kept in the Variable ``cupid.<dag_id>.confirm`` (the scan is
     its only writer): candidates, what the destination has shown of its progress and lag, the
-    handovers still to take in, and the confirmed events handed to a run (kept until that run
-    holds them: a killed scan sends them again, never loses them)."""
+    handovers still to take in, the confirmed events handed to a run (kept until that run
+    holds them: a killed scan sends them again, never loses them), and what was confirmed lately."""
 
     version: int
     candidates: dict[str, Candidate]
@@ -181,7 +183,8 @@ class ConfirmState(TypedDict):
     pending: list[list[Any]]  # [run id, map indexes, since]: mapped compares' handovers (XCom) not taken in yet
     spilled: int  # candidates that did not fit, kept aside (the Variable ``cupid.<dag_id>.confirm.spill``)
     outbox: dict[str, list[Event]]  # run id -> confirmed events handed to it
-    reported: dict[str, list[Any]]  # key -> [source digest, destination digest, when] of what was called back
+    # key -> [source digest, destination digest, when, source stamp, source id] of what was confirmed
+    reported: dict[str, list[Any]]
 
 
 class ConfirmWait(TypedDict):
@@ -219,7 +222,7 @@ def read_candidate(c: Mapping[str, Any]) -> Candidate:
         frontier=_whole(c.get("frontier")),
         seen=float(c["seen"]), looked=float(c["looked"]), first=float(c["first"]), src=str(c["src"]),
         des=str(c["des"]), des_since=float(c["des_since"]), diff=str(c["diff"]), diff_since=float(c["diff_since"]),
-        changes=int(c["changes"]), hot=bool(c["hot"]),
+        changes=int(c["changes"]), hot=bool(c["hot"]), quick=bool(c.get("quick", False)),
     )  # fmt: skip
 
 
@@ -246,7 +249,13 @@ def read_confirm_state(data: Any, where: str = "confirmation state") -> ConfirmS
         state["spilled"] = int(data.get("spilled") or 0)
         state["outbox"] = {str(r): list(events) for r, events in (data.get("outbox") or {}).items()}
         state["reported"] = {
-            str(k): [str(s), str(d), float(t)] for k, (s, d, t) in (data.get("reported") or {}).items()
+            str(k): [
+                str(r[0]),
+                str(r[1]),
+                float(r[2]),
+                *([_number(r[3]), _whole(r[4])] if len(r) > 3 else [None, None]),
+            ]
+            for k, r in (data.get("reported") or {}).items()
         }
     return state
 
@@ -426,14 +435,17 @@ class Confirmer:
 
     # ------------------------------------------------------------------ candidates
 
-    def add(self, found: Iterable[Found], now: float, frontier: int | None = None, repeat: bool = False) -> Verdict:
+    def add(
+        self, found: Iterable[Found], now: float, frontier: int | None = None, repeat: bool = False, quick: bool = False
+    ) -> Verdict:
         """New divergences, found at ``now`` (``frontier``: the source's highest id, read after
         they were found; None when not read): confirmed at once when a rule already holds, else
         kept waiting; a key already waiting keeps its history (a row found again by another
         window or run) and is decided now, as at a look (the scan skips it when it looks at the
         others: a first version left it to the next run's look, and the candidates behind it
         waited a run longer). What was called back lately, exactly as found now, is not a
-        candidate again unless ``repeat`` (a re-check a person asked for)."""
+        candidate again unless ``repeat`` (a re-check a person asked for). ``quick``: found by a
+        quick look (:attr:`Candidate.quick`)."""
         verdict = Verdict()
         candidates = self.state["candidates"]
         events: dict[str, Event] = {}
@@ -445,7 +457,7 @@ class Confirmer:
                 verdict.confirmed.append(event)
                 continue
             known = candidates.get(key)
-            if known is None and not repeat and self._reported(key, event, now):
+            if known is None and not repeat and self._reported(key, item, now):
                 verdict.repeated += 1
                 continue
             if known is not None:
@@ -453,7 +465,7 @@ class Confirmer:
                 (events if key in events else again)[key] = event
                 continue
             events[key] = event
-            candidates[key] = _new(event, item, now, frontier)
+            candidates[key] = _new(event, item, now, frontier, quick)
         for key in self._decide([*events, *again], now):
             verdict.confirmed.append(events.pop(key) if key in events else again[key])
         verdict.spilled = self._spill(events)
@@ -510,7 +522,8 @@ class Confirmer:
                 since_stamp = now - min(candidate["seen"], dated if dated is not None else math.inf)
                 seen_applied.applied(stamp, result.id, now, self.cap, version=self.version,
                                      present=candidate["type"] == 1, first_sight=False)  # fmt: skip
-                seen_applied.cleared.append([max(0.0, since_seen), max(0.0, since_stamp)])
+                if not candidate["quick"]:
+                    seen_applied.cleared.append([max(0.0, since_seen), max(0.0, since_stamp)])
                 del candidates[result.key]
                 verdict.cleared += 1
             else:
@@ -567,12 +580,16 @@ class Confirmer:
         if candidate["frontier"] is None:
             candidate["frontier"] = frontier
 
-    def _reported(self, key: str, event: Event, now: float) -> bool:
-        """Whether this divergence was called back lately, exactly as it is now."""
+    def _reported(self, key: str, item: Found, now: float) -> bool:
+        """Whether this divergence was confirmed lately, exactly as it is now: the same source
+        version (its values, and its stamp and id: values alone repeat when a row goes X, Y, X)
+        against the same destination row."""
         done = self.state["reported"].get(key)
+        event = item.event
         return (
             done is not None and now - done[2] <= REPORTED_MEMORY
             and done[:2] == [digest(event.get("srcColumn")), digest(event.get("desColumn"))]
+            and done[3:] == [item.stamp, item.id]
         )  # fmt: skip
 
     def _remember(self, key: str, now: float) -> None:
@@ -580,7 +597,7 @@ class Confirmer:
         reported = self.state["reported"]
         c = self.state["candidates"][key]
         reported.pop(key, None)  # the newest last
-        reported[key] = [c["src"], c["des"], now]
+        reported[key] = [c["src"], c["des"], now, c["stamp"], c["id"]]
         while len(reported) > REPORTED_KEYS or now - next(iter(reported.values()))[2] > REPORTED_MEMORY:
             del reported[next(iter(reported))]  # kept in the order they were called back
 
@@ -630,11 +647,11 @@ class Confirmer:
         return spilled
 
 
-def _new(event: Event, item: Found, now: float, frontier: int | None) -> Candidate:
+def _new(event: Event, item: Found, now: float, frontier: int | None, quick: bool = False) -> Candidate:
     return Candidate(
         type=int(event["type"]), stamp=item.stamp, id=item.id, new=item.new, frontier=frontier, seen=now, looked=now,
         first=now, src=digest(event.get("srcColumn")), des=digest(event.get("desColumn")), des_since=now,
-        diff=_difference(event), diff_since=now, changes=0, hot=False,
+        diff=_difference(event), diff_since=now, changes=0, hot=False, quick=quick,
     )  # fmt: skip
 
 

@@ -72,13 +72,14 @@ class CompareOperator(CupidOperator):
         confirm = Confirmation(self.pair, self.variables, self.log, context["run_id"], again=again)
         waiting_before = set(confirm.state["candidates"])
         spilled: dict[str, Candidate] = {}
-        known = 0
+        known, repeated = 0, 0
 
         def decide(found: list[Found]) -> None:
-            nonlocal known
+            nonlocal known, repeated
             new = [f for f in found if f.event.get("byValue") not in waiting_before]
             known += len(found) - len(new)
             verdict = confirm.add(new, time.time())
+            repeated += verdict.repeated
             spool.add(verdict.confirmed)
             spilled.update(verdict.spilled)
 
@@ -94,6 +95,9 @@ class CompareOperator(CupidOperator):
         ti: Any = context.get("ti")
         if ti is not None:  # also with no candidate: what it saw applied tells the scan where the destination is
             ti.xcom_push(key=CONFIRM_KEY, value=handed_over(handed, confirm.observed_total))
+        if repeated:
+            self.log.info("%d divergences found again exactly as they were confirmed lately: not called back again",
+                          repeated)  # fmt: skip
         if known:
             self.log.info("%d divergences found here already wait as candidates: the next scan looks at them", known)
         return rows, {"candidates": len(handed)}

@@ -172,7 +172,7 @@ class ScanOperator(_ScanBase):
         before = copy.deepcopy(confirm.state)
         now = time.time()
         taken = confirm.merge(self._handed_over(context, confirm), now)  # counted by the compares that found them
-        aside = confirm.unspill()
+        unspilled = confirm.unspill()
         confirmed, own = self._outbox(context, confirm)
         rows, added, quick_cleared, repeated, just_found = 0, 0, 0, 0, frozenset[str]()
         frontier, seen_at = None, now
@@ -205,7 +205,8 @@ class ScanOperator(_ScanBase):
                 return
             confirm.state["outbox"][run_id] = [*left, *events]
             confirm.save()
-            left.extend(self._deliver_inline(events))
+            # once a delivery here fell short, the callback task (retries, alerts) takes the rest
+            left.extend(self._deliver_inline(events) if not left else events)
             if left:
                 confirm.state["outbox"][run_id] = list(left)
             else:
@@ -213,7 +214,7 @@ class ScanOperator(_ScanBase):
 
         if inline:
             hand_over(confirmed)
-            if confirm.quick_keys and confirm.close_behind:
+            if cap and confirm.quick_keys and confirm.close_behind:
                 confirm.save()  # what waits is kept while this scan looks again
                 quick = confirm.quick_look(frontier, seen_at, hand_over)
                 confirmed += quick.confirmed
@@ -238,8 +239,8 @@ class ScanOperator(_ScanBase):
             self.log.info("confirmSeconds=0: what was left waiting from when the pair confirmed is decided")
         elif confirm.state != before:
             confirm.save()
-        if aside is not None:  # after the state that took them in
-            confirm.save_spilled(aside)
+        if unspilled:  # after the state that took them in
+            confirm.save_spilled()
         at = confirm.confirmer.next_look(time.time())
         self._wake_watcher(context, at)
         # a part resumed after waiting sends what its first part decided and did not deliver:
