@@ -143,37 +143,6 @@ def test_a_later_change_applied_confirms_an_earlier_one_at_once(confirming: Pair
     assert _state(pair)["watermark"] == later.replace(tzinfo=UTC).timestamp()  # what the replica showed
 
 
-def test_an_in_sync_replica_lost_change_is_called_back_by_the_run_that_found_it(confirming: Pair) -> None:
-    """A scan that finds a candidate while the replica shows a version seconds old looks once
-    more before it ends: the rows written meanwhile, applied, confirm it in the same run."""
-    pair = confirming
-    _map_update_column(pair, 600)  # nothing waits that long here: only the quick look confirms
-    stop = threading.Event()
-
-    def replicated_writes() -> None:  # an in-sync replica: each row in the destination as it commits
-        i = 0
-        while not stop.wait(0.4):
-            i += 1
-            stamp = _now().replace(microsecond=0)
-            pair.des.execute(
-                "INSERT INTO `user` (number, name, update_time) VALUES (%s, 'replicated', %s)", (f"w{i}", stamp)
-            )
-            _add_source(pair, f"w{i}", "replicated", stamp)
-
-    _add_source(pair, "lost", "lost")
-    writer = threading.Thread(target=replicated_writes, daemon=True)  # the only user of pair.src/des meanwhile
-    writer.start()
-    try:
-        time.sleep(1)  # rows replicated within the second: the scan sees a fresh version applied
-        run = pair.run()
-    finally:
-        stop.set()
-        writer.join(5)
-    assert {n: b["type"] for n, b in pair.by_number().items()} == {"lost": 1}
-    assert _state(pair)["candidates"] == {}
-    assert _tally(run)["candidates"] == 1 and _tally(run)["delivered"] == 1
-
-
 class _InSyncWriter:
     """An in-sync replica's writes: a row every 0.4 s, in the destination as it commits (the only
     user of ``pair.src`` and ``pair.des`` while it runs); ``lose(number, when)`` commits one row
@@ -211,6 +180,19 @@ class _InSyncWriter:
                 "INSERT INTO `user` (number, name, update_time) VALUES (%s, 'replicated', %s)", (f"w{i}", stamp)
             )
             _add_source(self.pair, f"w{i}", "replicated", stamp)
+
+
+def test_an_in_sync_replica_lost_change_is_called_back_by_the_run_that_found_it(confirming: Pair) -> None:
+    """A scan that finds a candidate while the replica shows a version seconds old looks once
+    more before it ends: the rows written meanwhile, applied, confirm it in the same run."""
+    pair = confirming
+    _map_update_column(pair, 600)  # nothing waits that long here: only the quick look confirms
+    _add_source(pair, "lost", "lost")
+    with _InSyncWriter(pair):
+        run = pair.run()
+    assert {n: b["type"] for n, b in pair.by_number().items()} == {"lost": 1}
+    assert _state(pair)["candidates"] == {}
+    assert _tally(run)["candidates"] == 1 and _tally(run)["delivered"] == 1
 
 
 def _waiting(pair: Pair) -> set[str]:
