@@ -39,12 +39,6 @@ class RepairKind(StrEnum):
     UPDATE = "update"
     DELETE = "delete"
 
-    @classmethod
-    def of(cls, divergence: Divergence) -> RepairKind:
-        return {Divergence.MISSING: cls.INSERT, Divergence.DIFFERENT: cls.UPDATE, Divergence.GONE: cls.DELETE}[
-            divergence
-        ]
-
 
 @dataclass(frozen=True)
 class RepairColumns:
@@ -71,10 +65,6 @@ class Fix:
     event_id: str
     values: tuple[tuple[str, Any], ...]
     guard: tuple[tuple[str, Any], ...]
-
-    @property
-    def key(self) -> tuple[str, Any]:
-        return self.guard[0]
 
 
 @dataclass
@@ -121,17 +111,15 @@ def _fix(
     if kind is Divergence.GONE:
         if src or len(des) != 1 or not _as_reported(des[0][1:], columns.des_columns, event.get("desColumn")):
             return None
-        return Fix(RepairKind.DELETE, event_id, (), _guard(des[0], columns))
+        return Fix(RepairKind.DELETE, event_id, (), _as_destination(des[0], columns))
     if not src or len(src) != 1 or not _as_reported(src[0][1:], columns.src_columns, event.get("srcColumn")):
         return None  # deleted, re-keyed, ambiguous or a newer version since: not this event's to repair
     row = src[0]
     if kind is Divergence.MISSING:
         if des:
             return None
-        values = {columns.des_key: row[0]}
-        for name, value in zip(columns.des_columns, row[1:], strict=True):
-            values.setdefault(name, value)
-        return Fix(RepairKind.INSERT, event_id, tuple(values.items()), ((columns.des_key, row[0]),))
+        values = _as_destination(row, columns)
+        return Fix(RepairKind.INSERT, event_id, values, values[:1])
     if len(des) != 1 or not _as_reported(des[0][1:], columns.des_columns, event.get("desColumn")):
         return None
     current = des[0][1:]
@@ -142,10 +130,12 @@ def _fix(
     ]
     if not differing:
         return None  # they agree now
-    return Fix(RepairKind.UPDATE, event_id, tuple(differing), _guard(des[0], columns))
+    return Fix(RepairKind.UPDATE, event_id, tuple(differing), _as_destination(des[0], columns))
 
 
-def _guard(row: Sequence[Any], columns: RepairColumns) -> tuple[tuple[str, Any], ...]:
+def _as_destination(row: Sequence[Any], columns: RepairColumns) -> tuple[tuple[str, Any], ...]:
+    """A row ``(key, *columns)`` as destination columns and values, the key first (once, when a
+    mapped column is the key too)."""
     guard = {columns.des_key: row[0]}
     for name, value in zip(columns.des_columns, row[1:], strict=True):
         guard.setdefault(name, value)
