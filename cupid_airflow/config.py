@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -34,6 +34,7 @@ __all__ = [
     "Destination",
     "Problem",
     "Reconcile",
+    "Repair",
     "Source",
     "load_config",
     "parse_config",
@@ -199,6 +200,24 @@ class Reconcile(_Model):
     segment_rows: Annotated[int, Field(ge=1000)] = 500_000
 
 
+class Repair(_Model):
+    """What cupid does with a confirmed divergence besides calling back: writes the statements that
+    repair it (``sql``), or applies them too (``apply``), each guarded against a row that moved on
+    (:mod:`cupid_airflow.core.repair`)."""
+
+    mode: Literal["sql", "apply"] = "sql"
+    # apply: the Airflow connection that writes (the read dsn/connId never does)
+    conn_id: AirflowKey | None = None
+    # a task that would change more rows than this waits for a person (deletes always do)
+    approve_rows: Annotated[int, Field(ge=0)] = 1000
+    # how long a repair waits for that person; then nothing is applied
+    approval_timeout_seconds: Annotated[int, Field(ge=60, le=30 * 86_400)] = 86_400
+    # statements per transaction when applying
+    batch_rows: Annotated[int, Field(ge=1, le=10_000)] = 500
+    # where the fix SQL goes: <dir>/<dag_id>/<run_id>/repair-NNNN.sql (default $AIRFLOW_HOME/cupid-repairs)
+    dir: str | None = None
+
+
 class Destination(_Model):
     """One replica of the source table; each gets its own DAG."""
 
@@ -211,6 +230,7 @@ class Destination(_Model):
     http_conn_id: AirflowKey | None = None
     dag_id: AirflowKey | None = None
     reconcile: Reconcile | None = None
+    repair: Repair | None = None
 
     @property
     def callback_url(self) -> str | None:
@@ -479,9 +499,8 @@ def _shown(loc: tuple[int | str, ...], value: Any, scalar_expected: bool) -> str
 def _problem_from_pydantic(error: Any) -> Problem:
     loc = tuple(error["loc"])
     kind = error["type"]
-    scalar_expected = kind in ("int_type", "bool_type", "string_type", "float_type") or kind.startswith(
-        ("greater_than", "less_than")
-    )
+    scalars = ("int_type", "bool_type", "string_type", "float_type", "literal_error")
+    scalar_expected = kind in scalars or kind.startswith(("greater_than", "less_than"))
     got = _shown(loc, error.get("input"), scalar_expected)
     if kind == "extra_forbidden":
         model = _model_at(loc[:-1])
@@ -494,6 +513,8 @@ def _problem_from_pydantic(error: Any) -> Problem:
         while loc and loc[-1] in ("str", "int", "constrained-int", "function-after[_schedule(), union[str,int]]"):
             loc = loc[:-1]
         return Problem(_json_path(loc), f"expected {_EXPECTED[kind]}, got {got}")
+    if kind == "literal_error":
+        return Problem(_json_path(loc), f"expected {error['ctx']['expected']}, got {got}")
     message = error["msg"].removeprefix("Value error, ")
     if kind.startswith(("greater_than", "less_than", "too_short", "too_long", "string_too_")):
         message = f"{message[0].lower()}{message[1:]}, got {got}"
@@ -568,6 +589,12 @@ def _cross_problems(config: CupidConfig) -> Iterator[Problem]:
         path = f"des[{i}]"
         yield from _endpoint_problems(path, des)
         yield from _reconcile_problems(f"{path}.reconcile", des.reconcile)
+        if des.repair is not None and des.repair.mode == "apply" and des.repair.conn_id is None:
+            yield Problem(
+                f"{path}.repair.connId",
+                "required when repair.mode is 'apply': the Airflow connection that writes to the destination "
+                "(SELECT, INSERT, UPDATE and DELETE on des.table; the read dsn/connId never writes)",
+            )
         url = des.callback_notification.url if des.callback_notification else None
         if des.http_conn_id is None:
             if url is None:

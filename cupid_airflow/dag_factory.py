@@ -48,6 +48,7 @@ from cupid_airflow.operators.callback import CallbackOperator
 from cupid_airflow.operators.compare import CompareOperator
 from cupid_airflow.operators.config_error import ConfigErrorOperator
 from cupid_airflow.operators.reconcile import ReconcileOperator, ReconcilePlanOperator
+from cupid_airflow.operators.repair import RepairOperator
 from cupid_airflow.operators.scan import ScanOperator, backlog_alias
 from cupid_airflow.pair import SyncPair
 from cupid_airflow.run_params import run_params
@@ -240,6 +241,7 @@ def _build_pair(entry: ConfigEntry, config: CupidConfig, index: int, dag_id: str
             partition=scan.output
         )
         _callbacks(config, config_file, common, compare.output)
+        _repairs(config, index, retried, compare.output)
     return dag
 
 
@@ -304,6 +306,14 @@ def _callbacks(config: CupidConfig, config_file: str, common: dict[str, Any], ev
     ).expand(events=events)
 
 
+def _repairs(config: CupidConfig, index: int, retried: dict[str, Any], events: Any) -> None:
+    """The mapped ``repair`` task beside ``callback``, over the same events, when the destination
+    has a ``repair`` object (:class:`~cupid_airflow.operators.repair.RepairOperator`)."""
+    if config.des[index].repair is None:
+        return
+    RepairOperator.partial(task_id="repair", map_index_template=MAP_INDEX_TEMPLATE, **retried).expand(events=events)
+
+
 def _build_reconcile(entry: ConfigEntry, config: CupidConfig, index: int, dag_id: str) -> DAG | None:
     """``<dag_id>_reconcile``: the whole key range (or ``fromKey``..``toKey``), on its own schedule."""
     settings = config.reconcile_for(index)
@@ -337,6 +347,7 @@ def _build_reconcile(entry: ConfigEntry, config: CupidConfig, index: int, dag_id
         ).expand(segment=plan.output)
         if not settings.report_only:
             _callbacks(config, config_file, common, reconcile.output)
+            _repairs(config, index, {**database, **_database_retries(config)}, reconcile.output)
     return dag
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-__all__ = ["CallbackDeliveryError", "CupidFailure", "ReceiverGoneError"]
+__all__ = ["CallbackDeliveryError", "CupidFailure", "ReceiverGoneError", "RepairError"]
 
 
 class CupidFailure(AirflowFailException):
@@ -29,3 +29,8 @@ class ReceiverGoneError(AirflowFailException):
     def __init__(self, message: str, *, undelivered: int) -> None:
         super().__init__(message)
         self.undelivered = undelivered
+
+
+class RepairError(AirflowException):
+    """The destination refused some repairs (a constraint, a value its column cannot hold): the
+    task's retries apply them again; what was applied is kept and not repeated."""

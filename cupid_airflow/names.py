@@ -38,6 +38,7 @@ __all__ = [
     "is_factory_dag",
     "pair_dag_ids",
     "pair_of",
+    "path_part",
     "placeholder_dag_id",
     "reconcile_dag_id",
     "stem_dag_id",
@@ -178,3 +179,14 @@ def watcher_name(pair_id: str) -> str:
 def connection_id(pair_id: str, side: str) -> str:
     """The id of the in-memory connection a DSN becomes (``side``: ``src`` or ``des``)."""
     return f"cupid_{pair_id}_{side}"
+
+
+def path_part(name: str) -> str:
+    """An id as one folder name inside a report or repair folder: run ids come from whoever triggers a run, and
+    ``..`` or ``/`` in one must not move a file out of it. ``:`` and ``+`` become ``_`` (as
+    always); a name that needed more gets a hash of the original, so two ids never share a folder."""
+    safe = name.replace(":", "_").replace("+", "_")
+    if re.fullmatch(r"[\w-][\w.-]*", safe) and len(safe.encode()) <= 200:
+        return safe
+    cleaned = re.sub(r"[^\w.-]", "_", safe).lstrip(".")[:100]
+    return f"{cleaned}-{hashlib.sha256(name.encode()).hexdigest()[:12]}"

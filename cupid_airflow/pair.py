@@ -135,6 +135,15 @@ class SyncPair:
         hook = db_hook(self.des, connection_id(self.pair_id, "des"))
         return Table(hook, self.des.table, self._side(f"des[{self.index}]"))
 
+    def repair_table(self) -> Table:
+        """The destination table over ``repair.connId``, the connection that writes."""
+        from cupid_airflow.hooks.table import Table, connection_hook
+
+        settings = self.des.repair
+        assert settings is not None and settings.conn_id is not None
+        side = self._side(f"des[{self.index}].repair (connection {settings.conn_id})")
+        return Table(connection_hook(settings.conn_id), self.des.table, side)
+
     def _side(self, path: str) -> str:
         return f"{self.config_file}: {path}" if self.config_file else path
 

@@ -13,12 +13,14 @@ from cupid_airflow.core.codec import StateError
 from cupid_airflow.core.divergence import Divergence
 from cupid_airflow.core.tally import Tally, read_tally
 
-__all__ = ["NOTE_PREFIX", "RunFigures", "run_note"]
+__all__ = ["NOTE_PREFIX", "REPAIR_FIGURES", "RunFigures", "run_note"]
 
 #: How a note cupid wrote starts: such a note is cupid's to replace, any other is the user's.
 NOTE_PREFIX = "cupid: "
 #: Airflow keeps at most this many characters of a note.
 NOTE_MAX_LEN = 1000
+#: A repair task's figures (:class:`~cupid_airflow.core.tally.Tally`), as the note and the view show them.
+REPAIR_FIGURES = ("planned", "repaired", "skipped", "repair_failed", "settled", "moved", "awaiting", "rejected")
 
 
 @dataclass(slots=True)
@@ -41,6 +43,7 @@ class RunFigures:
     waiting: int | None = None  # candidates waiting after the run's scan (None: it did not say)
     hot: int | None = None
     lag: float | None = None  # the destination's lag the scan had learnt
+    repairs: Counter[str] = field(default_factory=Counter)  # repair tallies: planned, repaired, skipped, ...
 
     @classmethod
     def of(cls, tallies: Iterable[Tally]) -> RunFigures:
@@ -81,6 +84,10 @@ class RunFigures:
         self.cleared += tally.get("cleared", 0)
         if "waiting" in tally:
             self.waiting, self.hot, self.lag = tally["waiting"], tally.get("hot", 0), tally.get("lag")
+        if tally.get("task") == "repair":
+            record: dict[str, Any] = dict(tally)
+            for key in REPAIR_FIGURES:
+                self.repairs[key] += record.get(key, 0)
 
     def merge(self, other: RunFigures) -> None:
         """Add another run's sums to these (a pair's totals over its runs)."""
@@ -96,6 +103,7 @@ class RunFigures:
         self.unreadable += other.unreadable
         self.candidates += other.candidates
         self.cleared += other.cleared
+        self.repairs.update(other.repairs)
 
     @property
     def divergences(self) -> int:
@@ -111,12 +119,22 @@ class RunFigures:
             "unreadable_records": self.unreadable,
             "candidates": self.candidates,
             "cleared_in_flight": self.cleared,
+            "repairs": {key: self.repairs.get(key, 0) for key in REPAIR_FIGURES},
         }
 
 
 def _found_text(found: Counter[str]) -> str:
     parts = [f"{found[kind.key]:,} {kind.label}" for kind in Divergence if found.get(kind.key)]
     return ", ".join(parts) if parts else "nothing"
+
+
+def _repairs_text(repairs: Counter[str]) -> str:
+    words = {
+        "planned": "planned", "repaired": "repaired", "skipped": "skipped (row moved on)",
+        "repair_failed": "failed", "awaiting": "awaiting approval", "rejected": "rejected or timed out",
+    }  # fmt: skip
+    parts = [f"{repairs[key]:,} {word}" for key, word in words.items() if repairs.get(key)]
+    return ", ".join(parts) or "nothing to repair"
 
 
 def run_note(figures: RunFigures, state: str, reconcile: bool = False) -> str:
@@ -135,6 +153,8 @@ def run_note(figures: RunFigures, state: str, reconcile: bool = False) -> str:
         text += f". Callbacks: {figures.delivered:,} delivered"
         if figures.undelivered:
             text += f", {figures.undelivered:,} not delivered"
+    if figures.repairs:
+        text += f". Repairs: {_repairs_text(figures.repairs)}"
     if reconcile and figures.chunks:
         text += f". {figures.chunks:,} chunks: {figures.checksummed:,} checksummed, {figures.read:,} read"
     if figures.unreadable:

@@ -70,7 +70,12 @@ class Fix:
 @dataclass
 class RepairPlan:
     fixes: list[Fix] = field(default_factory=list)
-    moved: list[str] = field(default_factory=list)  # event ids whose rows moved on: nothing to write
+    # event ids whose destination holds what the fix would write already (replication, a person
+    # or an earlier try of this repair got there first)
+    settled: list[str] = field(default_factory=list)
+    # event ids whose rows moved on otherwise (a newer source version, a changed destination row):
+    # nothing of this event's to write
+    moved: list[str] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
         """Fixes by kind (``insert``, ``update``, ``delete``)."""
@@ -78,6 +83,17 @@ class RepairPlan:
         for fix in self.fixes:
             counts[fix.kind.value] = counts.get(fix.kind.value, 0) + 1
         return counts
+
+    def approval_reason(self, approve_rows: int) -> str | None:
+        """Why a person must approve this plan before it is applied (None: no need): deletes
+        cannot be undone from what cupid knows, and a plan past ``approve_rows`` is more than a
+        replication slip."""
+        counts = self.counts()
+        if counts.get(RepairKind.DELETE.value):
+            return f"{counts[RepairKind.DELETE.value]:,} deletes"
+        if len(self.fixes) > approve_rows:
+            return f"{len(self.fixes):,} rows to change, more than approveRows={approve_rows:,}"
+        return None
 
 
 def plan_repairs(
@@ -97,24 +113,37 @@ def plan_repairs(
         src = src_by.get(key) if key is not None else None
         des = des_by.get(key, []) if key is not None else []
         fix = _fix(kind, event, src, des, columns)
-        if fix is None:
-            plan.moved.append(event["eventId"])
-        else:
+        if isinstance(fix, Fix):
             plan.fixes.append(fix)
+        elif fix is _SETTLED:
+            plan.settled.append(event["eventId"])
+        else:
+            plan.moved.append(event["eventId"])
     return plan
+
+
+_SETTLED = object()
 
 
 def _fix(
     kind: Divergence, event: Event, src: list[Sequence[Any]] | None, des: list[Sequence[Any]], columns: RepairColumns
-) -> Fix | None:
+) -> Fix | object | None:
+    """The event's fix; :data:`_SETTLED` when the destination holds what it would write; None when
+    its rows moved on."""
     event_id = event["eventId"]
     if kind is Divergence.GONE:
-        if src or len(des) != 1 or not _as_reported(des[0][1:], columns.des_columns, event.get("desColumn")):
+        if src:
+            return None
+        if not des:
+            return _SETTLED
+        if len(des) != 1 or not _as_reported(des[0][1:], columns.des_columns, event.get("desColumn")):
             return None
         return Fix(RepairKind.DELETE, event_id, (), _as_destination(des[0], columns))
     if not src or len(src) != 1 or not _as_reported(src[0][1:], columns.src_columns, event.get("srcColumn")):
         return None  # deleted, re-keyed, ambiguous or a newer version since: not this event's to repair
     row = src[0]
+    if len(des) == 1 and not _differing(row, des[0]):
+        return _SETTLED
     if kind is Divergence.MISSING:
         if des:
             return None
@@ -122,15 +151,17 @@ def _fix(
         return Fix(RepairKind.INSERT, event_id, values, values[:1])
     if len(des) != 1 or not _as_reported(des[0][1:], columns.des_columns, event.get("desColumn")):
         return None
-    current = des[0][1:]
     differing = [
         (name, value)
-        for name, value, now in zip(columns.des_columns, row[1:], current, strict=True)
+        for name, value, now in zip(columns.des_columns, row[1:], des[0][1:], strict=True)
         if value != now and not values_equal(value, now)
     ]
-    if not differing:
-        return None  # they agree now
     return Fix(RepairKind.UPDATE, event_id, tuple(differing), _as_destination(des[0], columns))
+
+
+def _differing(src: Sequence[Any], des: Sequence[Any]) -> bool:
+    """Whether a source row ``(key, *columns)`` and a destination row differ in a mapped column."""
+    return any(value != now and not values_equal(value, now) for value, now in zip(src[1:], des[1:], strict=True))
 
 
 def _as_destination(row: Sequence[Any], columns: RepairColumns) -> tuple[tuple[str, Any], ...]:

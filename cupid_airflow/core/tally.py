@@ -20,7 +20,7 @@ class Tally(TypedDict, total=False):
     present only when the task has that figure."""
 
     version: int
-    task: str  # scan | compare | callback | reconcile
+    task: str  # scan | compare | callback | reconcile | repair
     rows: int  # source rows compared (compare; scan when it compared inline; reconcile)
     found: dict[str, int]  # divergences reported (confirmed), by Divergence.key: "1" missing, "2" different, "3" gone
     events: int  # callback: the events it had to deliver
@@ -37,11 +37,19 @@ class Tally(TypedDict, total=False):
     waiting: int  # scan: candidates still waiting after it
     hot: int  # scan: of those, the ones whose source keeps changing
     lag: float  # scan: the destination's lag lately, in seconds (absent: unknown)
+    planned: int  # repair: fixes planned (written to the fix SQL)
+    repaired: int  # repair: applied and read back as applied
+    skipped: int  # repair: not applied, the guard found the row changed since the compare
+    repair_failed: int  # repair: refused by the destination when this try ended (retried)
+    settled: int  # repair: the destination held the fix already (replication got there first)
+    moved: int  # repair: the rows moved on before the plan (a newer version): not repaired
+    awaiting: int  # repair: fixes waiting for a person's approval
+    rejected: int  # repair: events whose repair was rejected, or not approved in time
 
 
 #: What each figure of a :class:`Tally` must be: a whole number (never a bool), a count that is
 #: never negative, divergences by type, an ISO 8601 time.
-TALLY_TASKS = frozenset({"scan", "compare", "callback", "reconcile"})
+TALLY_TASKS = frozenset({"scan", "compare", "callback", "reconcile", "repair"})
 _TALLY_COUNTS = frozenset(
     {
         "rows",
@@ -55,6 +63,14 @@ _TALLY_COUNTS = frozenset(
         "cleared",
         "waiting",
         "hot",
+        "planned",
+        "repaired",
+        "skipped",
+        "repair_failed",
+        "settled",
+        "moved",
+        "awaiting",
+        "rejected",
     }
 )
 _TALLY_IDS = frozenset({"max_id", "cursor"})

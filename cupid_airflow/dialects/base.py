@@ -32,6 +32,11 @@ __all__ = ["CHECKSUM_MODULUS", "Dialect"]
 CHECKSUM_MODULUS = 2**64
 
 
+#: The longest a repair waits for a row lock (a writer holding the row): then the try fails and its
+#: retry goes on, instead of waiting out the server's default (50 s on MySQL, forever on PostgreSQL).
+LOCK_WAIT_SECONDS = 30
+
+
 class Dialect:
     """A database cupid knows nothing special of; subclasses say what differs."""
 
@@ -56,6 +61,18 @@ class Dialect:
     def stream_cursor(self, conn: Any, batch_size: int) -> Any:
         """A cursor that streams a large result (server-side where the driver has one)."""
         return conn.cursor()
+
+    def prepare_writes(self, conn: Any) -> None:
+        """Set up a connection that applies repairs: transactions cupid commits, and a bounded
+        wait for a row lock (:data:`LOCK_WAIT_SECONDS`)."""
+        conn.autocommit = False
+
+    @staticmethod
+    def row_error(error: BaseException) -> bool:
+        """Whether ``error`` is one statement's own (a constraint, a value its column refuses),
+        not the connection's, the grants' or the server's: DB-API's IntegrityError and DataError,
+        by name, so no driver is imported."""
+        return any(c.__name__ in ("IntegrityError", "DataError") for c in type(error).__mro__)
 
     # ------------------------------------------------------------------ the reconcile checksum
 

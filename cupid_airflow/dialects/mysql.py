@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import closing
 from typing import Any, ClassVar
 
-from cupid_airflow.dialects.base import Dialect
+from cupid_airflow.dialects.base import LOCK_WAIT_SECONDS, Dialect
 
 __all__ = ["MySqlDialect"]
 
@@ -13,8 +14,10 @@ _SEP, _NULL = "CHAR(31)", "CHAR(30)"
 #: Server errors that describe the schema, the grants or the credentials, not the moment:
 #: 1044/1142/1143 access denied to a database/table/column, 1045 wrong user or password (the
 #: config is read again by the next run, not by a retry), 1049 unknown database, 1054 unknown
-#: column, 1064 SQL syntax (an identifier the server reads differently), 1146 no such table.
-PERMANENT_CODES = frozenset({1044, 1045, 1049, 1054, 1064, 1142, 1143, 1146})
+#: column, 1064 SQL syntax (an identifier the server reads differently), 1146 no such table;
+#: for repairs, 1290 and 1836 a read-only server (``--read-only``, a replica), 1792 a read-only
+#: transaction.
+PERMANENT_CODES = frozenset({1044, 1045, 1049, 1054, 1064, 1142, 1143, 1146, 1290, 1792, 1836})
 
 
 class MySqlDialect(Dialect):
@@ -25,6 +28,11 @@ class MySqlDialect(Dialect):
     def prepare(self, conn: Any) -> None:
         # Each read sees the latest committed rows, and no snapshot is held open for hours.
         conn.autocommit(True)
+
+    def prepare_writes(self, conn: Any) -> None:
+        conn.autocommit(False)
+        with closing(conn.cursor()) as cursor:
+            cursor.execute(f"SET SESSION innodb_lock_wait_timeout = {LOCK_WAIT_SECONDS}")
 
     def stream_cursor(self, conn: Any, batch_size: int) -> Any:
         import MySQLdb.cursors

@@ -3,22 +3,30 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import closing
 from typing import Any, ClassVar
 
-from cupid_airflow.dialects.base import Dialect
+from cupid_airflow.dialects.base import LOCK_WAIT_SECONDS, Dialect
 
 __all__ = ["PostgresDialect"]
 
 #: SQLSTATEs that describe the schema, the grants or the credentials: undefined column, table or
 #: database, insufficient privilege, undefined function (a feature the server lacks), datatype
-#: mismatch in a comparison, invalid password or authorization.
-PERMANENT_STATES = frozenset({"42703", "42P01", "3D000", "42501", "42883", "42804", "28P01", "28000"})
+#: mismatch in a comparison, invalid password or authorization; for repairs, a read-only
+#: transaction (a standby, ``default_transaction_read_only``).
+PERMANENT_STATES = frozenset({"42703", "42P01", "3D000", "42501", "42883", "42804", "28P01", "28000", "25006"})
 
 
 class PostgresDialect(Dialect):
     conn_type: ClassVar[str] = "postgres"
     sqlalchemy_url: ClassVar[str | None] = "postgresql+psycopg2"
     default_port: ClassVar[int | None] = 5432
+
+    def prepare_writes(self, conn: Any) -> None:
+        conn.autocommit = True  # SET outside a transaction: it holds for the session
+        with closing(conn.cursor()) as cursor:
+            cursor.execute(f"SET lock_timeout = '{LOCK_WAIT_SECONDS}s'")
+        conn.autocommit = False
 
     def stream_cursor(self, conn: Any, batch_size: int) -> Any:
         cursor = conn.cursor(name="cupid_stream")  # a named cursor is a server-side one

@@ -9,7 +9,7 @@ cursors where the driver has them, so memory stays flat whatever the table size.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import closing
+from contextlib import closing, suppress
 from typing import Any
 
 from airflow.providers.common.sql.hooks.sql import DbApiHook
@@ -31,6 +31,7 @@ __all__ = [
     "WRITE_TIMEOUT_SECONDS",
     "CupidMySqlHook",
     "Table",
+    "connection_hook",
     "db_hook",
     "key_range",
 ]
@@ -80,16 +81,26 @@ _OWN_HOOKS = {MySqlDialect.conn_type: CupidMySqlHook}
 
 
 def db_hook(endpoint: Source | Destination, conn_id: str, read_timeout: int | None = None) -> DbApiHook:
-    """The hook for a config endpoint: its Airflow connection, or its DSN as an in-memory one.
-    ``read_timeout`` caps the read timeout of MySQL hooks (default and extras alike)."""
+    """The hook for a config endpoint: its Airflow connection, or its DSN as an in-memory one
+    (named ``conn_id``). ``read_timeout`` caps the read timeout of MySQL hooks (default and extras
+    alike)."""
+    return _hook(endpoint.dsn, endpoint.conn_id, conn_id, read_timeout)
+
+
+def connection_hook(conn_id: str) -> DbApiHook:
+    """The hook for an Airflow connection a config names on its own (``repair.connId``)."""
+    return _hook(None, conn_id, conn_id, None)
+
+
+def _hook(dsn: str | None, airflow_conn_id: str | None, dsn_conn_id: str, read_timeout: int | None) -> DbApiHook:
     mysql: CupidMySqlHook | None = None
-    if endpoint.dsn is not None:
-        mysql = CupidMySqlHook(connection=connection_from_dsn(endpoint.dsn, conn_id), log_sql=False)
+    if dsn is not None:
+        mysql = CupidMySqlHook(connection=connection_from_dsn(dsn, dsn_conn_id), log_sql=False)
     else:
-        assert endpoint.conn_id is not None
-        connection = BaseHook.get_connection(endpoint.conn_id)
+        assert airflow_conn_id is not None
+        connection = BaseHook.get_connection(airflow_conn_id)
         if _OWN_HOOKS.get(connection.conn_type or "") is CupidMySqlHook:
-            mysql = CupidMySqlHook(mysql_conn_id=endpoint.conn_id, log_sql=False)
+            mysql = CupidMySqlHook(mysql_conn_id=airflow_conn_id, log_sql=False)
     if mysql is not None:
         if read_timeout is not None:
             mysql.read_timeout_seconds = read_timeout
@@ -97,7 +108,7 @@ def db_hook(endpoint: Source | Destination, conn_id: str, read_timeout: int | No
     hook = connection.get_hook()  # type: ignore[no-untyped-call]
     if not isinstance(hook, DbApiHook):
         raise TypeError(
-            f"connection {endpoint.conn_id!r} is of type {connection.conn_type!r}, which is not a SQL database"
+            f"connection {airflow_conn_id!r} is of type {connection.conn_type!r}, which is not a SQL database"
         )
     return hook
 
@@ -382,6 +393,54 @@ class Table:
         for fix, statement in zip(fixes, self.fix_statements(fixes), strict=True):
             parts.append(f"-- {fix.kind.value} {fix.event_id}\n".encode() + statement + b";\n")
         return b"".join(parts)
+
+    def writing(self) -> Table:
+        """This table, ready to apply repairs: :meth:`apply` commits each batch itself."""
+        try:
+            self.dialect.prepare_writes(self.conn)
+        except Exception as e:
+            self._noted(e)
+            raise
+        return self
+
+    def apply(self, statements: Sequence[bytes]) -> list[bool | Exception]:
+        """Guarded statements in one transaction (on a :meth:`writing` table): for each, whether it
+        changed its row (False: its guard matched none). When one refuses its row (a constraint, a
+        value its column cannot hold), the batch is rolled back and its statements run one a
+        transaction, so that row costs only itself: its error stands in its place. Any other error
+        (the connection, the grants, a read-only server, a lock wait) is raised, nothing of the
+        batch committed."""
+        try:
+            return self._commit(statements)
+        except Exception as e:
+            if not self.dialect.row_error(e):
+                self._noted(e)
+                raise
+        results: list[bool | Exception] = []
+        for statement in statements:
+            try:
+                results += self._commit([statement])
+            except Exception as e:
+                if not self.dialect.row_error(e):
+                    self._noted(e)
+                    raise
+                results.append(e)
+        return results
+
+    def _commit(self, statements: Sequence[bytes]) -> list[bool | Exception]:
+        conn = self.conn
+        try:
+            changed: list[bool | Exception] = []
+            with closing(conn.cursor()) as cursor:
+                for statement in statements:
+                    cursor.execute(statement)
+                    changed.append(cursor.rowcount > 0)
+            conn.commit()
+            return changed
+        except BaseException:
+            with suppress(Exception):  # the connection may be gone: the server rolls back then
+                conn.rollback()
+            raise
 
 
 def key_range(quoted_key: str, placeholder: str, lower: Any, upper: Any) -> tuple[str, list[Any]]:

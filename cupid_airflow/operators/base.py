@@ -3,7 +3,7 @@ rule that turns failures no retry can fix into a failure at once."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -13,7 +13,7 @@ from cupid_airflow import metrics
 from cupid_airflow.config import CupidConfig
 from cupid_airflow.core.codec import STATE_VERSION, StateError
 from cupid_airflow.core.errors import error_notes
-from cupid_airflow.core.events import Event, EventSpool
+from cupid_airflow.core.events import Event, EventChunks, EventSpool, event_chunk_key
 from cupid_airflow.core.tally import TALLY_KEY, Tally, combined
 from cupid_airflow.dialects import permanent_reason
 from cupid_airflow.exceptions import CupidFailure
@@ -117,6 +117,23 @@ class CupidOperator(BaseOperator):
 
         map_index = getattr(ti, "map_index", None)
         return EventSpool(push, self.task_id, -1 if map_index is None else map_index)
+
+    def event_chunks(self, context: Context, output: list[Event] | EventChunks) -> Iterator[list[Event]]:
+        """An upstream task's events (:func:`~cupid_airflow.core.events.read_event_output`) a
+        chunk at a time: only the chunk in hand is held."""
+        if isinstance(output, list):
+            yield output
+            return
+        ti: Any = context["ti"]
+        for index in range(output["chunks"]):
+            key = event_chunk_key(index)
+            chunk = ti.xcom_pull(task_ids=output["task_id"], map_indexes=output["map_index"], key=key)
+            if not isinstance(chunk, list):
+                raise StateError(
+                    f"XCom {key!r} of {output['task_id']}[{output['map_index']}] is gone: clear that task "
+                    "(it finds the events again) and this one"
+                )
+            yield chunk
 
     def execute(self, context: Context) -> Any:
         return self.guarded(self.run, context)

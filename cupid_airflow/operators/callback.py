@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 from airflow.sdk import Context
@@ -10,9 +9,9 @@ from airflow.sdk import Context
 from cupid_airflow import metrics
 from cupid_airflow.callbacks import CallbackService
 from cupid_airflow.config import redact_url
-from cupid_airflow.core.codec import StateError, Store
+from cupid_airflow.core.codec import Store
 from cupid_airflow.core.delivered import DeliveredBits, clear_delivered
-from cupid_airflow.core.events import Event, EventChunks, EventDigest, event_chunk_key, read_event_output
+from cupid_airflow.core.events import EventDigest, read_event_output
 from cupid_airflow.exceptions import CallbackDeliveryError, ReceiverGoneError
 from cupid_airflow.operators.base import CupidOperator
 
@@ -73,7 +72,7 @@ class CallbackOperator(CupidOperator):
         self.record(context, "callback", events=count, delivered=already, failed=count - already)
         save = (lambda: bits.write(store)) if store is not None else None
         service = CallbackService(self.pair, self.log)
-        report, url = service.deliver_resuming(self._events(context, output), bits, count - already, save)
+        report, url = service.deliver_resuming(self.event_chunks(context, output), bits, count - already, save)
         shown = redact_url(url)
         pending = count - already
         retry = getattr(context.get("ti"), "try_number", 1) > 1  # it sends again what earlier tries did not deliver
@@ -100,19 +99,3 @@ class CallbackOperator(CupidOperator):
         if store is not None:
             clear_delivered(store)
         return {"events": count, "delivered": already + report.delivered, "sent": report.delivered}
-
-    def _events(self, context: Context, output: list[Event] | EventChunks) -> Iterator[list[Event]]:
-        """The events a chunk at a time: only the chunk being sent is held."""
-        if isinstance(output, list):
-            yield output
-            return
-        ti: Any = context["ti"]
-        for index in range(output["chunks"]):
-            key = event_chunk_key(index)
-            chunk = ti.xcom_pull(task_ids=output["task_id"], map_indexes=output["map_index"], key=key)
-            if not isinstance(chunk, list):
-                raise StateError(
-                    f"XCom {key!r} of {output['task_id']}[{output['map_index']}] is gone: clear that task "
-                    "(it finds the events again) and this one"
-                )
-            yield chunk

@@ -4,12 +4,10 @@ saved progress in the task state store, the minAgeSeconds deferral, the report f
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import math
 import os
-import re
 import time
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
@@ -38,7 +36,7 @@ from cupid_airflow.core.reconcile_progress import (
     write_progress,
 )
 from cupid_airflow.exceptions import CupidFailure
-from cupid_airflow.names import confirm_state_key, pair_of
+from cupid_airflow.names import confirm_state_key, pair_of, path_part
 from cupid_airflow.operators.base import CupidOperator
 
 __all__ = ["ReconcileOperator", "ReconcilePlanOperator"]
@@ -46,17 +44,6 @@ __all__ = ["ReconcileOperator", "ReconcilePlanOperator"]
 #: Progress bigger than this (a segment where most rows differ) is no longer saved: the last saved
 #: position stays valid and a retry redoes more work, instead of every save failing or crawling.
 MAX_PROGRESS_BYTES = 8 * 1024 * 1024
-
-
-def _path_part(name: str) -> str:
-    """An id as one folder name inside reportDir: run ids come from whoever triggers a run, and
-    ``..`` or ``/`` in one must not move a report out of reportDir. ``:`` and ``+`` become ``_`` (as
-    always); a name that needed more gets a hash of the original, so two ids never share a folder."""
-    safe = name.replace(":", "_").replace("+", "_")
-    if re.fullmatch(r"[\w-][\w.-]*", safe) and len(safe.encode()) <= 200:
-        return safe
-    cleaned = re.sub(r"[^\w.-]", "_", safe).lstrip(".")[:100]
-    return f"{cleaned}-{hashlib.sha256(name.encode()).hexdigest()[:12]}"
 
 
 class _ReconcileBase(CupidOperator):
@@ -253,7 +240,7 @@ class ReconcileOperator(_ReconcileBase):
 
     def _write_report(self, context: Context, settings: Reconcile, events: list[Event]) -> Path:
         base = Path(settings.report_dir or Path(os.environ.get("AIRFLOW_HOME", ".")) / "cupid-reports")
-        folder = base / _path_part(self.dag_id) / _path_part(str(context["run_id"]))
+        folder = base / path_part(self.dag_id) / path_part(str(context["run_id"]))
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"segment-{context['ti'].map_index:04d}.jsonl"
         tmp = path.with_suffix(".jsonl.tmp")

@@ -389,6 +389,9 @@ class ScanOperator(_ScanBase):
             self.log.info("callbackQueue=%s: the callback task sends the %d events", self.config.callback_queue,
                           len(events))  # fmt: skip
             return events
+        if self.pair.des.repair is not None:  # the repair task reads the events the callback task gets
+            self.log.info("repair: the callback and repair tasks take the %d events", len(events))
+            return events
         from cupid_airflow.callbacks import CallbackService
 
         try:

@@ -1,0 +1,354 @@
+"""Repairs what one compare (or reconcile) task confirmed: writes the fix SQL and, in ``apply``
+mode, applies it on the destination through the write connection, after a person approved what
+cannot be undone."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import Context
+
+from cupid_airflow import metrics
+from cupid_airflow.config import Repair
+from cupid_airflow.core.codec import Store
+from cupid_airflow.core.compare import lookup_keys, to_text, values_equal
+from cupid_airflow.core.events import Event, EventDigest, read_event_output
+from cupid_airflow.core.repair import Fix, RepairColumns, RepairKind, RepairPlan, plan_repairs
+from cupid_airflow.core.repair_progress import Outcome, RepairProgress
+from cupid_airflow.exceptions import CupidFailure, RepairError
+from cupid_airflow.hooks.table import Table
+from cupid_airflow.names import path_part
+from cupid_airflow.operators.base import CupidOperator
+
+__all__ = ["APPROVE", "REJECT", "RepairOperator"]
+
+APPROVE, REJECT = "Approve", "Reject"
+#: Fixes a request for approval shows.
+SAMPLE_FIXES = 10
+#: Characters of a value a sample shows.
+SAMPLE_CHARS = 60
+
+
+class RepairOperator(CupidOperator):
+    """Repairs the divergences one upstream task reported (the events its ``callback`` delivers:
+    each confirmed, none in flight), per the destination's ``repair`` object.
+
+    * Each fix is planned from both sides' rows read again now (:mod:`cupid_airflow.core.repair`):
+      a row that moved on since the compare is not repaired, and every UPDATE and DELETE is guarded
+      by the destination values it saw.
+    * The fix SQL goes to ``<repair.dir>/<dag_id>/<run_id>/repair-NNNN.sql``, in either mode.
+    * ``apply``: the statements run through ``repair.connId`` in transactions of ``batchRows``.
+      A plan with deletes, or more than ``approveRows`` fixes, waits for a person in the UI's
+      Required actions (Airflow's human-in-the-loop: no triggerer, no worker slot while it waits);
+      rejected, or not answered in ``approvalTimeoutSeconds``, nothing is applied and the pair's
+      PushBear alert says so.
+    * Outcomes (applied, skipped by a guard, failed) are kept in the task instance's state store
+      after every batch: a try after a killed one neither repeats a fix nor counts one twice. What
+      was applied is read back and counted repaired only when the destination now holds it.
+
+    :param events: the events of one compare or reconcile task (mapped), or where its chunks are.
+    """
+
+    ui_color = "#d9e8f2"
+
+    def __init__(self, *, events: list[dict[str, Any]] | dict[str, Any] | None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.events = events
+
+    @property
+    def settings(self) -> Repair:
+        settings = self.pair.des.repair
+        if settings is None:
+            raise CupidFailure(f"{self.config_file}: des[{self.destination}] has no 'repair' object any more")
+        return settings
+
+    def run(self, context: Context) -> dict[str, Any]:
+        return self._repair(context, approved=False)
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+        """A person answered (or the wait timed out: the default, Reject, was taken)."""
+        return self.guarded(lambda ctx: self._answered(ctx, event), context)
+
+    # ------------------------------------------------------------------ the work
+
+    def _all_events(self, context: Context) -> list[Event]:
+        output = read_event_output(self.events)
+        return [event for chunk in self.event_chunks(context, output) for event in chunk]
+
+    def _repair(self, context: Context, approved: bool) -> dict[str, Any]:
+        settings = self.settings
+        events = self._all_events(context)
+        store: Store | None = context.get("task_state_store") if settings.mode == "apply" else None
+        progress = RepairProgress.read(store, EventDigest.of(events), len(events))
+        if approved and not progress.approved:
+            progress.approved = True
+            progress.write(store)
+        # what earlier tries applied is planned again too: found holding, it counts repaired
+        earlier = {i for i, outcome in enumerate(progress.outcomes) if outcome is Outcome.APPLIED}
+        todo = [i for i, outcome in enumerate(progress.outcomes) if not outcome.final or i in earlier]
+        position = {events[i]["eventId"]: i for i in todo}
+        self.show_as(context, f"{len(events):,} events")
+        with self._table(settings) as table:
+            plan = self._plan(table, [events[i] for i in todo])
+            if settings.mode == "apply":
+                table.conn.commit()  # end the read's transaction: the guards, not a snapshot, hold the rows
+            done = earlier | set(progress.flight)  # in flight: the killed try may have committed it
+            held = 0
+            for event_id in plan.settled:
+                at = position[event_id]
+                progress.outcomes[at] = Outcome.APPLIED if at in done else Outcome.SETTLED
+                held += at in done
+            for event_id in plan.moved:
+                if position[event_id] not in earlier:
+                    progress.outcomes[position[event_id]] = Outcome.MOVED
+            # applied by an earlier try and changed since: not fought over
+            plan.fixes = [fix for fix in plan.fixes if position[fix.event_id] not in earlier]
+            progress.flight = []
+            # a retry's remaining fixes do not replace the script of the whole plan
+            script = self._write_script(context, table, plan, keep=bool(done))
+            summary: dict[str, Any] = {
+                "mode": settings.mode, "planned": plan.counts(), "script": str(script) if script else None,
+            }  # fmt: skip
+            if settings.mode == "sql":
+                self.show_as(context, f"{len(plan.fixes):,} fixes written")
+                self.record(context, "repair", planned=len(plan.fixes), settled=len(plan.settled),
+                            moved=len(plan.moved))  # fmt: skip
+                return summary
+            reason = plan.approval_reason(settings.approve_rows)
+            if reason is not None and not progress.approved:
+                progress.write(store)
+                self._ask(context, plan, reason, script, settings)
+            applied = self._apply(table, plan, progress, store, position, settings.batch_rows)
+            repaired = held + self._verify(table, applied)
+        return self._finish(context, progress, store, plan, repaired, summary)
+
+    def _table(self, settings: Repair) -> Table:
+        """The table that plans and writes: the write connection reads the guards' values too, so
+        they are the rows it will update."""
+        if settings.mode == "apply":
+            return self.pair.repair_table().writing()
+        return self.pair.destination_table()
+
+    def _plan(self, table: Table, events: Sequence[Event]) -> RepairPlan:
+        pair = self.pair
+        keys = [k for e in events for k in lookup_keys(e.get("byValue"))]
+        with pair.source_table() as source:
+            src_rows, des_rows, _ = pair.recheck_rows(source, table, keys, stamp=False)
+        columns = RepairColumns(pair.src.by_column, pair.src_columns, pair.des.by_column, pair.des_columns)
+        plan = plan_repairs(events, [row[1:] for row in src_rows], des_rows, columns)
+        self.log.info(
+            "Repair plan for %d events: %s; %d already repaired at the destination, %d moved on since (not repaired)",
+            len(events), ", ".join(f"{n:,} {kind}" for kind, n in sorted(plan.counts().items())) or "nothing to write",
+            len(plan.settled), len(plan.moved),
+        )  # fmt: skip
+        return plan
+
+    def _write_script(self, context: Context, table: Table, plan: RepairPlan, keep: bool) -> Path | None:
+        base = Path(self.settings.dir or Path(os.environ.get("AIRFLOW_HOME", ".")) / "cupid-repairs")
+        folder = base / path_part(self.dag_id) / path_part(str(context["run_id"]))
+        map_index = getattr(context.get("ti"), "map_index", -1)
+        path = folder / f"repair-{max(map_index, 0):04d}.sql"
+        if keep and path.exists():
+            return path
+        if not plan.fixes:
+            return None
+        folder.mkdir(parents=True, exist_ok=True)
+        header = (
+            f"cupid repair of {self.pair.label} ({self.dag_id}, run {context['run_id']}, {self.task_id}[{map_index}])\n"
+            f"{len(plan.fixes)} guarded statements: each changes nothing if its row moved on since the compare"
+        )
+        tmp = path.with_suffix(".sql.tmp")
+        tmp.write_bytes(table.fix_script(plan.fixes, header))
+        tmp.replace(path)
+        self.log.info("Wrote the fix SQL of %d repairs to %s", len(plan.fixes), path)
+        return path
+
+    def _ask(self, context: Context, plan: RepairPlan, reason: str, script: Path | None, settings: Repair) -> None:
+        """Park the task until a person answers in Required actions (Airflow 3.3: no trigger)."""
+        from airflow.sdk.exceptions import TaskAwaitingInput
+        from airflow.sdk.execution_time.hitl import upsert_hitl_detail
+
+        ti: Any = context["ti"]
+        counts = plan.counts()
+        upsert_hitl_detail(
+            ti_id=ti.id,
+            options=[APPROVE, REJECT],
+            subject=f"cupid: repair {self.pair.label}? {reason}",
+            body=approval_body(plan, counts, script, self.pair.des.table),
+            defaults=[REJECT],
+            multiple=False,
+        )
+        self.record(context, "repair", planned=len(plan.fixes), awaiting=len(plan.fixes))
+        self.show_as(context, f"{len(plan.fixes):,} fixes await approval")
+        self.log.info("%s: waiting up to %d s for a person to approve in Required actions", reason,
+                      settings.approval_timeout_seconds)  # fmt: skip
+        raise TaskAwaitingInput(
+            method_name="execute_complete", timeout=timedelta(seconds=settings.approval_timeout_seconds)
+        )
+
+    def _answered(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+        chosen = event.get("chosen_options") or []
+        timed_out = bool(event.get("timedout")) or "error" in event
+        if chosen == [APPROVE] and not timed_out:
+            self.log.info("Approved by %s", _who(event))
+            return self._repair(context, approved=True)
+        what = "timed out (nothing applied)" if timed_out else f"rejected by {_who(event)} (nothing applied)"
+        events = self._all_events(context)
+        self.log.warning("The repair of %d events was %s", len(events), what)
+        self.show_as(context, "repair " + what.split(" (")[0])
+        self.record(context, "repair", rejected=len(events))
+        metrics.repairs(self.dag_id, {"rejected": len(events)})
+        self._alert(context, f"cupid: repair of {self.pair.label} {what}", what)
+        return {"mode": "apply", "rejected": len(events), "timed_out": timed_out}
+
+    def _alert(self, context: Context, title: str, what: str) -> None:
+        from cupid_airflow.notifiers.pushbear import PushBearNotifier
+
+        body = "\n".join(
+            [
+                f"- DAG: `{self.dag_id}`",
+                f"- run: `{context['run_id']}`",
+                f"- task: `{self.task_id}`",
+                f"- 修复未执行 the repair was {what}; the fix SQL stays in the run's repair folder",
+            ]
+        )
+        PushBearNotifier(config_file=self.config_file, text=title, desp=body).notify(context)
+
+    def _apply(
+        self,
+        table: Table,
+        plan: RepairPlan,
+        progress: RepairProgress,
+        store: Store | None,
+        position: dict[str, int],
+        batch: int,
+    ) -> list[Fix]:
+        """Each batch in one transaction; the outcomes kept after each. The batch in flight is
+        saved before its commit: a try killed between the commit and the save finds its rows
+        repaired (settled) and counts them applied, not again."""
+        applied: list[Fix] = []
+        statements = table.fix_statements(plan.fixes)
+        for start in range(0, len(plan.fixes), batch):
+            fixes = plan.fixes[start : start + batch]
+            progress.flight = [position[f.event_id] for f in fixes]
+            progress.write(store)
+            results = table.apply(statements[start : start + batch])
+            for fix, result in zip(fixes, results, strict=True):
+                at = position[fix.event_id]
+                if isinstance(result, Exception):
+                    progress.outcomes[at] = Outcome.FAILED
+                    self.log.warning("Repair %s (%s) refused: %s", fix.event_id, fix.kind.value, error_code(result))
+                elif result:
+                    progress.outcomes[at] = Outcome.APPLIED
+                    applied.append(fix)
+                else:
+                    progress.outcomes[at] = Outcome.SKIPPED
+            progress.flight = []
+            progress.write(store)
+        return applied
+
+    def _verify(self, table: Table, applied: Sequence[Fix]) -> int:
+        """How many applied fixes the destination holds now (read back by key)."""
+        if not applied:
+            return 0
+        key = self.pair.des.by_column
+        names = sorted({name for fix in applied for name, _ in fix.values} - {key})
+        rows: dict[str | None, list[tuple[Any, ...]]] = {}
+        keys = [fix.guard[0][1] for fix in applied]
+        for start in range(0, len(keys), 1000):
+            for row in table.rows_with_keys(key, names, keys[start : start + 1000]):
+                rows.setdefault(to_text(row[0]), []).append(row)
+        table.conn.commit()  # end the read's transaction: nothing is held open
+        held = 0
+        for fix in applied:
+            found = rows.get(to_text(fix.guard[0][1]), [])
+            if fix.kind is RepairKind.DELETE:
+                held += not found
+            elif len(found) == 1:
+                now = dict(zip(names, found[0][1:], strict=True))
+                held += all(values_equal(value, now[name]) for name, value in fix.values if name != key)
+        return held
+
+    def _finish(
+        self,
+        context: Context,
+        progress: RepairProgress,
+        store: Store | None,
+        plan: RepairPlan,
+        repaired: int,
+        summary: dict[str, Any],
+    ) -> dict[str, Any]:
+        figures = {
+            "planned": sum(progress.count(o) for o in (Outcome.APPLIED, Outcome.SKIPPED, Outcome.FAILED)),
+            "repaired": repaired,
+            "skipped": progress.count(Outcome.SKIPPED),
+            "repair_failed": progress.count(Outcome.FAILED),
+            "settled": progress.count(Outcome.SETTLED),
+            "moved": progress.count(Outcome.MOVED),
+        }
+        applied = progress.count(Outcome.APPLIED)
+        if applied > repaired:
+            self.log.warning("%d applied repairs no longer hold: their rows changed again since", applied - repaired)
+        self.record(context, "repair", **figures)
+        skipped, failed = figures["skipped"], figures["repair_failed"]
+        self.show_as(context, f"{repaired:,} repaired, {skipped:,} skipped, {failed:,} failed")
+        self.log.info(
+            "Repaired %d (read back), %d skipped (the row moved on before its statement), %d failed; "
+            "%d already repaired, %d moved on before the plan",
+            repaired, figures["skipped"], figures["repair_failed"], figures["settled"], figures["moved"],
+        )  # fmt: skip
+        if figures["repair_failed"]:
+            raise RepairError(
+                f"{figures['repair_failed']} of {len(progress.outcomes)} repairs were refused by {self.pair.des.table} "
+                "(see the log for their event ids and errors); the next try applies them again"
+            )
+        metrics.repairs(self.dag_id, figures)
+        return {**summary, **figures}
+
+
+def approval_body(plan: RepairPlan, counts: dict[str, int], script: Path | None, table: str) -> str:
+    """What a person reads before approving: counts by kind, a sample of the fixes, the fix SQL."""
+    lines = [
+        f"cupid would change **{len(plan.fixes):,} rows** of `{table}`: "
+        + ", ".join(f"{counts.get(kind.value, 0):,} {kind.value}s" for kind in RepairKind)
+        + ". Each statement is guarded: a row changed since the compare is left alone.",
+        "",
+        "| | key | columns written |",
+        "|---|---|---|",
+    ]
+    for fix in plan.fixes[:SAMPLE_FIXES]:
+        written = ", ".join(f"`{name}` = {_sample(value)}" for name, value in fix.values) or "(the row is deleted)"
+        lines.append(f"| {fix.kind.value} | {_sample(fix.guard[0][1])} | {written} |")
+    if len(plan.fixes) > SAMPLE_FIXES:
+        lines.append(f"| … | {len(plan.fixes) - SAMPLE_FIXES:,} more | |")
+    if script is not None:
+        lines += ["", f"Fix SQL: `{script}`"]
+    lines += ["", "Approve applies them now; Reject (or no answer in time) applies nothing."]
+    return "\n".join(lines)
+
+
+def _sample(value: Any) -> str:
+    text = to_text(value)
+    if text is None:
+        return "NULL"
+    text = text.replace("|", "\\|").replace("\n", " ")
+    return f"`{text[:SAMPLE_CHARS]}{'…' if len(text) > SAMPLE_CHARS else ''}`"
+
+
+def _who(event: dict[str, Any]) -> str:
+    user = event.get("responded_by_user") or {}
+    return str(user.get("name") or user.get("id") or "someone") if isinstance(user, dict) else str(user)
+
+
+def error_code(error: Exception) -> str:
+    """A driver error as its class and code, not its message: a constraint's message quotes the
+    row's values."""
+    code = getattr(error, "pgcode", None) or getattr(error, "sqlstate", None)
+    args = getattr(error, "args", ())
+    if code is None and args and isinstance(args[0], int):
+        code = args[0]
+    return f"{type(error).__name__}{f' {code}' if code is not None else ''}"
