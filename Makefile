@@ -8,7 +8,7 @@ UV     := $(VENV)/bin/uv
 UV_VERSION := 0.13.9
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint lock bench-parse bench-scan bench-callback bench-latency bench-reconcile bench-fleet bench-dag-processor bench-celery bench-view bench-lag screenshot clean
+.PHONY: install demo test lint lock bench-parse bench-scan bench-callback bench-latency bench-reconcile bench-fleet bench-dag-processor bench-celery bench-view bench-lag bench-repair screenshot clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt scripts/build_deps.py
 	$(PYTHON) scripts/build_deps.py
@@ -65,6 +65,10 @@ bench-view: install
 bench-lag: install
 	$(PY) bench/lag.py --cases l0
 	$(PY) bench/lag.py --cases l5 l30 spike
+
+# Rows repaired per second against plain batched statements, then commit-to-repair on a deployment.
+bench-repair: install
+	$(PY) bench/repair.py
 
 # The README's UI screenshots (docs/img/); needs Debian's chromium.
 screenshot: install

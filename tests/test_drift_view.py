@@ -272,3 +272,32 @@ def load_page_now() -> dict:
 def _page_object():  # type: ignore[no-untyped-def]
     with create_session() as session:
         return load_page(session)
+
+
+def test_the_view_serves_a_runs_fix_sql_and_nothing_a_tally_points_elsewhere(
+    pair: Pair, api: Any, tmp_path: Path
+) -> None:
+    config = json.loads(pair.config_path.read_text())
+    config["des"][0]["repair"] = {"dir": str(tmp_path / "repairs")}  # mode sql
+    pair.config_path.write_text(json.dumps(config))
+    divergent(pair)
+    result = pair.run()
+
+    (summary,) = result.output("repair")
+    fix_sql = f"/cupid/repairs/{pair.dag_id}/{quote(result.run_id, safe='')}"
+    answer = api.get(fix_sql)
+    assert answer.status_code == 200 and answer.headers["Cache-Control"] == "no-store"
+    assert answer.content == Path(summary["script"]).read_bytes() and b"INSERT INTO" in answer.content
+    assert _pairs(api, pair.dag_id)["window"]["repairs"]["planned"] == 3
+    assert f'href="repairs/{pair.dag_id}/{quote(result.run_id, safe="")}"' in _page(api)
+
+    # anyone allowed to edit the run's XComs can point its tally anywhere: nothing else is served
+    secret = tmp_path / "elsewhere" / "repair-0000.sql"
+    secret.parent.mkdir()
+    secret.write_text("not cupid's")
+    xcoms = f"/api/v2/dags/{pair.dag_id}/dagRuns/{quote(result.run_id)}/taskInstances/repair/xcomEntries/{TALLY_KEY}"
+    for elsewhere in (str(secret), "/etc/passwd", f"{Path(summary['script']).parent}/../../x/y/repair-0000.sql"):
+        forged = {"version": 1, "task": "repair", "planned": 3, "script": elsewhere}
+        assert api.patch(xcoms, json={"value": forged, "map_index": 0}).is_success
+        assert api.get(fix_sql).status_code == 404
+    assert api.get(f"/cupid/repairs/{pair.dag_id}/no_such_run").status_code == 404

@@ -211,3 +211,49 @@ def test_an_event_whose_rows_moved_on_is_not_planned() -> None:
     assert moved.fixes == [] and moved.moved == [missing["eventId"], different["eventId"], gone["eventId"]]
     agree = plan_repairs([different], [("b", "b0")], [("b", "b0")], columns)
     assert agree.fixes == [] and agree.moved == [different["eventId"]]  # the source's new version is b0
+    settled = plan_repairs([different], [("b", "B")], [("b", "B")], columns)
+    assert settled.fixes == [] and settled.settled == [different["eventId"]]  # replication got there first
+
+
+def test_applied_in_transactions_a_row_the_database_refuses_costs_only_itself(side: Side) -> None:
+    _load(side)
+    side.execute("UPDATE `user` SET n = 99 WHERE number = 'nulls'")  # k0's n (0) is then free
+    plan = _plan(side, _events(side))
+    side.execute("CREATE UNIQUE INDEX user_n ON `user` (n)")
+    side.execute("INSERT INTO `user` (number, n) VALUES ('blocker', 4)")  # k4's insert breaks the index
+    with side.table("user") as des:
+        table = des.writing()
+        results = table.apply(table.fix_statements(plan.fixes))
+    refused = [fix.event_id for fix, result in zip(plan.fixes, results, strict=True) if isinstance(result, Exception)]
+    assert len(refused) == 1 and all(r is True for r in results if not isinstance(r, Exception))
+    rows = {r[0]: r for r in _rows(side, "user")}
+    src = {r[0]: r for r in _rows(side, "src")}
+    assert "k4" not in rows and rows["blocker"][5] == 4  # refused, nothing of it written
+    assert all(rows[k] == src[k] for k in src if k != "k4")  # the rest of the batch committed
+
+
+def test_a_write_connection_without_rights_fails_naming_side_table_and_server_never_the_password(
+    mysql_db: Callable[[str], MySqlDatabase],
+) -> None:
+    from cupid_airflow.dialects import permanent_reason
+    from cupid_airflow.hooks.connections import connection_from_dsn
+    from cupid_airflow.hooks.table import CupidMySqlHook
+
+    db = mysql_db("readonly")
+    db.execute(_ddl("mysql", "user"))
+    user, password = f"cupid_ro_{db.name[-12:]}", "Pw-n0t-sh0wn-8842"
+    db.execute(f"CREATE USER '{user}'@'%' IDENTIFIED BY '{password}'")
+    try:
+        db.execute(f"GRANT SELECT ON `{db.name}`.* TO '{user}'@'%'")
+        dsn = f"{user}:{password}@tcp({MYSQL['host']}:{MYSQL['port']})/{db.name}"
+        hook = CupidMySqlHook(connection=connection_from_dsn(dsn, "cupid_repair_ro"), log_sql=False)
+        with Table(hook, "user", "des[0].repair (connection cupid_write)") as table, pytest.raises(Exception) as caught:
+            table.writing().apply([b"DELETE FROM `user` WHERE number = 'x'"])
+    finally:
+        db.execute(f"DROP USER '{user}'@'%'")
+    error = caught.value
+    reason = permanent_reason(error)
+    assert reason is not None and "1142" in reason  # no retry can fix grants: the task fails at once
+    notes = "\n".join(getattr(error, "__notes__", []))
+    assert f"des[0].repair (connection cupid_write) table user on {MYSQL['host']}:{MYSQL['port']}/{db.name}" in notes
+    assert password not in f"{error}\n{reason}\n{notes}"

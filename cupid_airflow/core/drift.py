@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import PurePath
 from typing import Any
 
 from cupid_airflow.core.codec import StateError
@@ -44,6 +45,7 @@ class RunFigures:
     hot: int | None = None
     lag: float | None = None  # the destination's lag the scan had learnt
     repairs: Counter[str] = field(default_factory=Counter)  # repair tallies: planned, repaired, skipped, ...
+    scripts: list[str] = field(default_factory=list)  # where the run's fix SQL is
 
     @classmethod
     def of(cls, tallies: Iterable[Tally]) -> RunFigures:
@@ -88,6 +90,8 @@ class RunFigures:
             record: dict[str, Any] = dict(tally)
             for key in REPAIR_FIGURES:
                 self.repairs[key] += record.get(key, 0)
+            if "script" in tally:
+                self.scripts.append(tally["script"])
 
     def merge(self, other: RunFigures) -> None:
         """Add another run's sums to these (a pair's totals over its runs)."""
@@ -132,6 +136,7 @@ def _repairs_text(repairs: Counter[str]) -> str:
     words = {
         "planned": "planned", "repaired": "repaired", "skipped": "skipped (row moved on)",
         "repair_failed": "failed", "awaiting": "awaiting approval", "rejected": "rejected or timed out",
+        "settled": "already repaired", "moved": "moved on before the plan",
     }  # fmt: skip
     parts = [f"{repairs[key]:,} {word}" for key, word in words.items() if repairs.get(key)]
     return ", ".join(parts) or "nothing to repair"
@@ -155,6 +160,8 @@ def run_note(figures: RunFigures, state: str, reconcile: bool = False) -> str:
             text += f", {figures.undelivered:,} not delivered"
     if figures.repairs:
         text += f". Repairs: {_repairs_text(figures.repairs)}"
+        if figures.scripts:
+            text += f"; fix SQL in {PurePath(figures.scripts[0]).parent}"
     if reconcile and figures.chunks:
         text += f". {figures.chunks:,} chunks: {figures.checksummed:,} checksummed, {figures.read:,} read"
     if figures.unreadable:

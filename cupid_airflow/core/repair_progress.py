@@ -37,7 +37,8 @@ class RepairState(TypedDict):
 
     version: int
     events: str  # EventDigest of the task's events: another list is never misread
-    approved: bool  # a person approved this task's plan (a rejection is not kept: clearing asks again)
+    asked: str  # one character an event: "1" where its fix was in the plan a person was asked about
+    approved: str  # the same, of the plan a person approved ("": none; a rejection is not kept: clearing asks again)
     outcomes: str  # one Outcome character an event
     flight: list[int]  # positions of the batch being committed when this was saved
 
@@ -48,7 +49,8 @@ class RepairProgress:
     def __init__(self, digest: str, count: int) -> None:
         self.digest = digest
         self.outcomes = [Outcome.PENDING] * count
-        self.approved = False
+        self.asked: set[int] = set()
+        self.approved: set[int] = set()  # an approval holds for these events' fixes only
         self.flight: list[int] = []
 
     @classmethod
@@ -70,7 +72,8 @@ class RepairProgress:
             flight = [int(p) for p in data["flight"]]
             if not all(0 <= p < count for p in flight):
                 raise ValueError("a position in flight outside the event list")
-            found.outcomes, found.flight, found.approved = outcomes, flight, bool(data["approved"])
+            found.outcomes, found.flight = outcomes, flight
+            found.asked, found.approved = _positions(data["asked"], count), _positions(data["approved"], count)
         return found
 
     def write(self, store: Store | None) -> None:
@@ -79,7 +82,8 @@ class RepairProgress:
         state = RepairState(
             version=STATE_VERSION,
             events=self.digest,
-            approved=self.approved,
+            asked=_mask(self.asked, len(self.outcomes)),
+            approved=_mask(self.approved, len(self.outcomes)),
             outcomes="".join(o.value for o in self.outcomes),
             flight=self.flight,
         )
@@ -87,3 +91,13 @@ class RepairProgress:
 
     def count(self, outcome: Outcome) -> int:
         return sum(1 for o in self.outcomes if o is outcome)
+
+
+def _mask(positions: set[int], count: int) -> str:
+    return "".join("1" if i in positions else "0" for i in range(count)) if positions else ""
+
+
+def _positions(mask: str, count: int) -> set[int]:
+    if mask and (len(mask) != count or set(mask) - {"0", "1"}):
+        raise ValueError("a mask of another length, or not of 0 and 1")
+    return {i for i, c in enumerate(mask) if c == "1"}

@@ -45,6 +45,7 @@ class Tally(TypedDict, total=False):
     moved: int  # repair: the rows moved on before the plan (a newer version): not repaired
     awaiting: int  # repair: fixes waiting for a person's approval
     rejected: int  # repair: events whose repair was rejected, or not approved in time
+    script: str  # repair: where its fix SQL is (<repair.dir>/<dag_id>/<run_id>/repair-NNNN.sql)
 
 
 #: What each figure of a :class:`Tally` must be: a whole number (never a bool), a count that is
@@ -110,6 +111,8 @@ def read_tally(data: Any) -> Tally:
                 _whole(count, 0)
         if "until" in data:
             datetime.fromisoformat(data["until"])
+        if "script" in data and not isinstance(data["script"], str):
+            raise ValueError("script is not a path")
         if "lag" in data and (type(data["lag"]) not in (int, float) or not 0 <= data["lag"] <= _LARGEST):
             raise ValueError("lag is not a number of seconds")
     return cast(Tally, data)

@@ -84,8 +84,8 @@ class RepairOperator(CupidOperator):
         events = self._all_events(context)
         store: Store | None = context.get("task_state_store") if settings.mode == "apply" else None
         progress = RepairProgress.read(store, EventDigest.of(events), len(events))
-        if approved and not progress.approved:
-            progress.approved = True
+        if approved and progress.approved != progress.asked:
+            progress.approved = set(progress.asked)  # what the person saw, not what a plan now holds
             progress.write(store)
         # what earlier tries applied is planned again too: found holding, it counts repaired
         earlier = {i for i, outcome in enumerate(progress.outcomes) if outcome is Outcome.APPLIED}
@@ -116,10 +116,12 @@ class RepairOperator(CupidOperator):
             if settings.mode == "sql":
                 self.show_as(context, f"{len(plan.fixes):,} fixes written")
                 self.record(context, "repair", planned=len(plan.fixes), settled=len(plan.settled),
-                            moved=len(plan.moved))  # fmt: skip
+                            moved=len(plan.moved), **_where(script))  # fmt: skip
                 return summary
             reason = plan.approval_reason(settings.approve_rows)
-            if reason is not None and not progress.approved:
+            unapproved = [fix for fix in plan.fixes if position[fix.event_id] not in progress.approved]
+            if reason is not None and unapproved:
+                progress.asked = {position[fix.event_id] for fix in plan.fixes}
                 progress.write(store)
                 self._ask(context, plan, reason, script, settings)
             applied = self._apply(table, plan, progress, store, position, settings.batch_rows)
@@ -147,16 +149,20 @@ class RepairOperator(CupidOperator):
         )  # fmt: skip
         return plan
 
-    def _write_script(self, context: Context, table: Table, plan: RepairPlan, keep: bool) -> Path | None:
+    def _script_path(self, context: Context) -> Path:
+        """``<repair.dir>/<dag_id>/<run_id>/repair-NNNN.sql``: ids as safe folder names."""
         base = Path(self.settings.dir or Path(os.environ.get("AIRFLOW_HOME", ".")) / "cupid-repairs")
-        folder = base / path_part(self.dag_id) / path_part(str(context["run_id"]))
         map_index = getattr(context.get("ti"), "map_index", -1)
-        path = folder / f"repair-{max(map_index, 0):04d}.sql"
+        return base / path_part(self.dag_id) / path_part(str(context["run_id"])) / f"repair-{max(map_index, 0):04d}.sql"
+
+    def _write_script(self, context: Context, table: Table, plan: RepairPlan, keep: bool) -> Path | None:
+        path = self._script_path(context)
         if keep and path.exists():
             return path
         if not plan.fixes:
             return None
-        folder.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        map_index = getattr(context.get("ti"), "map_index", -1)
         header = (
             f"cupid repair of {self.pair.label} ({self.dag_id}, run {context['run_id']}, {self.task_id}[{map_index}])\n"
             f"{len(plan.fixes)} guarded statements: each changes nothing if its row moved on since the compare"
@@ -181,8 +187,9 @@ class RepairOperator(CupidOperator):
             body=approval_body(plan, counts, script, self.pair.des.table),
             defaults=[REJECT],
             multiple=False,
+            params={},
         )
-        self.record(context, "repair", planned=len(plan.fixes), awaiting=len(plan.fixes))
+        self.record(context, "repair", planned=len(plan.fixes), awaiting=len(plan.fixes), **_where(script))
         self.show_as(context, f"{len(plan.fixes):,} fixes await approval")
         self.log.info("%s: waiting up to %d s for a person to approve in Required actions", reason,
                       settings.approval_timeout_seconds)  # fmt: skip
@@ -200,7 +207,8 @@ class RepairOperator(CupidOperator):
         events = self._all_events(context)
         self.log.warning("The repair of %d events was %s", len(events), what)
         self.show_as(context, "repair " + what.split(" (")[0])
-        self.record(context, "repair", rejected=len(events))
+        script = self._script_path(context)
+        self.record(context, "repair", rejected=len(events), **_where(script if script.exists() else None))
         metrics.repairs(self.dag_id, {"rejected": len(events)})
         self._alert(context, f"cupid: repair of {self.pair.label} {what}", what)
         return {"mode": "apply", "rejected": len(events), "timed_out": timed_out}
@@ -293,7 +301,7 @@ class RepairOperator(CupidOperator):
         applied = progress.count(Outcome.APPLIED)
         if applied > repaired:
             self.log.warning("%d applied repairs no longer hold: their rows changed again since", applied - repaired)
-        self.record(context, "repair", **figures)
+        self.record(context, "repair", **figures, **_where(summary["script"]))
         skipped, failed = figures["skipped"], figures["repair_failed"]
         self.show_as(context, f"{repaired:,} repaired, {skipped:,} skipped, {failed:,} failed")
         self.log.info(
@@ -329,6 +337,11 @@ def approval_body(plan: RepairPlan, counts: dict[str, int], script: Path | None,
         lines += ["", f"Fix SQL: `{script}`"]
     lines += ["", "Approve applies them now; Reject (or no answer in time) applies nothing."]
     return "\n".join(lines)
+
+
+def _where(script: Path | str | None) -> dict[str, str]:
+    """The tally's ``script``: the run note and the cupid view link the fix SQL."""
+    return {"script": str(script)} if script else {}
 
 
 def _sample(value: Any) -> str:

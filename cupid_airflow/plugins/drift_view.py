@@ -11,9 +11,14 @@ answer 401/403 without one, and show only the DAGs that user may read.
 
 from __future__ import annotations
 
+import json
 import logging
+import re
+from collections.abc import Iterator
+from contextlib import suppress
 from datetime import datetime
 from html import escape
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -57,6 +62,24 @@ def create_app() -> Any:
     def page(user: Any = user_dependency) -> HTMLResponse:
         return HTMLResponse(render_page(_page(user)), headers=NO_STORE)
 
+    @app.get("/repairs/{dag_id}/{run_id}")
+    def repairs(dag_id: str, run_id: str, user: Any = user_dependency) -> Any:
+        """The fix SQL of one run, every repair task's file in map-index order (one script)."""
+        from airflow.api_fastapi.app import get_auth_manager
+        from fastapi import HTTPException
+        from fastapi.responses import StreamingResponse
+
+        if dag_id not in get_auth_manager().get_authorized_dag_ids(user=user, method="GET"):
+            raise HTTPException(404, "no such cupid run")
+        files = _repair_files(dag_id, run_id)
+        if not files:
+            raise HTTPException(404, "this run wrote no fix SQL that this api-server can read")
+        name = f"{dag_id}-{run_id}.sql".replace('"', "_")
+        return StreamingResponse(
+            _stream(files), media_type="application/sql",
+            headers={**NO_STORE, "Content-Disposition": f'inline; filename="{name}"'},
+        )  # fmt: skip
+
     return app
 
 
@@ -69,6 +92,48 @@ def _page(user: Any) -> DriftPage:
     allowed = get_auth_manager().get_authorized_dag_ids(user=user, method="GET")
     with create_session() as session:
         return load_page(session, allowed)
+
+
+def _repair_files(dag_id: str, run_id: str) -> list[Path]:
+    """The fix SQL files the run's repair tasks recorded (their tallies' ``script``), only where a
+    path is what cupid writes for that run (``.../<dag_id>/<run_id>/repair-NNNN.sql``, the ids as
+    :func:`~cupid_airflow.names.path_part` makes them): anyone who may edit XComs may write a
+    tally, and must not make this serve another file."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    from cupid_airflow.core.tally import TALLY_KEY
+    from cupid_airflow.names import path_part
+
+    with create_session() as session:
+        rows = session.execute(
+            select(XComModel.map_index, XComModel.value).where(
+                XComModel.key == TALLY_KEY, XComModel.dag_id == dag_id, XComModel.run_id == run_id,
+                XComModel.task_id == "repair",
+            )
+        ).all()  # fmt: skip
+    files: list[Path] = []
+    for _, value in sorted(rows, key=lambda row: row[0]):
+        with suppress(ValueError, TypeError):
+            record = json.loads(value) if isinstance(value, str) else value
+            script = record.get("script") if isinstance(record, dict) else None
+            path = Path(script) if isinstance(script, str) else None
+            if (
+                path is not None and path.is_absolute() and ".." not in path.parts
+                and re.fullmatch(r"repair-\d{4}\.sql", path.name)
+                and path.parent.name == path_part(run_id) and path.parent.parent.name == path_part(dag_id)
+                and path.is_file() and not path.is_symlink()
+            ):  # fmt: skip
+                files.append(path)
+    return files
+
+
+def _stream(files: list[Path]) -> Iterator[bytes]:
+    for path in files:
+        with path.open("rb") as f:
+            while chunk := f.read(1 << 16):
+                yield chunk
 
 
 # ---------------------------------------------------------------------------- rendering
@@ -98,6 +163,22 @@ def _dag_link(dag_id: str, run_id: str | None = None, task: tuple[str, int] | No
         if task[1] >= 0:
             url += f"/mapped/{task[1]}"
     return url
+
+
+def _repairs_link(dag_id: str, run_id: str) -> str:
+    """This app's own route (relative to ``<base>/cupid/``): the run's fix SQL."""
+    return f"repairs/{quote(dag_id, safe='')}/{quote(run_id, safe='')}"
+
+
+def _repairs(repairs: Any) -> str:
+    """A pair's repairs of the window, under its callbacks (nothing for a pair that does not repair)."""
+    if not repairs:
+        return ""
+    parts = [f"{repairs.get('repaired', 0):,} repaired", f"{repairs.get('skipped', 0):,} skipped"]
+    for key, word in (("repair_failed", "failed"), ("awaiting", "awaiting approval"), ("rejected", "rejected")):
+        if repairs.get(key):
+            parts.append(f'<span class="failed bad">{repairs[key]:,}</span> {word}')
+    return f'<div class="repairs">repairs: {" · ".join(parts)}</div>'
 
 
 def _a(url: str, text: str) -> str:
@@ -214,6 +295,11 @@ def _pair_row(pair: PairDrift, now: datetime) -> str:
         f'<span class="waiting{" bad" if waiting else ""}">{waiting:,}</span> waiting · '
         f'<span class="failed{" bad" if failed else ""}">{failed:,}</span> failed'
     )
+    callbacks += _repairs(totals.repairs)
+    if last is not None and last.figures.scripts:
+        last_html += f"<div>{_a(_repairs_link(pair.dag_id, last.run_id), 'fix SQL')}</div>"
+    if pair.reconcile is not None and pair.reconcile.figures.scripts and pair.reconcile_dag_id is not None:
+        reconcile += f"<br>{_a(_repairs_link(pair.reconcile_dag_id, pair.reconcile.run_id), 'fix SQL')}"
     paused = " <small>(paused)</small>" if pair.paused else ""
     return f"""
 <tr class="pair {"drifting" if drifting else "ok"}" data-dag-id="{escape(pair.dag_id)}">
