@@ -97,8 +97,11 @@ def throughput(make_db: Any) -> str:
     path = folder / "bench.json"
     path.write_text(json.dumps(config))
     comparer = PairComparer("cupid_bench", "item", "sku", COLUMNS, COLUMNS)
-    select = f"SELECT id, {', '.join(COLUMNS)} FROM item ORDER BY sku"
-    events = comparer.compare(src.execute(select), [r[1:] for r in des.execute(select)])
+    columns = ", ".join(COLUMNS)
+    events = comparer.compare(
+        src.execute(f"SELECT id, sku, {columns} FROM item ORDER BY sku"),  # (id, key, *columns)
+        des.execute(f"SELECT sku, {columns} FROM item ORDER BY sku"),  # (key, *columns)
+    )
     assert len(events) == ROWS, len(events)
 
     operator = RepairOperator(task_id="repair", config_file=str(path), destination=0, events=events)

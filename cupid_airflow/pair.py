@@ -137,12 +137,15 @@ class SyncPair:
 
     def repair_table(self) -> Table:
         """The destination table over ``repair.connId``, the connection that writes."""
-        from cupid_airflow.hooks.table import Table, connection_hook
+        from cupid_airflow.hooks.table import CupidMySqlHook, Table, connection_hook
 
         settings = self.des.repair
         assert settings is not None and settings.conn_id is not None
         side = self._side(f"des[{self.index}].repair (connection {settings.conn_id})")
-        return Table(connection_hook(settings.conn_id), self.des.table, side)
+        hook = connection_hook(settings.conn_id)
+        if isinstance(hook, CupidMySqlHook):
+            hook.multi_statements = True  # its statements are cupid's own (hooks/table.py)
+        return Table(hook, self.des.table, side)
 
     def _side(self, path: str) -> str:
         return f"{self.config_file}: {path}" if self.config_file else path

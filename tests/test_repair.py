@@ -222,6 +222,8 @@ def test_applied_in_transactions_a_row_the_database_refuses_costs_only_itself(si
     side.execute("CREATE UNIQUE INDEX user_n ON `user` (n)")
     side.execute("INSERT INTO `user` (number, n) VALUES ('blocker', 4)")  # k4's insert breaks the index
     with side.table("user") as des:
+        if side.kind == "mysql":
+            des.hook.multi_statements = True  # type: ignore[attr-defined]  # as the repair's write connection
         table = des.writing()
         results = table.apply(table.fix_statements(plan.fixes))
     refused = [fix.event_id for fix, result in zip(plan.fixes, results, strict=True) if isinstance(result, Exception)]

@@ -84,7 +84,7 @@ class RepairProgress:
             events=self.digest,
             asked=_mask(self.asked, len(self.outcomes)),
             approved=_mask(self.approved, len(self.outcomes)),
-            outcomes="".join(o.value for o in self.outcomes),
+            outcomes="".join(self.outcomes),  # (each an Outcome: a str of one character)
             flight=self.flight,
         )
         store.set(PROGRESS_KEY, state)
@@ -94,7 +94,12 @@ class RepairProgress:
 
 
 def _mask(positions: set[int], count: int) -> str:
-    return "".join("1" if i in positions else "0" for i in range(count)) if positions else ""
+    if not positions:
+        return ""
+    mask = bytearray(b"0" * count)
+    for i in positions:
+        mask[i] = ord("1")
+    return mask.decode()
 
 
 def _positions(mask: str, count: int) -> set[int]:

@@ -67,6 +67,15 @@ class Dialect:
         wait for a row lock (:data:`LOCK_WAIT_SECONDS`)."""
         conn.autocommit = False
 
+    def run_statements(self, cursor: Any, statements: Sequence[bytes], multi: bool) -> list[int]:
+        """Run ``statements``; the rows each changed. ``multi``: the connection takes several
+        statements per query."""
+        counts = []
+        for statement in statements:
+            cursor.execute(statement)
+            counts.append(cursor.rowcount)
+        return counts
+
     @staticmethod
     def row_error(error: BaseException) -> bool:
         """Whether ``error`` is one statement's own (a constraint, a value its column refuses),

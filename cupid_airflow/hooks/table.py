@@ -61,6 +61,9 @@ class CupidMySqlHook(MySqlHook):
     #: A cap on the read timeout, whatever the extras or the default say: the watch trigger's
     #: queries answer in milliseconds, so it waits at most this long.
     read_timeout_seconds: int | None = None
+    #: Several statements per query (the repair's write connection alone: its statements are
+    #: cupid's, values escaped by the driver): a batch of repairs costs a few round trips, not one each.
+    multi_statements: bool = False
 
     def _get_conn_config_mysql_client(self, conn: Any) -> dict[str, Any]:
         config: dict[str, Any] = super()._get_conn_config_mysql_client(conn)
@@ -73,6 +76,10 @@ class CupidMySqlHook(MySqlHook):
             config[key] = int(conn.extra_dejson[key]) if key in conn.extra_dejson else default
         if self.read_timeout_seconds is not None:
             config["read_timeout"] = min(config["read_timeout"], self.read_timeout_seconds)
+        if self.multi_statements:
+            from MySQLdb.constants import CLIENT
+
+            config["client_flag"] = config.get("client_flag", 0) | CLIENT.MULTI_STATEMENTS
         return config
 
 
@@ -384,13 +391,15 @@ class Table:
             statements.append(statement)
         return statements
 
-    def fix_script(self, fixes: Sequence[Fix], header: str) -> bytes:
+    def fix_script(self, fixes: Sequence[Fix], header: str, statements: Sequence[bytes] | None = None) -> bytes:
         """The fixes as a script for the database's own client: ``header`` (one comment line per
-        line of it), the character set of its literals, then one statement per fix, each after a
-        comment naming its kind and event id (the callback's ``eventId``)."""
+        line of it), the character set of its literals, then one statement per fix (``statements``
+        when :meth:`fix_statements` made them already), each after a comment naming its kind and
+        event id (the callback's ``eventId``)."""
         lines = [f"-- {line}".encode() for line in header.splitlines()]
         parts = [b"\n".join(lines) + b"\n" if lines else b"", self.dialect.script_preamble]
-        for fix, statement in zip(fixes, self.fix_statements(fixes), strict=True):
+        made = self.fix_statements(fixes) if statements is None else statements
+        for fix, statement in zip(fixes, made, strict=True):
             parts.append(f"-- {fix.kind.value} {fix.event_id}\n".encode() + statement + b";\n")
         return b"".join(parts)
 
@@ -431,10 +440,9 @@ class Table:
         conn = self.conn
         try:
             changed: list[bool | Exception] = []
+            multi = getattr(self.hook, "multi_statements", False)
             with closing(conn.cursor()) as cursor:
-                for statement in statements:
-                    cursor.execute(statement)
-                    changed.append(cursor.rowcount > 0)
+                changed += [count > 0 for count in self.dialect.run_statements(cursor, statements, multi)]
             conn.commit()
             return changed
         except BaseException:

@@ -109,7 +109,8 @@ class RepairOperator(CupidOperator):
             plan.fixes = [fix for fix in plan.fixes if position[fix.event_id] not in earlier]
             progress.flight = []
             # a retry's remaining fixes do not replace the script of the whole plan
-            script = self._write_script(context, table, plan, keep=bool(done))
+            statements = table.fix_statements(plan.fixes)
+            script = self._write_script(context, table, plan, statements, keep=bool(done))
             summary: dict[str, Any] = {
                 "mode": settings.mode, "planned": plan.counts(), "script": str(script) if script else None,
             }  # fmt: skip
@@ -124,7 +125,7 @@ class RepairOperator(CupidOperator):
                 progress.asked = {position[fix.event_id] for fix in plan.fixes}
                 progress.write(store)
                 self._ask(context, plan, reason, script, settings)
-            applied = self._apply(table, plan, progress, store, position, settings.batch_rows)
+            applied = self._apply(table, plan, statements, progress, store, position, settings.batch_rows)
             repaired = held + self._verify(table, applied)
         return self._finish(context, progress, store, plan, repaired, summary)
 
@@ -155,7 +156,9 @@ class RepairOperator(CupidOperator):
         map_index = getattr(context.get("ti"), "map_index", -1)
         return base / path_part(self.dag_id) / path_part(str(context["run_id"])) / f"repair-{max(map_index, 0):04d}.sql"
 
-    def _write_script(self, context: Context, table: Table, plan: RepairPlan, keep: bool) -> Path | None:
+    def _write_script(
+        self, context: Context, table: Table, plan: RepairPlan, statements: list[bytes], keep: bool
+    ) -> Path | None:
         path = self._script_path(context)
         if keep and path.exists():
             return path
@@ -168,7 +171,7 @@ class RepairOperator(CupidOperator):
             f"{len(plan.fixes)} guarded statements: each changes nothing if its row moved on since the compare"
         )
         tmp = path.with_suffix(".sql.tmp")
-        tmp.write_bytes(table.fix_script(plan.fixes, header))
+        tmp.write_bytes(table.fix_script(plan.fixes, header, statements))
         tmp.replace(path)
         self.log.info("Wrote the fix SQL of %d repairs to %s", len(plan.fixes), path)
         return path
@@ -230,6 +233,7 @@ class RepairOperator(CupidOperator):
         self,
         table: Table,
         plan: RepairPlan,
+        statements: list[bytes],
         progress: RepairProgress,
         store: Store | None,
         position: dict[str, int],
@@ -239,7 +243,6 @@ class RepairOperator(CupidOperator):
         saved before its commit: a try killed between the commit and the save finds its rows
         repaired (settled) and counts them applied, not again."""
         applied: list[Fix] = []
-        statements = table.fix_statements(plan.fixes)
         for start in range(0, len(plan.fixes), batch):
             fixes = plan.fixes[start : start + batch]
             progress.flight = [position[f.event_id] for f in fixes]
