@@ -153,10 +153,16 @@ def latency(make_db: Any) -> str:
         stop = threading.Event()
 
         def watch() -> None:  # when each version reaches the destination (replicated or repaired)
-            while not stop.is_set():
-                for (name,) in replica.des.execute("SELECT name FROM `user`"):
-                    arrived.setdefault(name, time.time())
-                time.sleep(0.1)
+            import MySQLdb
+
+            conn = MySQLdb.connect(**MYSQL, db=replica.des.name, autocommit=True)  # the replicator has its own
+            with conn.cursor() as cursor:
+                while not stop.is_set():
+                    cursor.execute("SELECT name FROM `user`")
+                    for (name,) in cursor.fetchall():
+                        arrived.setdefault(name, time.time())
+                    time.sleep(0.1)
+            conn.close()
 
         watcher = threading.Thread(target=watch, daemon=True)
         try:
@@ -166,7 +172,14 @@ def latency(make_db: Any) -> str:
             scenario.run()
             scenario.workloads["l5"].join(300)
             lost = [c for c in replica.changes if c.lost]
-            wait_for(lambda: all(c.name in arrived for c in lost) or None, 180, "every lost change repaired", every=1)
+            try:
+                wait_for(lambda: all(c.name in arrived for c in lost) or None, 180, "every lost change repaired", every=1)
+            except TimeoutError:
+                print(scenario.explain("l5"), [c.name for c in lost if c.name not in arrived], flush=True)
+                for r in stack.api(f"dags/{scenario.dag('l5')}/dagRuns", limit=5, order_by="-id")["dag_runs"]:
+                    tis = stack.task_instances(scenario.dag("l5"), r["dag_run_id"])
+                    print(r["dag_run_id"], r["state"], [(t["task_id"], t["map_index"], t["state"]) for t in tis])
+                raise
             time.sleep(15)  # a late false repair would show now
             found = scenario.outcome("l5")
             repair = [arrived[c.name] - c.at for c in lost]
