@@ -173,7 +173,7 @@ def latency(make_db: Any) -> str:
             scenario.workloads["l5"].join(300)
             lost = [c for c in replica.changes if c.lost]
             try:
-                wait_for(lambda: all(c.name in arrived for c in lost) or None, 180, "every lost change repaired", every=1)
+                wait_for(lambda: all(c.name in arrived for c in lost) or None, 180, "lost changes repaired", every=1)
             except TimeoutError:
                 print(scenario.explain("l5"), [c.name for c in lost if c.name not in arrived], flush=True)
                 for r in stack.api(f"dags/{scenario.dag('l5')}/dagRuns", limit=5, order_by="-id")["dag_runs"]:
