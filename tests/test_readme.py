@@ -50,6 +50,15 @@ RUN_BY: dict[str, tuple[str, str]] = {
     r"python -m cupid_airflow validate --connect .*": ("tests/test_validate_connect.py", '"validate", "--connect"'),
     r"python -m cupid_airflow validate( .*)?": ("tests/test_cli.py", '"validate"'),
     r"airflow dags trigger cupid_user": ("tests/test_e2e.py", '"dags", "trigger", DAG_ID, "--run-id", "e2e_gone"'),
+    # README "Repair": the write connection and an answer to the approval, as the e2e gives them.
+    r"airflow connections add user_replica_write --conn-uri 'mysql://\S+'": (
+        "tests/test_e2e.py",
+        'stack.cli("connections", "add", "cupid_e2e_write", "--conn-uri", f"mysql://',
+    ),
+    r"curl -X PATCH \S+/taskInstances/repair/0/hitlDetails\S* .*": (
+        "tests/test_e2e.py",
+        'stack.api(hitl(run_id), "PATCH", {"chosen_options": [option], "params_input": {}})',
+    ),
     r"airflow dags trigger cupid_user_reconcile": ("tests/test_e2e.py", '"dags", "trigger", reconcile_id'),
     r"airflow dags test cupid_user_reconcile": ("tests/test_reconcile.py", '"dags", "test", dag_id'),
     r"airflow dags trigger cupid_user --conf '\{\"start_id\": 1\}'": (

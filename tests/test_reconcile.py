@@ -114,6 +114,7 @@ def test_renamed_columns_and_a_key_range(
     des.execute("UPDATE catalog SET cost = '9.99' WHERE code IN ('S010', 'S150')")
     httpserver.expect_request("/cb", method="POST").respond_with_data("ok")
     config = {
+        "confirmSeconds": 0,  # reported at once: the reconcile's wait for the window is tested on its own
         "src": {"dsn": src.dsn, "table": "items", "byColumn": "sku", "update": False},
         "des": [
             {

@@ -105,12 +105,12 @@ def test_apply_mode_repairs_through_its_write_connection_and_counts_what_it_did(
 def test_a_repair_killed_mid_apply_resumes_without_repeating_or_double_counting(
     pair: Pair, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    rows = 1500
-    _repair(pair, tmp_path, mode="apply", connId=_write_connection(pair, monkeypatch), batchRows=25,
+    rows = 400
+    _repair(pair, tmp_path, mode="apply", connId=_write_connection(pair, monkeypatch), batchRows=10,
             approveRows=rows)  # fmt: skip
     pair.add_source(*[(f"n{i:05d}", f"name {i}", None, None, None) for i in range(rows)])
-    # each insert into the destination takes 3 ms: the apply lasts seconds, long enough to be killed
-    pair.des.execute("CREATE TRIGGER slow BEFORE INSERT ON `user` FOR EACH ROW SET @cupid_slow = SLEEP(0.003)")
+    # each insert into the destination takes 10 ms: the apply lasts seconds, long enough to be killed
+    pair.des.execute("CREATE TRIGGER slow BEFORE INSERT ON `user` FOR EACH ROW SET @cupid_slow = SLEEP(0.01)")
     child = subprocess.Popen(
         [sys.executable, "-c", CHILD, str(REPO / "dags" / "cupid_dags.py"), pair.dag_id],
         env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
