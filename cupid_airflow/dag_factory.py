@@ -241,7 +241,7 @@ def _build_pair(entry: ConfigEntry, config: CupidConfig, index: int, dag_id: str
             partition=scan.output
         )
         _callbacks(config, config_file, common, compare.output)
-        _repairs(config, index, retried, compare.output)
+        _repairs(config, index, retried, compare.output, ask_approval=False)
     return dag
 
 
@@ -306,12 +306,15 @@ def _callbacks(config: CupidConfig, config_file: str, common: dict[str, Any], ev
     ).expand(events=events)
 
 
-def _repairs(config: CupidConfig, index: int, retried: dict[str, Any], events: Any) -> None:
+def _repairs(config: CupidConfig, index: int, retried: dict[str, Any], events: Any, ask_approval: bool) -> None:
     """The mapped ``repair`` task beside ``callback``, over the same events, when the destination
-    has a ``repair`` object (:class:`~cupid_airflow.operators.repair.RepairOperator`)."""
+    has a ``repair`` object (:class:`~cupid_airflow.operators.repair.RepairOperator`). Only a
+    reconcile run asks a person: a scan run waiting for an answer would hold the pair's next runs."""
     if config.des[index].repair is None:
         return
-    RepairOperator.partial(task_id="repair", map_index_template=MAP_INDEX_TEMPLATE, **retried).expand(events=events)
+    RepairOperator.partial(
+        task_id="repair", map_index_template=MAP_INDEX_TEMPLATE, ask_approval=ask_approval, **retried
+    ).expand(events=events)
 
 
 def _build_reconcile(entry: ConfigEntry, config: CupidConfig, index: int, dag_id: str) -> DAG | None:
@@ -347,7 +350,7 @@ def _build_reconcile(entry: ConfigEntry, config: CupidConfig, index: int, dag_id
         ).expand(segment=plan.output)
         if not settings.report_only:
             _callbacks(config, config_file, common, reconcile.output)
-            _repairs(config, index, {**database, **_database_retries(config)}, reconcile.output)
+            _repairs(config, index, {**database, **_database_retries(config)}, reconcile.output, ask_approval=True)
     return dag
 
 

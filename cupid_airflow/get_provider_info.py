@@ -37,6 +37,7 @@ def get_provider_info() -> dict[str, Any]:
                     "cupid_airflow.operators.compare",
                     "cupid_airflow.operators.callback",
                     "cupid_airflow.operators.reconcile",
+                    "cupid_airflow.operators.repair",
                     "cupid_airflow.operators.config_error",
                 ],
             }

@@ -23,7 +23,7 @@ from airflow.sdk.observability import stats
 from cupid_airflow.core.delivery import DeliveryReport
 from cupid_airflow.core.tally import Tally
 
-__all__ = ["PREFIX", "delivery", "emit"]
+__all__ = ["PREFIX", "delivery", "emit", "repairs"]
 
 log = logging.getLogger(__name__)
 
@@ -73,21 +73,20 @@ def _tally(dag_id: str, tally: Tally) -> None:
         send(stats.incr, "reconcile.checksummed", tally["checksummed"])
     if "read" in tally:
         send(stats.incr, "reconcile.read", tally["read"])
-    if tally.get("task") == "repair":
-        send(stats.gauge, "repairs.awaiting", tally.get("awaiting", 0))
 
 
 def repairs(dag_id: str, figures: dict[str, int]) -> None:
-    """A repair task's outcomes, once, when it ends with none left to retry (its tally counts
-    earlier tries too, so it is not what a counter may add)."""
+    """Repairs by outcome (repaired, skipped, settled, moved, held, awaiting, rejected), each
+    counted once: a repair task's tally counts earlier tries too, so it is not what a counter may
+    add; the task sends what is new (:meth:`~cupid_airflow.core.repair_progress.RepairProgress.unsent`)."""
     _safely(_repairs, dag_id, figures)
 
 
 def _repairs(dag_id: str, figures: dict[str, int]) -> None:
     send = _sender(dag_id)
-    for outcome in ("repaired", "skipped", "settled", "moved", "rejected"):
-        if figures.get(outcome):
-            send(stats.incr, "repairs", figures[outcome], outcome=outcome)
+    for outcome, count in sorted(figures.items()):
+        if count:
+            send(stats.incr, "repairs", count, outcome=outcome)
 
 
 def _delivery(dag_id: str, task: str, report: DeliveryReport, retried: int, final: bool) -> None:

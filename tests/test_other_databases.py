@@ -196,3 +196,45 @@ def test_reconcile_sqlite_pair_without_checksums(
 
     assert result.state == "success", result.task_states
     assert received(httpserver) == {"b": 2, "z": 3}
+
+
+def test_a_mysql_source_repaired_into_postgres_through_its_write_connection(
+    postgres_db: str,
+    mysql_db: Any,
+    configs_dir: Path,
+    httpserver: HTTPServer,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """``repair: apply`` on a PostgreSQL destination (its MERGE and guards, psycopg's escaping),
+    through the public interface: the DAG repairs exactly the divergent rows, hostile values intact."""
+    import psycopg2
+
+    src = mysql_db("src")
+    src.execute("CREATE TABLE user (id BIGINT PRIMARY KEY AUTO_INCREMENT, number VARCHAR(8) UNIQUE, "
+                "name VARCHAR(64), update_time DATETIME)")  # fmt: skip
+    names = {"a": 'it\'s "Ann" \\ back', "b": "emoji \U0001f600 中文", "c": "semi; -- x", "d": "same"}
+    src.executemany("INSERT INTO user (number, name) VALUES (%s, %s)", list(names.items()))
+    with psycopg2.connect(host="127.0.0.1", user="postgres", dbname=postgres_db) as pg:
+        pg.cursor().execute(
+            """CREATE TABLE "user" (number TEXT PRIMARY KEY, name TEXT); """
+            """INSERT INTO "user" VALUES ('a', 'garbled'), ('d', 'same')"""
+        )
+    monkeypatch.setenv("AIRFLOW_CONN_CUPID_MY_SRC", f"mysql://root@127.0.0.1:3306/{src.name}?charset=utf8mb4")
+    monkeypatch.setenv("AIRFLOW_CONN_CUPID_PG_DES", f"postgresql://postgres@127.0.0.1:5432/{postgres_db}")
+    httpserver.expect_request("/cb").respond_with_data("ok")
+    settings = config("cupid_my_src", "cupid_pg_des", httpserver.url_for("/cb"), update=False)
+    settings["des"][0]["repair"] = {"mode": "apply", "connId": "cupid_pg_des", "dir": str(tmp_path)}  # type: ignore[index]
+    (configs_dir / "topg.json").write_text(json.dumps(settings))
+
+    result = run_dag("cupid_topg")
+
+    assert result.state == "success", result.task_states
+    assert received(httpserver) == {"a": 2, "b": 1, "c": 1}
+    (summary,) = result.output("repair")
+    assert summary["planned"] == summary["repaired"] == 3 and summary["skipped"] == summary["repair_failed"] == 0
+    with psycopg2.connect(host="127.0.0.1", user="postgres", dbname=postgres_db) as pg:
+        cursor = pg.cursor()
+        cursor.execute('SELECT number, name FROM "user"')
+        assert dict(cursor.fetchall()) == names
+    assert "MERGE INTO" in Path(summary["script"]).read_text()

@@ -259,3 +259,41 @@ def test_a_write_connection_without_rights_fails_naming_side_table_and_server_ne
     notes = "\n".join(getattr(error, "__notes__", []))
     assert f"des[0].repair (connection cupid_write) table user on {MYSQL['host']}:{MYSQL['port']}/{db.name}" in notes
     assert password not in f"{error}\n{reason}\n{notes}"
+
+
+def test_progress_keeps_outcomes_masks_and_what_metrics_counted() -> None:
+    from cupid_airflow.core.repair import RepairPlan
+    from cupid_airflow.core.repair_progress import Outcome, RepairProgress
+
+    class Store(dict[str, Any]):
+        def set(self, key: str, value: Any) -> None:
+            self[key] = value
+
+        def delete(self, key: str) -> None:
+            self.pop(key, None)
+
+    store = Store()
+    progress = RepairProgress("digest", 4)
+    progress.outcomes[0] = Outcome.APPLIED  # an earlier try's
+    progress.flight = [1]  # in flight when that try was killed
+    progress.asked, progress.rejected = {1, 2}, {2}
+    assert progress.unsent({"repaired": 1}) == {"repaired": 1}
+    progress.write(store)
+
+    again = RepairProgress.read(store, "digest", 4)
+    assert (again.outcomes, again.flight, again.asked, again.rejected) == (progress.outcomes, [1], {1, 2}, {2})
+    assert again.todo() == [0, 1, 2, 3]  # the applied one is planned again: does it still hold?
+    plan = RepairPlan(settled=["e0", "e1", "e3"], moved=["e2"])
+    assert again.settle(plan, {"e0": 0, "e1": 1, "e2": 2, "e3": 3}) == 2  # e0 holds, e1 was committed
+    assert again.outcomes == [Outcome.APPLIED, Outcome.APPLIED, Outcome.MOVED, Outcome.SETTLED]
+    assert again.unsent({"repaired": 2}) == {"repaired": 1}  # a cleared task counts only what is new
+    assert RepairProgress.read(store, "another list", 4).outcomes == [Outcome.PENDING] * 4
+
+
+def test_multi_statement_queries_stay_small() -> None:
+    from cupid_airflow.dialects.mysql import QUERY_BYTES, STATEMENTS_PER_QUERY, _queries
+
+    narrow, wide = b"x" * 100, b"y" * (QUERY_BYTES // 3)
+    groups = list(_queries([narrow] * 250 + [wide] * 4 + [b"z" * (QUERY_BYTES + 1)]))
+    assert [len(g) for g in groups] == [STATEMENTS_PER_QUERY, STATEMENTS_PER_QUERY, 52, 2, 1]
+    assert all(sum(len(s) for s in g) <= QUERY_BYTES or len(g) == 1 for g in groups)

@@ -140,3 +140,20 @@ def test_a_repair_killed_mid_apply_resumes_without_repeating_or_double_counting(
     assert _rows(pair, "des") == _rows(pair, "src")  # every row repaired, none twice (number is UNIQUE)
     assert summary["repaired"] == rows and summary["planned"] == rows  # the killed try's work counted once
     assert summary["skipped"] == summary["repair_failed"] == 0
+
+
+def test_a_scan_run_holds_a_plan_that_needs_approval_instead_of_asking(
+    pair: Pair, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scan run waiting for an answer would hold the pair's next runs: past approveRows it
+    applies nothing, writes the fix SQL and says so; only reconcile runs ask (tests/test_e2e.py)."""
+    _repair(pair, tmp_path, mode="apply", connId=_write_connection(pair, monkeypatch), approveRows=3)
+    _divergent(pair)
+    before = _rows(pair, "des")
+
+    result = pair.run()
+
+    (summary,) = result.output("repair")
+    assert summary["held"] == 4 and Path(summary["script"]).is_file()
+    assert _rows(pair, "des") == before  # nothing applied
+    assert "Repairs: 4 planned, 4 held for approval (not applied from a scan run)" in (result.note or "")

@@ -14,14 +14,22 @@ from cupid_airflow.core.codec import StateError
 from cupid_airflow.core.divergence import Divergence
 from cupid_airflow.core.tally import Tally, read_tally
 
-__all__ = ["NOTE_PREFIX", "REPAIR_FIGURES", "RunFigures", "run_note"]
+__all__ = ["NOTE_PREFIX", "REPAIR_FIGURES", "REPAIR_WORDS", "RunFigures", "run_note"]
 
 #: How a note cupid wrote starts: such a note is cupid's to replace, any other is the user's.
 NOTE_PREFIX = "cupid: "
 #: Airflow keeps at most this many characters of a note.
 NOTE_MAX_LEN = 1000
 #: A repair task's figures (:class:`~cupid_airflow.core.tally.Tally`), as the note and the view show them.
-REPAIR_FIGURES = ("planned", "repaired", "skipped", "repair_failed", "settled", "moved", "awaiting", "rejected")
+REPAIR_FIGURES = (
+    "planned", "repaired", "skipped", "repair_failed", "settled", "moved", "awaiting", "held", "rejected",
+)  # fmt: skip
+#: How the note says each (the view shows the same words).
+REPAIR_WORDS = {
+    "planned": "planned", "repaired": "repaired", "skipped": "skipped (row moved on)", "repair_failed": "failed",
+    "awaiting": "awaiting approval", "held": "held for approval (not applied from a scan run)",
+    "rejected": "rejected or timed out", "settled": "already repaired", "moved": "moved on before the plan",
+}  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -133,12 +141,7 @@ def _found_text(found: Counter[str]) -> str:
 
 
 def _repairs_text(repairs: Counter[str]) -> str:
-    words = {
-        "planned": "planned", "repaired": "repaired", "skipped": "skipped (row moved on)",
-        "repair_failed": "failed", "awaiting": "awaiting approval", "rejected": "rejected or timed out",
-        "settled": "already repaired", "moved": "moved on before the plan",
-    }  # fmt: skip
-    parts = [f"{repairs[key]:,} {word}" for key, word in words.items() if repairs.get(key)]
+    parts = [f"{repairs[key]:,} {word}" for key, word in REPAIR_WORDS.items() if repairs.get(key)]
     return ", ".join(parts) or "nothing to repair"
 
 

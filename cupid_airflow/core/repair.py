@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
+from enum import Enum, StrEnum
 from typing import Any
 
 from cupid_airflow.core.compare import to_text, values_equal
@@ -115,42 +115,45 @@ def plan_repairs(
         fix = _fix(kind, event, src, des, columns)
         if isinstance(fix, Fix):
             plan.fixes.append(fix)
-        elif fix is _SETTLED:
+        elif fix is _Unplanned.SETTLED:
             plan.settled.append(event["eventId"])
         else:
             plan.moved.append(event["eventId"])
     return plan
 
 
-_SETTLED = object()
+class _Unplanned(Enum):
+    """Why an event has no fix."""
+
+    SETTLED = "the destination holds what the fix would write"
+    MOVED = "its rows moved on"
 
 
 def _fix(
     kind: Divergence, event: Event, src: list[Sequence[Any]] | None, des: list[Sequence[Any]], columns: RepairColumns
-) -> Fix | object | None:
-    """The event's fix; :data:`_SETTLED` when the destination holds what it would write; None when
-    its rows moved on."""
+) -> Fix | _Unplanned:
+    """The event's fix, or why it has none."""
     event_id = event["eventId"]
     if kind is Divergence.GONE:
         if src:
-            return None
+            return _Unplanned.MOVED
         if not des:
-            return _SETTLED
+            return _Unplanned.SETTLED
         if len(des) != 1 or not _as_reported(des[0][1:], columns.des_columns, event.get("desColumn")):
-            return None
+            return _Unplanned.MOVED
         return Fix(RepairKind.DELETE, event_id, (), _as_destination(des[0], columns))
     if not src or len(src) != 1 or not _as_reported(src[0][1:], columns.src_columns, event.get("srcColumn")):
-        return None  # deleted, re-keyed, ambiguous or a newer version since: not this event's to repair
+        return _Unplanned.MOVED  # deleted, re-keyed, ambiguous or a newer version since: not this event's to repair
     row = src[0]
     if len(des) == 1 and not _differing(row, des[0]):
-        return _SETTLED
+        return _Unplanned.SETTLED
     if kind is Divergence.MISSING:
         if des:
-            return None
+            return _Unplanned.MOVED
         values = _as_destination(row, columns)
         return Fix(RepairKind.INSERT, event_id, values, values[:1])
     if len(des) != 1 or not _as_reported(des[0][1:], columns.des_columns, event.get("desColumn")):
-        return None
+        return _Unplanned.MOVED
     differing = [
         (name, value)
         for name, value, now in zip(columns.des_columns, row[1:], des[0][1:], strict=True)

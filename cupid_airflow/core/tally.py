@@ -44,6 +44,7 @@ class Tally(TypedDict, total=False):
     settled: int  # repair: the destination held the fix already (replication got there first)
     moved: int  # repair: the rows moved on before the plan (a newer version): not repaired
     awaiting: int  # repair: fixes waiting for a person's approval
+    held: int  # repair: fixes a scan run did not apply because they need approval (it asks no one)
     rejected: int  # repair: events whose repair was rejected, or not approved in time
     script: str  # repair: where its fix SQL is (<repair.dir>/<dag_id>/<run_id>/repair-NNNN.sql)
 
@@ -71,6 +72,7 @@ _TALLY_COUNTS = frozenset(
         "settled",
         "moved",
         "awaiting",
+        "held",
         "rejected",
     }
 )

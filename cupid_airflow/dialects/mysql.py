@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import closing
 from typing import Any, ClassVar
 
@@ -11,9 +11,11 @@ from cupid_airflow.dialects.base import LOCK_WAIT_SECONDS, Dialect
 __all__ = ["MySqlDialect"]
 
 _SEP, _NULL = "CHAR(31)", "CHAR(30)"
-#: Repair statements per query on a multi-statement connection: about 50 KB of SQL for narrow rows,
-#: far below max_allowed_packet (16 MB by default), and a round trip per 100 rows instead of each.
+#: Repair statements per query on a multi-statement connection, and the most bytes of SQL in one:
+#: a round trip per 100 rows instead of each, and far below max_allowed_packet (16 MB by default)
+#: whatever the rows' width (a statement larger than this goes alone).
 STATEMENTS_PER_QUERY = 100
+QUERY_BYTES = 1 << 20
 #: Server errors that describe the schema, the grants or the credentials, not the moment:
 #: 1044/1142/1143 access denied to a database/table/column, 1045 wrong user or password (the
 #: config is read again by the next run, not by a retry), 1049 unknown database, 1054 unknown
@@ -44,8 +46,8 @@ class MySqlDialect(Dialect):
         if not multi:
             return super().run_statements(cursor, statements, multi)
         counts: list[int] = []
-        for start in range(0, len(statements), STATEMENTS_PER_QUERY):
-            cursor.execute(b";\n".join(statements[start : start + STATEMENTS_PER_QUERY]))
+        for group in _queries(statements):
+            cursor.execute(b";\n".join(group))
             counts.append(cursor.rowcount)
             while cursor.nextset():
                 counts.append(cursor.rowcount)
@@ -93,3 +95,17 @@ class MySqlDialect(Dialect):
         if isinstance(args[0], int) and args[0] in PERMANENT_CODES:
             return f"MySQL error {args[0]}: {args[1] if len(args) > 1 else ''}"
         return None
+
+
+def _queries(statements: Sequence[bytes]) -> Iterator[Sequence[bytes]]:
+    """``statements`` in groups of at most :data:`STATEMENTS_PER_QUERY` and :data:`QUERY_BYTES`."""
+    group: list[bytes] = []
+    size = 0
+    for statement in statements:
+        if group and (len(group) == STATEMENTS_PER_QUERY or size + len(statement) > QUERY_BYTES):
+            yield group
+            group, size = [], 0
+        group.append(statement)
+        size += len(statement) + 2
+    if group:
+        yield group

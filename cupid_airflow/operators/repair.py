@@ -24,7 +24,7 @@ from cupid_airflow.hooks.table import Table
 from cupid_airflow.names import path_part
 from cupid_airflow.operators.base import CupidOperator
 
-__all__ = ["APPROVE", "REJECT", "RepairOperator"]
+__all__ = ["APPROVE", "REJECT", "RepairOperator", "approval_body", "error_code"]
 
 APPROVE, REJECT = "Approve", "Reject"
 #: Fixes a request for approval shows.
@@ -51,13 +51,18 @@ class RepairOperator(CupidOperator):
       was applied is read back and counted repaired only when the destination now holds it.
 
     :param events: the events of one compare or reconcile task (mapped), or where its chunks are.
+    :param ask_approval: ask a person when a plan needs approval (reconcile DAGs); False: hold it
+        (scan DAGs, whose next runs would wait for the answer).
     """
 
     ui_color = "#d9e8f2"
 
-    def __init__(self, *, events: list[dict[str, Any]] | dict[str, Any] | None, **kwargs: Any) -> None:
+    def __init__(
+        self, *, events: list[dict[str, Any]] | dict[str, Any] | None, ask_approval: bool = True, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.events = events
+        self.ask_approval = ask_approval
 
     @property
     def settings(self) -> Repair:
@@ -80,37 +85,28 @@ class RepairOperator(CupidOperator):
         return [event for chunk in self.event_chunks(context, output) for event in chunk]
 
     def _repair(self, context: Context, approved: bool) -> dict[str, Any]:
+        """Plan what is left to do (:meth:`RepairProgress.todo`), write the fix SQL, and in apply
+        mode apply it, once a plan that needs one has a person's approval."""
         settings = self.settings
         events = self._all_events(context)
         store: Store | None = context.get("task_state_store") if settings.mode == "apply" else None
         progress = RepairProgress.read(store, EventDigest.of(events), len(events))
         if approved and progress.approved != progress.asked:
             progress.approved = set(progress.asked)  # what the person saw, not what a plan now holds
+            progress.rejected -= progress.asked
             progress.write(store)
-        # what earlier tries applied is planned again too: found holding, it counts repaired
-        earlier = {i for i, outcome in enumerate(progress.outcomes) if outcome is Outcome.APPLIED}
-        todo = [i for i, outcome in enumerate(progress.outcomes) if not outcome.final or i in earlier]
+        todo = progress.todo()
         position = {events[i]["eventId"]: i for i in todo}
         self.show_as(context, f"{len(events):,} events")
         with self._table(settings) as table:
             plan = self._plan(table, [events[i] for i in todo])
             if settings.mode == "apply":
                 table.conn.commit()  # end the read's transaction: the guards, not a snapshot, hold the rows
-            done = earlier | set(progress.flight)  # in flight: the killed try may have committed it
-            held = 0
-            for event_id in plan.settled:
-                at = position[event_id]
-                progress.outcomes[at] = Outcome.APPLIED if at in done else Outcome.SETTLED
-                held += at in done
-            for event_id in plan.moved:
-                if position[event_id] not in earlier:
-                    progress.outcomes[position[event_id]] = Outcome.MOVED
-            # applied by an earlier try and changed since: not fought over
-            plan.fixes = [fix for fix in plan.fixes if position[fix.event_id] not in earlier]
-            progress.flight = []
-            # a retry's remaining fixes do not replace the script of the whole plan
+            started = progress.started or bool(progress.flight)
+            holding = progress.settle(plan, position)
             statements = table.fix_statements(plan.fixes)
-            script = self._write_script(context, table, plan, statements, keep=bool(done))
+            # a retry's remaining fixes do not replace the script of the whole plan
+            script = self._write_script(context, table, plan, statements, keep=started)
             summary: dict[str, Any] = {
                 "mode": settings.mode, "planned": plan.counts(), "script": str(script) if script else None,
             }  # fmt: skip
@@ -119,22 +115,57 @@ class RepairOperator(CupidOperator):
                 self.record(context, "repair", planned=len(plan.fixes), settled=len(plan.settled),
                             moved=len(plan.moved), **_where(script))  # fmt: skip
                 return summary
+            asked = {position[fix.event_id] for fix in plan.fixes}
             reason = plan.approval_reason(settings.approve_rows)
-            unapproved = [fix for fix in plan.fixes if position[fix.event_id] not in progress.approved]
-            if reason is not None and unapproved:
-                progress.asked = {position[fix.event_id] for fix in plan.fixes}
+            if reason is None and asked & progress.rejected:
+                reason = f"{len(asked & progress.rejected):,} of these fixes were rejected before"
+            if reason is not None and not asked <= progress.approved:
+                progress.asked = asked
                 progress.write(store)
+                if not self.ask_approval:
+                    return self._hold(context, progress, store, plan, reason, summary)
                 self._ask(context, plan, reason, script, settings)
             applied = self._apply(table, plan, statements, progress, store, position, settings.batch_rows)
-            repaired = held + self._verify(table, applied)
+            repaired = holding + self._verify(table, applied)
         return self._finish(context, progress, store, plan, repaired, summary)
+
+    def _hold(
+        self,
+        context: Context,
+        progress: RepairProgress,
+        store: Store | None,
+        plan: RepairPlan,
+        reason: str,
+        summary: dict[str, Any],
+    ) -> dict[str, Any]:
+        """A scan run's plan that needs approval is not applied, and no one is asked: the run
+        would stay open, and with it the pair's scans (one run at a time), until someone answers.
+        Its fix SQL stays for a person; a reconcile run that finds the rows again asks."""
+        held = len(plan.fixes)
+        self.log.warning("%s: not applied from a scan run (a request would hold the pair's next runs): the fix "
+                         "SQL is in %s; a reconcile run asks for approval", reason, summary["script"])  # fmt: skip
+        self.show_as(context, f"{held:,} fixes held for approval")
+        self.record(context, "repair", planned=held, held=held, **_where(summary["script"]))
+        self._count(progress, store, {"held": held})
+        self._alert(context, f"cupid: repair of {self.pair.label} held ({reason})", "held: not applied from a scan run")
+        return {**summary, "held": held}
+
+    def _count(self, progress: RepairProgress, store: Store | None, figures: dict[str, int]) -> None:
+        """Metrics of what no earlier try counted (the state store outlives a cleared task)."""
+        metrics.repairs(self.dag_id, progress.unsent(figures))
+        progress.write(store)
 
     def _table(self, settings: Repair) -> Table:
         """The table that plans and writes: the write connection reads the guards' values too, so
         they are the rows it will update."""
-        if settings.mode == "apply":
-            return self.pair.repair_table().writing()
-        return self.pair.destination_table()
+        if settings.mode != "apply":
+            return self.pair.destination_table()
+        table = self.pair.repair_table()
+        try:
+            return table.writing()
+        except BaseException:
+            table.close()
+            raise
 
     def _plan(self, table: Table, events: Sequence[Event]) -> RepairPlan:
         pair = self.pair
@@ -171,7 +202,9 @@ class RepairOperator(CupidOperator):
             f"{len(plan.fixes)} guarded statements: each changes nothing if its row moved on since the compare"
         )
         tmp = path.with_suffix(".sql.tmp")
-        tmp.write_bytes(table.fix_script(plan.fixes, header, statements))
+        # the rows' data: readable by the owner and its group (the api-server's user), no one else
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640), "wb") as out:
+            out.write(table.fix_script(plan.fixes, header, statements))
         tmp.replace(path)
         self.log.info("Wrote the fix SQL of %d repairs to %s", len(plan.fixes), path)
         return path
@@ -193,6 +226,7 @@ class RepairOperator(CupidOperator):
             params={},
         )
         self.record(context, "repair", planned=len(plan.fixes), awaiting=len(plan.fixes), **_where(script))
+        metrics.repairs(self.dag_id, {"awaiting": len(plan.fixes)})  # each request once
         self.show_as(context, f"{len(plan.fixes):,} fixes await approval")
         self.log.info("%s: waiting up to %d s for a person to approve in Required actions", reason,
                       settings.approval_timeout_seconds)  # fmt: skip
@@ -208,11 +242,15 @@ class RepairOperator(CupidOperator):
             return self._repair(context, approved=True)
         what = "timed out (nothing applied)" if timed_out else f"rejected by {_who(event)} (nothing applied)"
         events = self._all_events(context)
+        store: Store | None = context.get("task_state_store")
+        progress = RepairProgress.read(store, EventDigest.of(events), len(events))
+        progress.rejected |= progress.asked  # asked again, whatever a later plan's size
+        progress.write(store)
         self.log.warning("The repair of %d events was %s", len(events), what)
         self.show_as(context, "repair " + what.split(" (")[0])
         script = self._script_path(context)
         self.record(context, "repair", rejected=len(events), **_where(script if script.exists() else None))
-        metrics.repairs(self.dag_id, {"rejected": len(events)})
+        metrics.repairs(self.dag_id, {"rejected": len(events)})  # each answer once
         self._alert(context, f"cupid: repair of {self.pair.label} {what}", what)
         return {"mode": "apply", "rejected": len(events), "timed_out": timed_out}
 
@@ -306,6 +344,7 @@ class RepairOperator(CupidOperator):
             self.log.warning("%d applied repairs no longer hold: their rows changed again since", applied - repaired)
         self.record(context, "repair", **figures, **_where(summary["script"]))
         skipped, failed = figures["skipped"], figures["repair_failed"]
+        self._count(progress, store, {k: figures[k] for k in ("repaired", "skipped", "settled", "moved")})
         self.show_as(context, f"{repaired:,} repaired, {skipped:,} skipped, {failed:,} failed")
         self.log.info(
             "Repaired %d (read back), %d skipped (the row moved on before its statement), %d failed; "
@@ -317,7 +356,6 @@ class RepairOperator(CupidOperator):
                 f"{figures['repair_failed']} of {len(progress.outcomes)} repairs were refused by {self.pair.des.table} "
                 "(see the log for their event ids and errors); the next try applies them again"
             )
-        metrics.repairs(self.dag_id, figures)
         return {**summary, **figures}
 
 
@@ -351,7 +389,7 @@ def _sample(value: Any) -> str:
     text = to_text(value)
     if text is None:
         return "NULL"
-    text = text.replace("|", "\\|").replace("\n", " ")
+    text = text.replace("|", "\\|").replace("`", "'").replace("\n", " ").replace("\r", " ")
     return f"`{text[:SAMPLE_CHARS]}{'…' if len(text) > SAMPLE_CHARS else ''}`"
 
 

@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import quote
 
 from cupid_airflow.core.divergence import Divergence
+from cupid_airflow.core.drift import REPAIR_WORDS
 from cupid_airflow.plugins.drift_data import WINDOW, DriftPage, PairDrift, RunPoint
 
 __all__ = ["URL_PREFIX", "create_app", "render_page"]
@@ -66,10 +67,14 @@ def create_app() -> Any:
     def repairs(dag_id: str, run_id: str, user: Any = user_dependency) -> Any:
         """The fix SQL of one run, every repair task's file in map-index order (one script)."""
         from airflow.api_fastapi.app import get_auth_manager
+        from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity, DagDetails
         from fastapi import HTTPException
         from fastapi.responses import StreamingResponse
 
-        if dag_id not in get_auth_manager().get_authorized_dag_ids(user=user, method="GET"):
+        # the fix SQL holds rows' data, as the run's XComs do: the same permission
+        if not get_auth_manager().is_authorized_dag(
+            method="GET", access_entity=DagAccessEntity.XCOM, details=DagDetails(id=dag_id), user=user
+        ):
             raise HTTPException(404, "no such cupid run")
         files = _repair_files(dag_id, run_id)
         if not files:
@@ -123,7 +128,7 @@ def _repair_files(dag_id: str, run_id: str) -> list[Path]:
                 path is not None and path.is_absolute() and ".." not in path.parts
                 and re.fullmatch(r"repair-\d{4}\.sql", path.name)
                 and path.parent.name == path_part(run_id) and path.parent.parent.name == path_part(dag_id)
-                and path.is_file() and not path.is_symlink()
+                and path.is_file() and path.resolve() == path  # no symlink on the way
             ):  # fmt: skip
                 files.append(path)
     return files
@@ -174,10 +179,10 @@ def _repairs(repairs: Any) -> str:
     """A pair's repairs of the window, under its callbacks (nothing for a pair that does not repair)."""
     if not repairs:
         return ""
-    parts = [f"{repairs.get('repaired', 0):,} repaired", f"{repairs.get('skipped', 0):,} skipped"]
-    for key, word in (("repair_failed", "failed"), ("awaiting", "awaiting approval"), ("rejected", "rejected")):
+    parts = [f"{repairs.get(key, 0):,} {escape(REPAIR_WORDS[key])}" for key in ("repaired", "skipped")]
+    for key in ("repair_failed", "awaiting", "held", "rejected"):
         if repairs.get(key):
-            parts.append(f'<span class="failed bad">{repairs[key]:,}</span> {word}')
+            parts.append(f'<span class="failed bad">{repairs[key]:,}</span> {escape(REPAIR_WORDS[key])}')
     return f'<div class="repairs">repairs: {" · ".join(parts)}</div>'
 
 
