@@ -273,12 +273,12 @@ def test_progress_keeps_outcomes_masks_and_what_metrics_counted() -> None:
             self.pop(key, None)
 
     store = Store()
-    progress = RepairProgress("digest", 4)
+    progress = RepairProgress("digest", 4, store)
     progress.outcomes[0] = Outcome.APPLIED  # an earlier try's
     progress.flight = [1]  # in flight when that try was killed
     progress.asked, progress.rejected = {1, 2}, {2}
     assert progress.unsent({"repaired": 1}) == {"repaired": 1}
-    progress.write(store)
+    progress.write()
 
     again = RepairProgress.read(store, "digest", 4)
     assert (again.outcomes, again.flight, again.asked, again.rejected) == (progress.outcomes, [1], {1, 2}, {2})

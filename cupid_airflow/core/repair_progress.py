@@ -50,8 +50,9 @@ class RepairState(TypedDict):
 class RepairProgress:
     """One repair task's outcomes while it applies."""
 
-    def __init__(self, digest: str, count: int) -> None:
+    def __init__(self, digest: str, count: int, store: Store | None = None) -> None:
         self.digest = digest
+        self.store = store  # where it is kept (None: nowhere, as in sql mode)
         self.outcomes = [Outcome.PENDING] * count
         self.asked: set[int] = set()
         self.approved: set[int] = set()
@@ -62,7 +63,7 @@ class RepairProgress:
     @classmethod
     def read(cls, store: Store | None, digest: str, count: int) -> RepairProgress:
         """What earlier tries did with the event list of this digest (nothing, for another list)."""
-        found = cls(digest, count)
+        found = cls(digest, count, store)
         data = store.get(PROGRESS_KEY, None) if store is not None else None
         if data is None:
             return found
@@ -84,8 +85,8 @@ class RepairProgress:
             found.sent = {str(k): int(v) for k, v in dict(data.get("sent", {})).items()}
         return found
 
-    def write(self, store: Store | None) -> None:
-        if store is None:
+    def write(self) -> None:
+        if self.store is None:
             return
         count = len(self.outcomes)
         state = RepairState(
@@ -98,7 +99,7 @@ class RepairProgress:
             flight=self.flight,
             sent=self.sent,
         )
-        store.set(PROGRESS_KEY, state)
+        self.store.set(PROGRESS_KEY, state)
 
     def todo(self) -> list[int]:
         """Positions to plan: undecided and failed events, and those an earlier try applied

@@ -94,7 +94,7 @@ class RepairOperator(CupidOperator):
         if approved and progress.approved != progress.asked:
             progress.approved = set(progress.asked)  # what the person saw, not what a plan now holds
             progress.rejected -= progress.asked
-            progress.write(store)
+            progress.write()
         todo = progress.todo()
         position = {events[i]["eventId"]: i for i in todo}
         self.show_as(context, f"{len(events):,} events")
@@ -121,19 +121,18 @@ class RepairOperator(CupidOperator):
                 reason = f"{len(asked & progress.rejected):,} of these fixes were rejected before"
             if reason is not None and not asked <= progress.approved:
                 progress.asked = asked
-                progress.write(store)
+                progress.write()
                 if not self.ask_approval:
-                    return self._hold(context, progress, store, plan, reason, summary)
+                    return self._hold(context, progress, plan, reason, summary)
                 self._ask(context, plan, reason, script, settings)
-            applied = self._apply(table, plan, statements, progress, store, position, settings.batch_rows)
+            applied = self._apply(table, plan, statements, progress, position, settings.batch_rows)
             repaired = holding + self._verify(table, applied)
-        return self._finish(context, progress, store, plan, repaired, summary)
+        return self._finish(context, progress, plan, repaired, summary)
 
     def _hold(
         self,
         context: Context,
         progress: RepairProgress,
-        store: Store | None,
         plan: RepairPlan,
         reason: str,
         summary: dict[str, Any],
@@ -146,14 +145,14 @@ class RepairOperator(CupidOperator):
                          "SQL is in %s; a reconcile run asks for approval", reason, summary["script"])  # fmt: skip
         self.show_as(context, f"{held:,} fixes held for approval")
         self.record(context, "repair", planned=held, held=held, **_where(summary["script"]))
-        self._count(progress, store, {"held": held})
+        self._count(progress, {"held": held})
         self._alert(context, f"cupid: repair of {self.pair.label} held ({reason})", "held: not applied from a scan run")
         return {**summary, "held": held}
 
-    def _count(self, progress: RepairProgress, store: Store | None, figures: dict[str, int]) -> None:
+    def _count(self, progress: RepairProgress, figures: dict[str, int]) -> None:
         """Metrics of what no earlier try counted (the state store outlives a cleared task)."""
         metrics.repairs(self.dag_id, progress.unsent(figures))
-        progress.write(store)
+        progress.write()
 
     def _table(self, settings: Repair) -> Table:
         """The table that plans and writes: the write connection reads the guards' values too, so
@@ -245,7 +244,7 @@ class RepairOperator(CupidOperator):
         store: Store | None = context.get("task_state_store")
         progress = RepairProgress.read(store, EventDigest.of(events), len(events))
         progress.rejected |= progress.asked  # asked again, whatever a later plan's size
-        progress.write(store)
+        progress.write()
         self.log.warning("The repair of %d events was %s", len(events), what)
         self.show_as(context, "repair " + what.split(" (")[0])
         script = self._script_path(context)
@@ -273,7 +272,6 @@ class RepairOperator(CupidOperator):
         plan: RepairPlan,
         statements: list[bytes],
         progress: RepairProgress,
-        store: Store | None,
         position: dict[str, int],
         batch: int,
     ) -> list[Fix]:
@@ -284,7 +282,7 @@ class RepairOperator(CupidOperator):
         for start in range(0, len(plan.fixes), batch):
             fixes = plan.fixes[start : start + batch]
             progress.flight = [position[f.event_id] for f in fixes]
-            progress.write(store)
+            progress.write()
             results = table.apply(statements[start : start + batch])
             for fix, result in zip(fixes, results, strict=True):
                 at = position[fix.event_id]
@@ -297,7 +295,7 @@ class RepairOperator(CupidOperator):
                 else:
                     progress.outcomes[at] = Outcome.SKIPPED
             progress.flight = []
-            progress.write(store)
+            progress.write()
         return applied
 
     def _verify(self, table: Table, applied: Sequence[Fix]) -> int:
@@ -326,7 +324,6 @@ class RepairOperator(CupidOperator):
         self,
         context: Context,
         progress: RepairProgress,
-        store: Store | None,
         plan: RepairPlan,
         repaired: int,
         summary: dict[str, Any],
@@ -344,7 +341,7 @@ class RepairOperator(CupidOperator):
             self.log.warning("%d applied repairs no longer hold: their rows changed again since", applied - repaired)
         self.record(context, "repair", **figures, **_where(summary["script"]))
         skipped, failed = figures["skipped"], figures["repair_failed"]
-        self._count(progress, store, {k: figures[k] for k in ("repaired", "skipped", "settled", "moved")})
+        self._count(progress, {k: figures[k] for k in ("repaired", "skipped", "settled", "moved")})
         self.show_as(context, f"{repaired:,} repaired, {skipped:,} skipped, {failed:,} failed")
         self.log.info(
             "Repaired %d (read back), %d skipped (the row moved on before its statement), %d failed; "
