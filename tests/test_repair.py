@@ -264,15 +264,9 @@ def test_a_write_connection_without_rights_fails_naming_side_table_and_server_ne
 def test_progress_keeps_outcomes_masks_and_what_metrics_counted() -> None:
     from cupid_airflow.core.repair import RepairPlan
     from cupid_airflow.core.repair_progress import Outcome, RepairProgress
+    from tests.test_core import MemoryStore
 
-    class Store(dict[str, Any]):
-        def set(self, key: str, value: Any) -> None:
-            self[key] = value
-
-        def delete(self, key: str) -> None:
-            self.pop(key, None)
-
-    store = Store()
+    store = MemoryStore()
     progress = RepairProgress("digest", 4, store)
     progress.outcomes[0] = Outcome.APPLIED  # an earlier try's
     progress.flight = [1]  # in flight when that try was killed

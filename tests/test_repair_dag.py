@@ -67,7 +67,7 @@ def test_the_fix_sql_of_a_run_applied_by_mysql_repairs_exactly_the_divergent_row
 
     assert set(pair.by_number()) == {"n0", "n1", "n3", "n4"}  # callbacks as ever
     (summary,) = result.output("repair")
-    assert summary["mode"] == "sql" and summary["planned"] == {"insert": 2, "update": 2}
+    assert summary["mode"] == "sql" and summary["kinds"] == {"insert": 2, "update": 2} and summary["planned"] == 4
     script = Path(summary["script"])
     assert script.parent.parent.name == pair.dag_id and script.name == "repair-0000.sql"
     assert _rows(pair, "des") != _rows(pair, "src")  # sql mode writes nothing

@@ -422,19 +422,21 @@ class Table:
         try:
             return self._commit(statements)
         except Exception as e:
-            if not self.dialect.row_error(e):
-                self._noted(e)
-                raise
+            self._unless_row_error(e)
         results: list[bool | Exception] = []
         for statement in statements:
             try:
                 results += self._commit([statement])
             except Exception as e:
-                if not self.dialect.row_error(e):
-                    self._noted(e)
-                    raise
+                self._unless_row_error(e)
                 results.append(e)
         return results
+
+    def _unless_row_error(self, error: Exception) -> None:
+        """Raise ``error``, noted, unless it is one statement's own (:meth:`Dialect.row_error`)."""
+        if not self.dialect.row_error(error):
+            self._noted(error)
+            raise error
 
     def _commit(self, statements: Sequence[bytes]) -> list[bool | Exception]:
         conn = self.conn

@@ -15,7 +15,7 @@ from airflow.sdk import Context
 from cupid_airflow import metrics
 from cupid_airflow.config import Repair
 from cupid_airflow.core.codec import Store
-from cupid_airflow.core.compare import lookup_keys, to_text, values_equal
+from cupid_airflow.core.compare import lookup_keys, to_text
 from cupid_airflow.core.events import Event, EventDigest, read_event_output
 from cupid_airflow.core.repair import Fix, RepairColumns, RepairKind, RepairPlan, plan_repairs
 from cupid_airflow.core.repair_progress import Outcome, RepairProgress
@@ -84,13 +84,18 @@ class RepairOperator(CupidOperator):
         output = read_event_output(self.events)
         return [event for chunk in self.event_chunks(context, output) for event in chunk]
 
+    @staticmethod
+    def _progress(context: Context, events: list[Event], kept: bool) -> RepairProgress:
+        """What earlier tries of this task did, in its state store (``kept``: apply mode)."""
+        store: Store | None = context.get("task_state_store") if kept else None
+        return RepairProgress.read(store, EventDigest.of(events), len(events))
+
     def _repair(self, context: Context, approved: bool) -> dict[str, Any]:
         """Plan what is left to do (:meth:`RepairProgress.todo`), write the fix SQL, and in apply
         mode apply it, once a plan that needs one has a person's approval."""
         settings = self.settings
         events = self._all_events(context)
-        store: Store | None = context.get("task_state_store") if settings.mode == "apply" else None
-        progress = RepairProgress.read(store, EventDigest.of(events), len(events))
+        progress = self._progress(context, events, kept=settings.mode == "apply")
         if approved and progress.approved != progress.asked:
             progress.approved = set(progress.asked)  # what the person saw, not what a plan now holds
             progress.rejected -= progress.asked
@@ -108,13 +113,13 @@ class RepairOperator(CupidOperator):
             # a retry's remaining fixes do not replace the script of the whole plan
             script = self._write_script(context, table, plan, statements, keep=started)
             summary: dict[str, Any] = {
-                "mode": settings.mode, "planned": plan.counts(), "script": str(script) if script else None,
+                "mode": settings.mode, "kinds": plan.counts(), "script": str(script) if script else None,
             }  # fmt: skip
             if settings.mode == "sql":
+                figures = {"planned": len(plan.fixes), "settled": len(plan.settled), "moved": len(plan.moved)}
                 self.show_as(context, f"{len(plan.fixes):,} fixes written")
-                self.record(context, "repair", planned=len(plan.fixes), settled=len(plan.settled),
-                            moved=len(plan.moved), **_where(script))  # fmt: skip
-                return summary
+                self.record(context, "repair", **figures, **_where(script))
+                return {**summary, **figures}
             asked = {position[fix.event_id] for fix in plan.fixes}
             reason = plan.approval_reason(settings.approve_rows)
             if reason is None and asked & progress.rejected:
@@ -126,7 +131,9 @@ class RepairOperator(CupidOperator):
                     return self._hold(context, progress, plan, reason, summary)
                 self._ask(context, plan, reason, script, settings)
             applied = self._apply(table, plan, statements, progress, position, settings.batch_rows)
-            repaired = holding + self._verify(table, applied)
+            # read back: an applied fix counts repaired when a plan now finds nothing to do for it
+            applied_events = [events[position[fix.event_id]] for fix in applied]
+            repaired = holding + (len(self._plan(table, applied_events, reading_back=True).settled) if applied else 0)
         return self._finish(context, progress, plan, repaired, summary)
 
     def _hold(
@@ -166,13 +173,15 @@ class RepairOperator(CupidOperator):
             table.close()
             raise
 
-    def _plan(self, table: Table, events: Sequence[Event]) -> RepairPlan:
+    def _plan(self, table: Table, events: Sequence[Event], reading_back: bool = False) -> RepairPlan:
         pair = self.pair
         keys = [k for e in events for k in lookup_keys(e.get("byValue"))]
         with pair.source_table() as source:
             src_rows, des_rows, _ = pair.recheck_rows(source, table, keys, stamp=False)
         columns = RepairColumns(pair.src.by_column, pair.src_columns, pair.des.by_column, pair.des_columns)
         plan = plan_repairs(events, [row[1:] for row in src_rows], des_rows, columns)
+        if reading_back:
+            return plan
         self.log.info(
             "Repair plan for %d events: %s; %d already repaired at the destination, %d moved on since (not repaired)",
             len(events), ", ".join(f"{n:,} {kind}" for kind, n in sorted(plan.counts().items())) or "nothing to write",
@@ -241,8 +250,7 @@ class RepairOperator(CupidOperator):
             return self._repair(context, approved=True)
         what = "timed out (nothing applied)" if timed_out else f"rejected by {_who(event)} (nothing applied)"
         events = self._all_events(context)
-        store: Store | None = context.get("task_state_store")
-        progress = RepairProgress.read(store, EventDigest.of(events), len(events))
+        progress = self._progress(context, events, kept=True)
         progress.rejected |= progress.asked  # asked again, whatever a later plan's size
         progress.write()
         self.log.warning("The repair of %d events was %s", len(events), what)
@@ -297,28 +305,6 @@ class RepairOperator(CupidOperator):
             progress.flight = []
             progress.write()
         return applied
-
-    def _verify(self, table: Table, applied: Sequence[Fix]) -> int:
-        """How many applied fixes the destination holds now (read back by key)."""
-        if not applied:
-            return 0
-        key = self.pair.des.by_column
-        names = sorted({name for fix in applied for name, _ in fix.values} - {key})
-        rows: dict[str | None, list[tuple[Any, ...]]] = {}
-        keys = [fix.guard[0][1] for fix in applied]
-        for start in range(0, len(keys), 1000):
-            for row in table.rows_with_keys(key, names, keys[start : start + 1000]):
-                rows.setdefault(to_text(row[0]), []).append(row)
-        table.conn.commit()  # end the read's transaction: nothing is held open
-        held = 0
-        for fix in applied:
-            found = rows.get(to_text(fix.guard[0][1]), [])
-            if fix.kind is RepairKind.DELETE:
-                held += not found
-            elif len(found) == 1:
-                now = dict(zip(names, found[0][1:], strict=True))
-                held += all(values_equal(value, now[name]) for name, value in fix.values if name != key)
-        return held
 
     def _finish(
         self,
